@@ -1,0 +1,199 @@
+//! The admin listener: health, readiness, metrics, snapshot listing and purge. Never public.
+
+use std::convert::Infallible;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::cache::{now_ms, CacheKey, Entry};
+use crate::params::WardKey;
+use crate::respond::ApiError;
+use crate::upstream::{full, Body};
+use crate::Shared;
+
+fn json_response(status: StatusCode, v: serde_json::Value) -> Response<Body> {
+    let mut r = Response::new(full(v.to_string()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+/// Whether the instance should receive traffic, and if not, why.
+pub async fn readiness(shared: &Shared) -> Result<(), String> {
+    if shared.draining.load(Ordering::SeqCst) {
+        return Err("draining".into());
+    }
+    if let Some(l2) = &shared.cache.l2 {
+        if !l2.ping().await {
+            return Err("Redis is not reachable".into());
+        }
+    }
+    let cfg = shared.live.load();
+    let want = cfg.ready.min_warm_percent;
+    if want > 0 {
+        let targets = shared.warm_targets.load();
+        if !targets.is_empty() {
+            let max_age = cfg.cache.snapshot_max_age.0 + cfg.cache.max_stale.0;
+            let mut warm = 0usize;
+            for w in targets.iter() {
+                if shared
+                    .cache
+                    .has_fresh(&CacheKey::Ward(w.clone()), max_age)
+                    .await
+                {
+                    warm += 1;
+                }
+            }
+            let pct = warm * 100 / targets.len();
+            if pct < usize::from(want) {
+                return Err(format!(
+                    "{pct}% of {} warm-target wards cached, {want}% required",
+                    targets.len()
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Constant-time comparison, so the token cannot be guessed byte by byte from timings.
+fn token_ok(req: &Request<Incoming>, shared: &Shared) -> bool {
+    let cfg = shared.live.load();
+    let Some(want) = cfg.admin_token.as_ref() else {
+        return false;
+    };
+    let got = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    let (a, b) = (got.as_bytes(), want.expose().as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Result<Response<Body>, Infallible> {
+    let path = req.uri().path().to_string();
+    let resp = match (req.method(), path.as_str()) {
+        (&Method::GET, "/healthz") => json_response(
+            StatusCode::OK,
+            json!({"status": "alive", "version": crate::respond::VERSION}),
+        ),
+        (&Method::GET, "/readyz") => match readiness(&shared).await {
+            Ok(()) => {
+                shared.metrics.ready.set(1);
+                json_response(StatusCode::OK, json!({"status": "ready"}))
+            }
+            Err(why) => {
+                shared.metrics.ready.set(0);
+                json_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    json!({"status": "not ready", "reason": why}),
+                )
+            }
+        },
+        (&Method::GET, "/metrics") => {
+            let (bytes, entries) = shared.cache.l1.usage();
+            shared.metrics.l1_bytes.set(bytes as i64);
+            shared.metrics.l1_entries.set(entries as i64);
+            let mut r = Response::new(full(shared.metrics.render()));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            r
+        }
+        (_, "/admin/snapshots") | (_, "/admin/purge") if !token_ok(&req, &shared) => {
+            ApiError::Unauthorized.into_response()
+        }
+        (&Method::GET, "/admin/snapshots") => {
+            let now = now_ms();
+            let list: Vec<_> = shared
+                .cache
+                .l1
+                .entries()
+                .into_iter()
+                .map(|(k, e)| {
+                    let (rows, bytes) = match &e {
+                        Entry::Snapshot(s) => (Some(s.rows()), s.gzip_bytes()),
+                        Entry::Blob(b) => (None, b.gzip.len()),
+                    };
+                    json!({"key": k.to_string(), "rows": rows, "bytes": bytes, "age_ms": now - e.built_at_ms(), "tier": "L1"})
+                })
+                .collect();
+            json_response(StatusCode::OK, json!({"snapshots": list}))
+        }
+        (&Method::POST, "/admin/purge") => {
+            let mut state = None;
+            let mut assembly = None;
+            let mut ward = None;
+            for (k, v) in form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()) {
+                match k.as_ref() {
+                    "state" => state = Some(v.into_owned()),
+                    "assemblyNo" => assembly = Some(v.into_owned()),
+                    "wardNo" => ward = Some(v.into_owned()),
+                    _ => {}
+                }
+            }
+            match (state, assembly) {
+                (Some(s), Some(a)) => {
+                    match WardKey::parse(&s, &a, ward.as_deref().unwrap_or("0")) {
+                        Ok(k) => {
+                            let n = shared
+                                .cache
+                                .purge(
+                                    &k.state,
+                                    &k.assembly,
+                                    ward.as_ref().map(|_| k.ward.as_str()),
+                                )
+                                .await;
+                            tracing::info!(state = %k.state, assembly = %k.assembly, ward = ?ward, purged = n, "purge");
+                            json_response(StatusCode::OK, json!({"purged": n}))
+                        }
+                        Err(e) => ApiError::BadParam(e).into_response(),
+                    }
+                }
+                _ => ApiError::BadParam(crate::params::ParamError {
+                    param: "state",
+                    message: "state and assemblyNo are required".into(),
+                })
+                .into_response(),
+            }
+        }
+        (_, "/admin/snapshots")
+        | (_, "/admin/purge")
+        | (_, "/healthz")
+        | (_, "/readyz")
+        | (_, "/metrics") => ApiError::MethodNotAllowed.into_response(),
+        _ => ApiError::NotFound.into_response(),
+    };
+    Ok(resp)
+}
+
+/// Serves the admin port until `stop` fires. It stays up during the drain so probes see 503.
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    loop {
+        let (tcp, _) = tokio::select! {
+            r = listener.accept() => match r { Ok(x) => x, Err(_) => continue },
+            _ = stop.changed() => return,
+        };
+        let shared = shared.clone();
+        let builder = builder.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| handle(req, shared.clone()));
+            let _ = builder.serve_connection(TokioIo::new(tcp), svc).await;
+        });
+    }
+}

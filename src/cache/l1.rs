@@ -1,0 +1,106 @@
+//! L1: the in-process cache, least-recently-used entries evicted first, bounded by bytes.
+
+use std::sync::Mutex;
+
+use lru::LruCache;
+
+use super::{CacheKey, Entry};
+
+pub struct L1 {
+    inner: Mutex<Inner>,
+}
+
+struct Inner {
+    map: LruCache<CacheKey, Entry>,
+    bytes: usize,
+}
+
+impl Default for L1 {
+    fn default() -> Self {
+        L1 {
+            inner: Mutex::new(Inner {
+                map: LruCache::unbounded(),
+                bytes: 0,
+            }),
+        }
+    }
+}
+
+impl L1 {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves the map consistent (no multi-step updates).
+        match self.inner.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// A hit is a map lookup and an `Arc` clone; the lock is held for nothing else.
+    pub fn get(&self, key: &CacheKey) -> Option<Entry> {
+        self.lock().map.get(key).cloned()
+    }
+
+    /// Inserts, then evicts least-recently-used entries until within `max_bytes`.
+    /// An entry larger than the whole bound is not kept.
+    pub fn insert(&self, key: CacheKey, entry: Entry, max_bytes: usize) {
+        let w = entry.weight();
+        let mut g = self.lock();
+        if let Some(old) = g.map.pop(&key) {
+            g.bytes -= old.weight();
+        }
+        if w > max_bytes {
+            return;
+        }
+        g.bytes += w;
+        g.map.put(key, entry);
+        while g.bytes > max_bytes {
+            match g.map.pop_lru() {
+                Some((_, old)) => g.bytes -= old.weight(),
+                None => break,
+            }
+        }
+    }
+
+    pub fn remove(&self, key: &CacheKey) -> Option<Entry> {
+        let mut g = self.lock();
+        let old = g.map.pop(key)?;
+        g.bytes -= old.weight();
+        Some(old)
+    }
+
+    /// Removes every entry matching `pred` (purges).
+    pub fn remove_where(&self, pred: impl Fn(&CacheKey) -> bool) -> usize {
+        let mut g = self.lock();
+        let keys: Vec<CacheKey> = g
+            .map
+            .iter()
+            .filter(|(k, _)| pred(k))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in &keys {
+            if let Some(old) = g.map.pop(k) {
+                g.bytes -= old.weight();
+            }
+        }
+        keys.len()
+    }
+
+    /// (bytes, entries)
+    pub fn usage(&self) -> (usize, usize) {
+        let g = self.lock();
+        (g.bytes, g.map.len())
+    }
+
+    /// A copy of the entries, for the admin listing (not on any request path).
+    pub fn entries(&self) -> Vec<(CacheKey, Entry)> {
+        self.lock()
+            .map
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    pub fn contains(&self, key: &CacheKey) -> bool {
+        self.lock().map.contains(key)
+    }
+}

@@ -1,0 +1,350 @@
+//! L2: Redis shared by every instance. Optional, and never a reason to fail a request.
+//!
+//! **Invariant:** every key embeds the format version of what it holds (and the payload repeats
+//! it), so an old and a new wardgate sharing one Redis during a canary never read each other's
+//! data. Every Redis error is counted and logged, and the caller carries on as on a miss.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use bytes::Bytes;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::AsyncCommands;
+
+use super::{CacheKey, Entry};
+use crate::blob::{self, Blob};
+use crate::metrics::Metrics;
+use crate::snapshot::{self, Snapshot};
+
+/// Bound on any one Redis command, so a sick Redis costs a request at most this.
+const OP_TIMEOUT: Duration = Duration::from_millis(500);
+
+pub struct L2 {
+    conn: ArcSwapOption<ConnectionManager>,
+    prefix: String,
+    metrics: Arc<Metrics>,
+}
+
+impl L2 {
+    /// Starts connecting in the background; until connected, lookups are misses.
+    pub fn start(
+        url: &str,
+        prefix: &str,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<L2>, redis::RedisError> {
+        let client = redis::Client::open(url)?;
+        let l2 = Arc::new(L2 {
+            conn: ArcSwapOption::empty(),
+            prefix: prefix.to_string(),
+            metrics,
+        });
+        let weak = Arc::downgrade(&l2);
+        tokio::spawn(async move {
+            let cfg = ConnectionManagerConfig::new()
+                .set_connection_timeout(Duration::from_secs(1))
+                .set_response_timeout(OP_TIMEOUT)
+                .set_number_of_retries(2);
+            loop {
+                let Some(l2) = weak.upgrade() else { return };
+                match ConnectionManager::new_with_config(client.clone(), cfg.clone()).await {
+                    Ok(c) => {
+                        tracing::info!("connected to Redis");
+                        l2.conn.store(Some(Arc::new(c)));
+                        return;
+                    }
+                    Err(e) => {
+                        l2.metrics.redis_errors.inc();
+                        tracing::warn!(error = %e, "Redis unreachable; serving from L1 and upstream, retrying");
+                    }
+                }
+                drop(l2);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+        Ok(l2)
+    }
+
+    fn conn(&self) -> Option<ConnectionManager> {
+        self.conn.load_full().map(|c| (*c).clone())
+    }
+
+    /// Whether Redis answers a PING now (readiness).
+    pub async fn ping(&self) -> bool {
+        let Some(mut c) = self.conn() else {
+            return false;
+        };
+        let r: Result<Result<String, _>, _> =
+            tokio::time::timeout(OP_TIMEOUT, redis::cmd("PING").query_async(&mut c)).await;
+        matches!(r, Ok(Ok(_)))
+    }
+
+    fn failed(&self, what: &str, e: impl std::fmt::Display) {
+        self.metrics.redis_errors.inc();
+        tracing::warn!(error = %e, op = what, "Redis command failed");
+    }
+
+    pub fn data_key(&self, key: &CacheKey) -> String {
+        match key {
+            CacheKey::Ward(w) => format!(
+                "{}:s{}:ward:{}:{}:{}",
+                self.prefix,
+                snapshot::FORMAT_VERSION,
+                w.state,
+                w.assembly,
+                w.ward
+            ),
+            CacheKey::Blob(b) => format!("{}:b{}:blob:{}", self.prefix, blob::FORMAT_VERSION, b),
+        }
+    }
+
+    fn watermark_key(&self, key: &CacheKey) -> String {
+        format!("{}:wm:{}", self.prefix, self.data_key(key))
+    }
+
+    fn channel(&self) -> String {
+        format!("{}:watermarks", self.prefix)
+    }
+
+    /// Records and announces that copies of `key` built before `at_ms` are superseded.
+    pub async fn publish_watermark(&self, key: &CacheKey, at_ms: i64) {
+        let Some(mut c) = self.conn() else { return };
+        let CacheKey::Ward(w) = key else { return };
+        let msg = format!("{at_ms}\x1f{}\x1f{}\x1f{}", w.state, w.assembly, w.ward);
+        let mut pipe = redis::pipe();
+        pipe.cmd("SET")
+            .arg(self.watermark_key(key))
+            .arg(at_ms)
+            .arg("EX")
+            .arg(7 * 86_400)
+            .ignore();
+        pipe.cmd("PUBLISH").arg(self.channel()).arg(msg).ignore();
+        let r: Result<Result<(), _>, _> =
+            tokio::time::timeout(OP_TIMEOUT, pipe.query_async(&mut c)).await;
+        match r {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => self.failed("SET+PUBLISH watermark", e),
+            Err(_) => self.failed("SET+PUBLISH watermark", "timed out"),
+        }
+    }
+
+    /// The recorded watermark of `key`, if any.
+    pub async fn watermark(&self, key: &CacheKey) -> Option<i64> {
+        let mut c = self.conn()?;
+        let r: Result<Result<Option<i64>, _>, _> =
+            tokio::time::timeout(OP_TIMEOUT, c.get(self.watermark_key(key))).await;
+        match r {
+            Ok(Ok(v)) => v,
+            Ok(Err(e)) => {
+                self.failed("GET watermark", e);
+                None
+            }
+            Err(_) => None,
+        }
+    }
+
+    /// Watermarks of many keys at once (the periodic re-check that covers lost messages).
+    pub async fn watermarks(&self, keys: &[CacheKey]) -> Vec<Option<i64>> {
+        let Some(mut c) = self.conn() else {
+            return vec![None; keys.len()];
+        };
+        if keys.is_empty() {
+            return Vec::new();
+        }
+        let names: Vec<String> = keys.iter().map(|k| self.watermark_key(k)).collect();
+        let r: Result<Result<Vec<Option<i64>>, _>, _> = tokio::time::timeout(
+            OP_TIMEOUT * 4,
+            redis::cmd("MGET").arg(&names).query_async(&mut c),
+        )
+        .await;
+        match r {
+            Ok(Ok(v)) => v,
+            Ok(Err(e)) => {
+                self.failed("MGET watermarks", e);
+                vec![None; keys.len()]
+            }
+            Err(_) => vec![None; keys.len()],
+        }
+    }
+
+    /// Listens for other instances' watermarks until the process ends, reconnecting as needed.
+    pub fn subscribe(
+        self: &Arc<Self>,
+        url: &str,
+        on: impl Fn(CacheKey, i64) + Send + Sync + 'static,
+    ) {
+        let Ok(client) = redis::Client::open(url) else {
+            return;
+        };
+        let channel = self.channel();
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            use futures_util::StreamExt;
+            loop {
+                if weak.upgrade().is_none() {
+                    return;
+                }
+                match client.get_async_pubsub().await {
+                    Ok(mut ps) => {
+                        if let Err(e) = ps.subscribe(&channel).await {
+                            tracing::warn!(error = %e, "Redis SUBSCRIBE failed");
+                        } else {
+                            let mut stream = ps.on_message();
+                            while let Some(msg) = stream.next().await {
+                                let Ok(payload) = msg.get_payload::<String>() else {
+                                    continue;
+                                };
+                                let mut it = payload.split('\x1f');
+                                let (Some(at), Some(s), Some(a), Some(w)) =
+                                    (it.next(), it.next(), it.next(), it.next())
+                                else {
+                                    continue;
+                                };
+                                let Ok(at) = at.parse::<i64>() else { continue };
+                                if let Ok(key) = crate::params::WardKey::parse(s, a, w) {
+                                    on(CacheKey::Ward(key), at);
+                                }
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        if let Some(l2) = weak.upgrade() {
+                            l2.metrics.redis_errors.inc();
+                        }
+                        tracing::debug!(error = %e, "Redis pub/sub unreachable; retrying");
+                    }
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+    }
+
+    fn lock_key(&self, key: &CacheKey) -> String {
+        format!("{}:lock:{}", self.prefix, self.data_key(key))
+    }
+
+    /// The cached entry, or `None` on a miss, a Redis error or data of another format.
+    pub async fn get(&self, key: &CacheKey) -> Option<Entry> {
+        let mut c = self.conn()?;
+        let k = self.data_key(key);
+        let raw: Option<Vec<u8>> = match tokio::time::timeout(OP_TIMEOUT, c.get(&k)).await {
+            Ok(Ok(v)) => v,
+            Ok(Err(e)) => {
+                self.failed("GET", e);
+                return None;
+            }
+            Err(_) => {
+                self.failed("GET", "timed out");
+                return None;
+            }
+        };
+        let raw = raw?;
+        let entry = match key {
+            CacheKey::Ward(_) => {
+                // Decoding inflates ~1 MB per ward; keep it off the async workers.
+                let data = Bytes::from(raw);
+                tokio::task::spawn_blocking(move || Snapshot::decode(data))
+                    .await
+                    .ok()
+                    .and_then(|r| {
+                        r.map_err(
+                            |e| tracing::warn!(key = %k, error = %e, "ignoring stored snapshot"),
+                        )
+                        .ok()
+                    })
+                    .map(|s| Entry::Snapshot(Arc::new(s)))
+            }
+            CacheKey::Blob(_) => Blob::decode(&raw).map(|b| Entry::Blob(Arc::new(b))),
+        };
+        entry
+    }
+
+    /// Stores an entry for `ttl` (max age + max stale: past that nobody may serve it).
+    pub async fn put(&self, key: &CacheKey, entry: &Entry, ttl: Duration) {
+        let Some(mut c) = self.conn() else { return };
+        let data = match entry {
+            Entry::Snapshot(s) => s.encode(),
+            Entry::Blob(b) => b.encode(),
+        };
+        let ms = ttl.as_millis().clamp(1_000, u128::from(u32::MAX)) as u64;
+        let k = self.data_key(key);
+        let r: Result<Result<(), _>, _> =
+            tokio::time::timeout(OP_TIMEOUT * 4, c.pset_ex(&k, data, ms)).await;
+        match r {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => self.failed("SET", e),
+            Err(_) => self.failed("SET", "timed out"),
+        }
+    }
+
+    pub async fn delete(&self, key: &CacheKey) {
+        let Some(mut c) = self.conn() else { return };
+        let r: Result<Result<(), _>, _> =
+            tokio::time::timeout(OP_TIMEOUT, c.del(self.data_key(key))).await;
+        if let Ok(Err(e)) = r {
+            self.failed("DEL", e);
+        }
+    }
+
+    /// Deletes every ward key under a prefix of the ward's identity (purge of an assembly).
+    pub async fn delete_matching(&self, pattern_tail: &str) -> usize {
+        let Some(mut c) = self.conn() else { return 0 };
+        let pattern = format!(
+            "{}:s{}:ward:{}",
+            self.prefix,
+            snapshot::FORMAT_VERSION,
+            pattern_tail
+        );
+        let keys: Vec<String> = match c.keys(&pattern).await {
+            Ok(k) => k,
+            Err(e) => {
+                self.failed("KEYS", e);
+                return 0;
+            }
+        };
+        if keys.is_empty() {
+            return 0;
+        }
+        let r: Result<(), _> = c.del(&keys).await;
+        if let Err(e) = r {
+            self.failed("DEL", e);
+        }
+        keys.len()
+    }
+
+    /// Takes the short cross-instance build lock for `key`. `true` = this instance builds.
+    /// Without Redis every instance builds for itself, which is always allowed.
+    pub async fn try_lock(&self, key: &CacheKey, ttl: Duration) -> bool {
+        let Some(mut c) = self.conn() else {
+            return true;
+        };
+        let opts = redis::SetOptions::default()
+            .conditional_set(redis::ExistenceCheck::NX)
+            .with_expiration(redis::SetExpiry::PX(ttl.as_millis() as u64));
+        let r: Result<Result<Option<String>, _>, _> = tokio::time::timeout(
+            OP_TIMEOUT,
+            c.set_options(self.lock_key(key), std::process::id(), opts),
+        )
+        .await;
+        match r {
+            Ok(Ok(v)) => v.is_some(),
+            Ok(Err(e)) => {
+                self.failed("SET NX", e);
+                true
+            }
+            Err(_) => {
+                self.failed("SET NX", "timed out");
+                true
+            }
+        }
+    }
+
+    pub async fn unlock(&self, key: &CacheKey) {
+        let Some(mut c) = self.conn() else { return };
+        let r: Result<Result<(), _>, _> =
+            tokio::time::timeout(OP_TIMEOUT, c.del(self.lock_key(key))).await;
+        if let Ok(Err(e)) = r {
+            self.failed("DEL lock", e);
+        }
+    }
+}

@@ -1,0 +1,102 @@
+//! wardgate's entry point. `serve` reads as the life of the process: configuration validated
+//! before any port is bound, tracing, listeners, signals, drain.
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tokio::signal::unix::{signal, SignalKind};
+use tracing_subscriber::EnvFilter;
+
+use wardgate::cli::{Cli, Command, ServeArgs};
+use wardgate::config::LogFormat;
+use wardgate::server;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("wardgate: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve(args).await,
+            Command::CheckConfig(args) => check_config(&args),
+            Command::Demo(args) => {
+                init_tracing(LogFormat::Human);
+                wardgate::demo::run(&args).await
+            }
+            Command::Seed(args) => {
+                init_tracing(LogFormat::Human);
+                let r = wardgate::origin::seed(&args).await.map_err(|e| e.to_string())?;
+                println!(
+                    "seeded {} rows ({} wards, {} booths) of {}/{} into `{}` in {:.2}s ({:.0} rows/s)",
+                    r.rows, r.wards, r.booths, r.state, r.assembly, r.database, r.elapsed.as_secs_f64(), r.rows_per_sec
+                );
+                Ok(())
+            }
+            Command::SampleOrigin(args) => {
+                init_tracing(LogFormat::Human);
+                wardgate::origin::run(&args).await.map_err(|e| e.to_string())
+            }
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("wardgate: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs go to stderr, human-readable or JSON; `RUST_LOG` filters (default `info`).
+pub fn init_tracing(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Human => builder.try_init(),
+    };
+}
+
+fn check_config(args: &ServeArgs) -> Result<(), String> {
+    let cfg = args.load().map_err(|e| e.to_string())?;
+    print!("{}", cfg.to_masked_toml());
+    eprintln!("wardgate: configuration is valid");
+    Ok(())
+}
+
+async fn serve(args: ServeArgs) -> Result<(), String> {
+    // 1. Configuration: file < env < flags, validated before anything is bound.
+    let cfg = args.load().map_err(|e| e.to_string())?;
+    // 2. Tracing, in the format the configuration asks for.
+    init_tracing(cfg.log.format);
+    // 3. Stages and listeners.
+    let running = server::start(cfg).await.map_err(|e| e.to_string())?;
+    // 4. Signals: SIGHUP reloads, SIGTERM/SIGINT drain.
+    let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
+    let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+    loop {
+        tokio::select! {
+            _ = hup.recv() => match args.load() {
+                Ok(new) => running.reload(new),
+                Err(e) => tracing::error!(error = %e, "reload refused: the new configuration is invalid; keeping the current one"),
+            },
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    // 5. Drain: not ready at once, serve through the grace period, then finish in-flight work.
+    running.drain().await;
+    Ok(())
+}

@@ -1,0 +1,124 @@
+//! The sample origin: a stand-in for the legacy Spring Boot backend, faithful to `shared/legacy-api.md`.
+
+pub mod master;
+pub mod memory;
+pub mod mysql;
+pub mod params;
+pub mod seed;
+pub mod server;
+pub mod store;
+pub mod synth;
+
+#[cfg(test)]
+mod tests;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use mysql_async::prelude::Queryable;
+use tracing::info;
+
+pub use memory::MemoryStore;
+pub use seed::{seed, SeedArgs, DEFAULT_MYSQL_URL};
+pub use server::{serve, OriginOptions};
+pub use store::Store;
+
+/// Errors of the origin and the seed loader.
+#[derive(Debug, thiserror::Error)]
+pub enum OriginError {
+    #[error("invalid MySQL URL: {0}")]
+    Url(#[from] mysql_async::UrlError),
+    #[error("MySQL: {0}")]
+    MySql(#[from] mysql_async::Error),
+    #[error("decoding a row: {0}")]
+    Row(#[from] crate::voter::VoterError),
+    #[error("decoding a row: {0}")]
+    Decode(String),
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("invalid argument: {0}")]
+    Invalid(String),
+    #[error("background task failed: {0}")]
+    Task(String),
+}
+
+/// Arguments of `wardgate sample-origin`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct OriginArgs {
+    /// MySQL/MariaDB URL of the seeded database.
+    #[arg(long, env = "WARDGATE_MYSQL_URL", default_value = DEFAULT_MYSQL_URL)]
+    pub mysql_url: String,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8585")]
+    pub listen: SocketAddr,
+    /// Extra delay per request in milliseconds (to play a slow backend).
+    #[arg(long, default_value_t = 0)]
+    pub latency: u64,
+    /// Serve generated data from memory instead of MariaDB (no database needed).
+    #[arg(long)]
+    pub memory: bool,
+    /// With --memory: state of the generated assembly.
+    #[arg(long, default_value = "Karnataka")]
+    pub state: String,
+    /// With --memory: assembly number of the generated assembly.
+    #[arg(long, default_value = "150")]
+    pub assembly: String,
+    /// With --memory: number of wards.
+    #[arg(long, default_value_t = 10)]
+    pub wards: u32,
+    /// With --memory: voters per ward.
+    #[arg(long, default_value_t = 1000)]
+    pub voters_per_ward: u32,
+}
+
+impl OriginOptions {
+    pub fn from_args(args: &OriginArgs) -> Self {
+        OriginOptions {
+            latency: Duration::from_millis(args.latency),
+            ..OriginOptions::default()
+        }
+    }
+}
+
+/// Current time as epoch ms (the `modifieddate` of updates).
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Builds the store the arguments ask for: MariaDB (checked reachable) or generated memory.
+pub async fn open_store(args: &OriginArgs) -> Result<Store, OriginError> {
+    if args.memory {
+        if !params::valid_state(&args.state) || !params::valid_assembly(&args.assembly) {
+            return Err(OriginError::Invalid("--state/--assembly".into()));
+        }
+        let m = MemoryStore::generate(
+            &args.state,
+            &args.assembly,
+            args.wards,
+            args.voters_per_ward,
+        );
+        if m.is_empty() {
+            return Err(OriginError::Invalid(
+                "--wards and --voters-per-ward must be at least 1".into(),
+            ));
+        }
+        info!(rows = m.len(), "memory store generated");
+        return Ok(Store::Memory(Arc::new(m)));
+    }
+    let pool = mysql::pool(&args.mysql_url)?;
+    // Fail at start-up, not on the first request, when the database is unreachable.
+    pool.get_conn().await?.ping().await?;
+    Ok(Store::MySql(pool))
+}
+
+/// Binds `--listen` and serves until the process ends.
+pub async fn run(args: &OriginArgs) -> Result<(), OriginError> {
+    let store = open_store(args).await?;
+    let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    info!(addr = %listener.local_addr()?, memory = args.memory, "sample origin listening");
+    serve(listener, store, OriginOptions::from_args(args)).await?;
+    Ok(())
+}

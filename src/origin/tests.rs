@@ -1,0 +1,442 @@
+//! End-to-end tests of the origin: HTTP routes over the memory store, and MariaDB vs memory byte equality.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use mysql_async::prelude::Queryable;
+
+use crate::origin::memory::MemoryStore;
+use crate::origin::seed::{seed, SeedArgs};
+use crate::origin::server::{serve, OriginOptions};
+use crate::origin::store::{CitizenUpdate, Store};
+use crate::origin::{mysql, synth};
+
+const STATE: &str = "Karnataka";
+
+async fn start(store: Store) -> (SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(serve(listener, store, OriginOptions::default()));
+    (addr, task)
+}
+
+async fn get(client: &reqwest::Client, addr: SocketAddr, path: &str) -> (u16, Vec<u8>) {
+    let r = client
+        .get(format!("http://{addr}{path}"))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.bytes().await.unwrap().to_vec())
+}
+
+fn citizens_path(ward: &str, booths: &str, date: i64, page: Option<(u64, u64)>) -> String {
+    let mut p = format!("/open/volunteer/citizens?state={STATE}&assemblyNo=150&wardNo={ward}&date={date}&boothNos={booths}");
+    if let Some((page, size)) = page {
+        p.push_str(&format!("&page={page}&size={size}"));
+    }
+    p
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_routes_over_memory() {
+    let store = Store::Memory(Arc::new(MemoryStore::generate(STATE, "150", 3, 400)));
+    let (addr, task) = start(store.clone()).await;
+    let client = reqwest::Client::new();
+
+    let (status, body) = get(&client, addr, &citizens_path("2", "-1", -1, None)).await;
+    assert_eq!(status, 200);
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&body).unwrap();
+    assert_eq!(rows.len(), 400);
+    assert!(!body.contains(&b' ') || rows.iter().any(|r| r.to_string().contains(' ')));
+    // Paged: hasMore and count, and pages concatenate to the full answer.
+    let mut joined = Vec::new();
+    for page in 0..3 {
+        let (_, body) = get(
+            &client,
+            addr,
+            &citizens_path("2", "-1", -1, Some((page, 150))),
+        )
+        .await;
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["hasMore"], page < 2);
+        assert_eq!(v["count"], if page < 2 { 150 } else { 100 });
+        assert_eq!(v["page"], page);
+        joined.extend(v["citizens"].as_array().unwrap().iter().cloned());
+    }
+    assert_eq!(joined, rows);
+
+    // A POST with updates answers the read after applying them.
+    let id = rows[10]["id"].as_i64().unwrap();
+    let before = crate::origin::now_ms();
+    let r = client
+        .post(format!(
+            "http://{addr}{}",
+            citizens_path("2", "-1", before - 1, None)
+        ))
+        .body(format!(
+            r#"[{{"id":{id},"voted":1,"responded_status":"Positive"}}]"#
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "application/json");
+    let changed: Vec<serde_json::Value> = r.json().await.unwrap();
+    assert_eq!(changed.len(), 1);
+    assert_eq!(changed[0]["id"], id);
+    assert_eq!(changed[0]["voted"], true);
+    assert!(changed[0]["modifieddate"].as_i64().unwrap() >= before);
+
+    // Garbage is rejected with a JSON error and never counted as a read.
+    for bad in [
+        "/open/volunteer/citizens?state=Karnataka'&assemblyNo=150&wardNo=2&date=-1&boothNos=-1",
+        "/open/volunteer/citizens?state=Karnataka&assemblyNo=150&wardNo=2&date=-1&boothNos=1;2",
+        "/open/volunteer/citizens?state=Karnataka&assemblyNo=150&wardNo=2&date=-1",
+    ] {
+        let (status, body) = get(&client, addr, bad).await;
+        assert_eq!(status, 400, "{bad}");
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert!(v["error"].is_string());
+    }
+    let r = client
+        .post(format!(
+            "http://{addr}{}",
+            citizens_path("2", "-1", -1, None)
+        ))
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+
+    // Master data.
+    let (status, body) = get(&client, addr, "/open/volunteer/states").await;
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["states"][0]["id"], 29);
+    let ac = synth::assembly_id(STATE, "150");
+    let (status, body) = get(
+        &client,
+        addr,
+        &format!("/open/volunteer/wardsAndBooths/{ac}"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["wards"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        get(&client, addr, "/open/volunteer/wardsAndBooths/12345")
+            .await
+            .0,
+        404
+    );
+    assert_eq!(
+        get(&client, addr, "/open/volunteer/assemblyConstituencys/1")
+            .await
+            .0,
+        404
+    );
+    assert_eq!(
+        get(&client, addr, "/open/volunteer/assemblyConstituencys/29")
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        get(&client, addr, "/open/volunteer/assemblyConstituencys/x")
+            .await
+            .0,
+        400
+    );
+    assert_eq!(get(&client, addr, "/open/volunteer/parties").await.0, 200);
+    assert_eq!(
+        get(&client, addr, "/open/volunteer/applicationSettings/")
+            .await
+            .0,
+        200
+    );
+    let (status, body) = get(
+        &client,
+        addr,
+        "/api/dashboardStats?state=Karnataka&assemblyNo=150&wardNo=2",
+    )
+    .await;
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["total"], 400);
+    let (status, body) = get(&client, addr, "/nope").await;
+    assert_eq!((status, body), (404, br#"{"error":"not found"}"#.to_vec()));
+
+    // CSV export: header plus one line per voter of the assembly.
+    let (status, body) = get(
+        &client,
+        addr,
+        "/open/getVotersDataCSV?state=Karnataka&assemblyNo=150",
+    )
+    .await;
+    assert_eq!(status, 200);
+    let text = String::from_utf8(body).unwrap();
+    assert!(text.starts_with("id,state,assembly_no,"));
+    assert_eq!(text.matches("\r\n").count(), 1 + 1200);
+
+    // Echo streams big bodies back unchanged, with their Content-Type.
+    let big: Vec<u8> = (0..5_000_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    let r = client
+        .post(format!("http://{addr}/api/uploads/echo"))
+        .header("content-type", "application/x-test")
+        .body(big.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["content-type"], "application/x-test");
+    assert_eq!(r.bytes().await.unwrap().to_vec(), big);
+
+    let r = client
+        .post(format!("http://{addr}/api/login"))
+        .body(r#"{"username":"9876543210","password":"secret"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["tokenType"], "Bearer");
+
+    // Counters: the stats route itself is not counted.
+    let (_, body) = get(&client, addr, "/__origin/stats").await;
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["citizens_reads"], 5);
+    assert_eq!(v["citizens_writes"], 1);
+    assert_eq!(v["master"], 8);
+    assert_eq!(v["requests"], 22);
+    let r = client
+        .post(format!("http://{addr}/__origin/reset-stats"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let (_, body) = get(&client, addr, "/__origin/stats").await;
+    assert_eq!(
+        body,
+        br#"{"requests":0,"citizens_reads":0,"citizens_writes":0,"master":0}"#
+    );
+
+    task.abort();
+}
+
+/// Base URL (no database) of the MariaDB used by the equality test.
+fn mysql_base() -> String {
+    std::env::var("WARDGATE_TEST_MYSQL_URL")
+        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into())
+}
+
+/// Seeds a throwaway database and checks that MariaDB and the memory store give the same
+/// bytes for the same requests. Skipped (with a note) when no MariaDB answers, unless
+/// `WARDGATE_REQUIRE_MYSQL=1`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_and_memory_answer_the_same_bytes() {
+    let base = mysql_base();
+    let admin_opts = mysql_async::Opts::from_url(&base).unwrap();
+    let mut admin = match mysql_async::Conn::new(admin_opts).await {
+        Ok(c) => c,
+        Err(e) if std::env::var("WARDGATE_REQUIRE_MYSQL").as_deref() != Ok("1") => {
+            eprintln!("SKIPPED: no MariaDB at {base}: {e}");
+            return;
+        }
+        Err(e) => panic!("no MariaDB at {base}: {e}"),
+    };
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let db = format!("wg_test_{}_{nanos}", std::process::id());
+    let url = format!("{base}/{db}");
+    let outcome = tokio::spawn(compare_stores(url)).await;
+    admin
+        .query_drop(format!("DROP DATABASE IF EXISTS `{db}`"))
+        .await
+        .unwrap();
+    admin.disconnect().await.unwrap();
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
+async fn compare_stores(url: String) {
+    let args = SeedArgs {
+        mysql_url: url.clone(),
+        state: STATE.into(),
+        assembly: "150".into(),
+        wards: 3,
+        voters_per_ward: 700,
+        // Not a divisor of 700: the last statement of each ward is a shorter one.
+        batch: 300,
+    };
+    let report = seed(&args).await.unwrap();
+    assert_eq!(report.rows, 2100);
+    // A second assembly, then the first again: exercises the DELETE (not TRUNCATE) path and
+    // idempotency.
+    let other = SeedArgs {
+        assembly: "151".into(),
+        wards: 1,
+        voters_per_ward: 50,
+        ..args.clone()
+    };
+    seed(&other).await.unwrap();
+    seed(&args).await.unwrap();
+
+    let pool = mysql::pool(&url).unwrap();
+    let memory = MemoryStore::generate(STATE, "150", 3, 700);
+    memory.load_assembly(STATE, "151", 1, 50);
+    let memory = Arc::new(memory);
+    let my = Store::MySql(pool.clone());
+    let mem = Store::Memory(memory.clone());
+
+    // Updates applied to both with the same clock, so their answers stay comparable.
+    let ids: Vec<i64> = memory
+        .read_citizens(&crate::voter::CitizenFilter {
+            state: STATE,
+            assembly_no: "150",
+            ward_no: Some("2"),
+            booth_nos: None,
+            modified_after_ms: None,
+            limit_offset: None,
+        })
+        .iter()
+        .map(|c| c.id)
+        .take(3)
+        .collect();
+    let updates = vec![
+        CitizenUpdate {
+            id: ids[0],
+            responded_status: Some(Some("Positive".into())),
+            voted: Some(true),
+            mobile: Some(None),
+            party_preference: Some(Some("INC".into())),
+        },
+        CitizenUpdate {
+            id: ids[2],
+            mobile: Some(Some("9876543210".into())),
+            ..Default::default()
+        },
+    ];
+    let now = synth::FIXED_EPOCH_MS + 12_345;
+    assert_eq!(my.apply_updates(&updates, now).await.unwrap(), 2);
+    assert_eq!(mem.apply_updates(&updates, now).await.unwrap(), 2);
+
+    let (a_addr, a_task) = start(my).await;
+    let (b_addr, b_task) = start(mem).await;
+    let client = reqwest::Client::new();
+    let ward2_booths = memory
+        .wards_and_booths(synth::assembly_id(STATE, "150"))
+        .unwrap()
+        .1[1]
+        .booths
+        .iter()
+        .map(|b| b.booth_no.clone())
+        .collect::<Vec<_>>();
+    let booth_subset = format!("{},{}", ward2_booths[1], ward2_booths[3]);
+    let ac = synth::assembly_id(STATE, "150");
+    let paths = vec![
+        citizens_path("2", "-1", -1, None),
+        citizens_path("-1", "-1", -1, None),
+        citizens_path("-1", &booth_subset, -1, None),
+        citizens_path("2", &booth_subset, -1, None),
+        citizens_path("-1", "-1", synth::FIXED_EPOCH_MS - 3 * 86_400_000, None),
+        citizens_path("-1", "-1", synth::FIXED_EPOCH_MS, None),
+        citizens_path("2", "-1", now - 1, None),
+        citizens_path("2", "-1", now, None),
+        citizens_path("-1", "-1", -1, Some((1, 300))),
+        citizens_path("-1", "-1", -1, Some((6, 300))),
+        citizens_path("-1", "-1", -1, Some((7, 300))),
+        citizens_path(
+            "3",
+            "-1",
+            synth::FIXED_EPOCH_MS - 7 * 86_400_000,
+            Some((0, 100)),
+        ),
+        citizens_path("9", "-1", -1, None),
+        "/open/volunteer/citizens?state=karnataka&assemblyNo=151&wardNo=1&date=-1&boothNos=-1"
+            .into(),
+        "/open/volunteer/states".into(),
+        "/open/volunteer/assemblyConstituencys/29".into(),
+        "/open/volunteer/assemblyConstituencys/30".into(),
+        format!("/open/volunteer/wardsAndBooths/{ac}"),
+        "/open/volunteer/parties".into(),
+        "/open/volunteer/applicationSettings".into(),
+        "/api/dashboardStats?state=Karnataka&assemblyNo=150".into(),
+        format!(
+            "/api/dashboardStats?state=Karnataka&assemblyNo=150&wardNo=2&boothNo={}",
+            ward2_booths[0]
+        ),
+        "/open/getVotersDataCSV?state=Karnataka&assemblyNo=150".into(),
+    ];
+    for path in &paths {
+        let (sa, a) = get(&client, a_addr, path).await;
+        let (sb, b) = get(&client, b_addr, path).await;
+        assert_eq!(sa, sb, "{path}");
+        if a != b {
+            let pos = a
+                .iter()
+                .zip(&b)
+                .position(|(x, y)| x != y)
+                .unwrap_or(a.len().min(b.len()));
+            let lo = pos.saturating_sub(200);
+            panic!(
+                "{path}: bytes differ at {pos}\nmysql:  {}\nmemory: {}",
+                String::from_utf8_lossy(&a[lo..(pos + 200).min(a.len())]),
+                String::from_utf8_lossy(&b[lo..(pos + 200).min(b.len())])
+            );
+        }
+        // State 30 (Goa) was never seeded: both must say 404, everything else 200.
+        let expected = if path.ends_with("/30") { 404 } else { 200 };
+        assert_eq!(sa, expected, "{path}: {}", String::from_utf8_lossy(&a));
+    }
+    // Sanity of a few answers' sizes, so "equal" is not "both empty".
+    let (_, full_ward) = get(&client, a_addr, &paths[0]).await;
+    assert_eq!(
+        serde_json::from_slice::<Vec<serde_json::Value>>(&full_ward)
+            .unwrap()
+            .len(),
+        700
+    );
+    let (_, changed) = get(&client, a_addr, &paths[6]).await;
+    assert_eq!(
+        serde_json::from_slice::<Vec<serde_json::Value>>(&changed)
+            .unwrap()
+            .len(),
+        2
+    );
+    let (_, other_assembly) = get(&client, a_addr, &paths[13]).await;
+    assert_eq!(
+        serde_json::from_slice::<Vec<serde_json::Value>>(&other_assembly)
+            .unwrap()
+            .len(),
+        50
+    );
+
+    // A real POST through MariaDB: the update is visible in the same answer.
+    let r = client
+        .post(format!(
+            "http://{a_addr}{}",
+            citizens_path("2", "-1", now, None)
+        ))
+        .body(format!(
+            r#"[{{"id":{},"voted":false,"responded_status":null}}]"#,
+            ids[1]
+        ))
+        .send()
+        .await
+        .unwrap();
+    let v: Vec<serde_json::Value> = r.json().await.unwrap();
+    assert_eq!(v.len(), 1);
+    assert_eq!(v[0]["id"], ids[1]);
+    assert!(v[0]["responded_status"].is_null());
+
+    a_task.abort();
+    b_task.abort();
+    pool.disconnect().await.unwrap();
+}

@@ -1,0 +1,455 @@
+//! Strict validation of the citizens endpoint's query: nothing outside the contract's formats passes.
+//!
+//! The legacy backend concatenates these values into SQL, so this module is the wall in front of
+//! it. **Invariant:** every value in a `CitizensQuery` matches the contract's format, and the query
+//! wardgate sends upstream is re-encoded from a `CitizensQuery`, never copied from the client.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+
+use crate::config::CitizensConfig;
+
+/// Longest `state` the contract allows, in characters.
+const MAX_STATE_LEN: usize = 64;
+/// Longest `assemblyNo`, in digits.
+const MAX_ASSEMBLY_DIGITS: usize = 6;
+/// Longest `wardNo` / booth number, in digits (VARCHAR(16) in the schema; 9 keeps them numeric).
+const MAX_NUMBER_DIGITS: usize = 9;
+/// Most booths one request may name.
+const MAX_BOOTHS: usize = 200;
+
+/// A parameter the client got wrong: it becomes `400 {"error": .., "param": ..}`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{param}: {message}")]
+pub struct ParamError {
+    pub param: &'static str,
+    pub message: String,
+}
+
+fn bad(param: &'static str, message: impl Into<String>) -> ParamError {
+    ParamError {
+        param,
+        message: message.into(),
+    }
+}
+
+/// One ward: the unit of a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct WardKey {
+    pub state: String,
+    pub assembly: String,
+    pub ward: String,
+}
+
+impl WardKey {
+    /// Validates the three parts of a ward's identity (used by the admin API and `warm` too).
+    pub fn parse(state: &str, assembly: &str, ward: &str) -> Result<WardKey, ParamError> {
+        Ok(WardKey {
+            state: parse_state(state)?,
+            assembly: parse_assembly(assembly)?,
+            ward: parse_digits("wardNo", ward, MAX_NUMBER_DIGITS)?,
+        })
+    }
+}
+
+impl std::fmt::Display for WardKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}/{}", self.state, self.assembly, self.ward)
+    }
+}
+
+/// Which rows of the assembly a read covers.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// One ward, served from its snapshot.
+    Ward(WardKey),
+    /// `wardNo=-1`: the whole assembly (only with `allow_assembly_wide`, always paginated).
+    Assembly { state: String, assembly: String },
+}
+
+/// A set of booth numbers, sorted and deduplicated (the SQL `IN (...)` has set semantics).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct BoothSet(pub BTreeSet<String>);
+
+/// A page of the result, `LIMIT size OFFSET page*size`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Page {
+    pub page: u32,
+    pub size: u32,
+}
+
+impl Page {
+    pub fn offset(&self) -> u64 {
+        u64::from(self.page) * u64::from(self.size)
+    }
+}
+
+/// A validated read of `/open/volunteer/citizens`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CitizensQuery {
+    pub scope: Scope,
+    /// `None` = `boothNos=-1` (all booths).
+    pub booths: Option<BoothSet>,
+    /// `None` = `date=-1` (full download); else epoch ms as the client sent it.
+    pub since_ms: Option<i64>,
+    /// `None` = the legacy unpaginated array.
+    pub page: Option<Page>,
+}
+
+impl CitizensQuery {
+    /// Parses and validates a raw query string under the current policy.
+    pub fn parse(query: &str, policy: &CitizensConfig) -> Result<CitizensQuery, ParamError> {
+        let raw = RawParams::collect(query)?;
+        let state = parse_state(
+            raw.get("state")
+                .ok_or_else(|| bad("state", "is required"))?,
+        )?;
+        let assembly = parse_assembly(
+            raw.get("assemblyNo")
+                .ok_or_else(|| bad("assemblyNo", "is required"))?,
+        )?;
+
+        let scope = match raw.get("wardNo") {
+            Some("-1") | None if policy.allow_assembly_wide => Scope::Assembly { state, assembly },
+            None => return Err(bad("wardNo", "is required")),
+            Some("-1") => {
+                return Err(bad(
+                    "wardNo",
+                    "-1 (whole assembly) is not served here: ask for one ward",
+                ))
+            }
+            Some(w) => Scope::Ward(WardKey {
+                state,
+                assembly,
+                ward: parse_digits("wardNo", w, MAX_NUMBER_DIGITS)?,
+            }),
+        };
+
+        let booths = match raw.get("boothNos") {
+            None | Some("-1") => None,
+            Some(b) => Some(parse_booths(b)?),
+        };
+
+        let since_ms = match raw.get("date") {
+            None | Some("-1") => None,
+            Some(d) => Some(parse_epoch_ms(d)?),
+        };
+
+        let page = match (raw.get("page"), raw.get("size")) {
+            (None, None) => None,
+            (p, s) => {
+                let page = match p {
+                    Some(p) => parse_u32("page", p)?,
+                    None => 0,
+                };
+                let size = match s {
+                    Some(s) => parse_u32("size", s)?,
+                    None => policy.max_page_size,
+                };
+                if size == 0 {
+                    return Err(bad("size", "must be at least 1"));
+                }
+                Some(Page {
+                    page,
+                    size: size.min(policy.max_page_size),
+                })
+            }
+        };
+
+        if page.is_none() {
+            if policy.require_pagination {
+                return Err(bad(
+                    "page",
+                    format!(
+                        "pagination is required: add page=0&size={}",
+                        policy.max_page_size
+                    ),
+                ));
+            }
+            if matches!(scope, Scope::Assembly { .. }) {
+                return Err(bad(
+                    "page",
+                    "whole-assembly reads (wardNo=-1) must be paginated: add page and size",
+                ));
+            }
+        }
+        if let Some(p) = page {
+            // OFFSET must stay within what the backend can address.
+            if p.offset() > u64::from(u32::MAX) {
+                return Err(bad("page", "is too far: page*size exceeds 4294967295"));
+            }
+        }
+
+        Ok(CitizensQuery {
+            scope,
+            booths,
+            since_ms,
+            page,
+        })
+    }
+
+    /// The ward this read is served from, if it is a single-ward read.
+    pub fn ward(&self) -> Option<&WardKey> {
+        match &self.scope {
+            Scope::Ward(w) => Some(w),
+            Scope::Assembly { .. } => None,
+        }
+    }
+
+    /// True for a plain full-ward download: the request whose answer is the whole snapshot.
+    pub fn is_full_ward(&self) -> bool {
+        matches!(self.scope, Scope::Ward(_))
+            && self.booths.is_none()
+            && self.since_ms.is_none()
+            && self.page.is_none()
+    }
+
+    /// The query string sent upstream, re-encoded from validated values only.
+    pub fn to_upstream_query(&self) -> String {
+        let (state, assembly, ward) = match &self.scope {
+            Scope::Ward(w) => (&w.state, &w.assembly, w.ward.as_str()),
+            Scope::Assembly { state, assembly } => (state, assembly, "-1"),
+        };
+        let mut q = form_urlencoded::Serializer::new(String::new());
+        q.append_pair("state", state)
+            .append_pair("assemblyNo", assembly)
+            .append_pair("wardNo", ward);
+        let mut date = String::new();
+        match self.since_ms {
+            Some(d) => {
+                let _ = write!(date, "{d}");
+            }
+            None => date.push_str("-1"),
+        }
+        q.append_pair("date", &date);
+        let booths = match &self.booths {
+            Some(b) => b.0.iter().cloned().collect::<Vec<_>>().join(","),
+            None => "-1".to_string(),
+        };
+        q.append_pair("boothNos", &booths);
+        if let Some(p) = self.page {
+            q.append_pair("page", &p.page.to_string())
+                .append_pair("size", &p.size.to_string());
+        }
+        q.finish()
+    }
+}
+
+/// The query string split into single-valued parameters. Repeating a parameter is an error:
+/// two values would be read differently by different servers.
+struct RawParams(Vec<(String, String)>);
+
+impl RawParams {
+    fn collect(query: &str) -> Result<RawParams, ParamError> {
+        let mut out: Vec<(String, String)> = Vec::new();
+        for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+            let known = KNOWN_PARAMS.iter().find(|p| **p == k);
+            if let Some(name) = known {
+                if out.iter().any(|(n, _)| n == *name) {
+                    return Err(bad(name, "is given more than once"));
+                }
+                out.push((name.to_string(), v.into_owned()));
+            }
+            // Unknown parameters (cache busters such as `_=`) are dropped: they never go upstream.
+        }
+        Ok(RawParams(out))
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+const KNOWN_PARAMS: &[&str] = &[
+    "state",
+    "assemblyNo",
+    "wardNo",
+    "boothNos",
+    "date",
+    "page",
+    "size",
+];
+
+fn parse_state(s: &str) -> Result<String, ParamError> {
+    if s.is_empty() {
+        return Err(bad("state", "must not be empty"));
+    }
+    if s.chars().count() > MAX_STATE_LEN {
+        return Err(bad("state", "is longer than 64 characters"));
+    }
+    if let Some(c) = s
+        .chars()
+        .find(|c| !(c.is_ascii_alphabetic() || *c == ' ' || *c == '.' || *c == '-'))
+    {
+        return Err(bad(
+            "state",
+            format!("contains {c:?}: only letters, spaces, '.' and '-' are allowed"),
+        ));
+    }
+    Ok(s.to_string())
+}
+
+fn parse_assembly(s: &str) -> Result<String, ParamError> {
+    parse_digits("assemblyNo", s, MAX_ASSEMBLY_DIGITS)
+}
+
+fn parse_digits(param: &'static str, s: &str, max: usize) -> Result<String, ParamError> {
+    if s.is_empty() || s.len() > max || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad(param, format!("must be 1 to {max} decimal digits")));
+    }
+    Ok(s.to_string())
+}
+
+fn parse_booths(s: &str) -> Result<BoothSet, ParamError> {
+    let mut set = BTreeSet::new();
+    for (i, part) in s.split(',').enumerate() {
+        if i >= MAX_BOOTHS {
+            return Err(bad("boothNos", "names more than 200 booths"));
+        }
+        if part.is_empty()
+            || part.len() > MAX_NUMBER_DIGITS
+            || !part.bytes().all(|b| b.is_ascii_digit())
+        {
+            return Err(bad(
+                "boothNos",
+                "must be -1 or a comma-separated list of booth numbers (digits)",
+            ));
+        }
+        set.insert(part.to_string());
+    }
+    Ok(BoothSet(set))
+}
+
+fn parse_epoch_ms(s: &str) -> Result<i64, ParamError> {
+    let ok = !s.is_empty() && s.len() <= 16 && s.bytes().all(|b| b.is_ascii_digit());
+    let v = if ok { s.parse::<i64>().ok() } else { None };
+    v.ok_or_else(|| {
+        bad(
+            "date",
+            "must be -1 or epoch milliseconds (a non-negative integer)",
+        )
+    })
+}
+
+fn parse_u32(param: &'static str, s: &str) -> Result<u32, ParamError> {
+    let ok = !s.is_empty() && s.len() <= 10 && s.bytes().all(|b| b.is_ascii_digit());
+    let v = if ok { s.parse::<u32>().ok() } else { None };
+    v.ok_or_else(|| bad(param, "must be a non-negative integer"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> CitizensConfig {
+        CitizensConfig::default()
+    }
+
+    fn parse(q: &str) -> Result<CitizensQuery, ParamError> {
+        CitizensQuery::parse(q, &policy())
+    }
+
+    #[test]
+    fn legacy_full_download_parses() {
+        let q = parse("state=Karnataka&assemblyNo=150&wardNo=7&date=-1&boothNos=-1").unwrap();
+        assert!(q.is_full_ward());
+        assert_eq!(q.ward().unwrap().ward, "7");
+    }
+
+    #[test]
+    fn spaces_in_state_are_fine() {
+        let q = parse("state=Tamil+Nadu&assemblyNo=1&wardNo=2").unwrap();
+        assert_eq!(q.ward().unwrap().state, "Tamil Nadu");
+        let q = parse("state=Jammu%20and%20Kashmir&assemblyNo=1&wardNo=2").unwrap();
+        assert_eq!(q.ward().unwrap().state, "Jammu and Kashmir");
+    }
+
+    #[test]
+    fn injection_attempts_are_refused_with_the_param_named() {
+        for (q, param) in [
+            (
+                "state=Karnataka'%20OR%201=1--&assemblyNo=150&wardNo=1",
+                "state",
+            ),
+            ("state=Karnataka&assemblyNo=150;DROP&wardNo=1", "assemblyNo"),
+            ("state=Karnataka&assemblyNo=150&wardNo=1%20OR%201", "wardNo"),
+            (
+                "state=Karnataka&assemblyNo=150&wardNo=1&boothNos=1,2)%20OR%20(1",
+                "boothNos",
+            ),
+            ("state=Karnataka&assemblyNo=150&wardNo=1&date=0x10", "date"),
+            ("state=Karnataka&assemblyNo=150&wardNo=1&date=-2", "date"),
+            (
+                "state=Karnataka&assemblyNo=150&wardNo=1&page=-1&size=10",
+                "page",
+            ),
+            (
+                "state=Karnataka&assemblyNo=150&wardNo=1&page=0&size=0",
+                "size",
+            ),
+            ("state=&assemblyNo=150&wardNo=1", "state"),
+            ("assemblyNo=150&wardNo=1", "state"),
+            ("state=Karnataka&wardNo=1", "assemblyNo"),
+            ("state=Karnataka&assemblyNo=1234567&wardNo=1", "assemblyNo"),
+            ("state=Karnataka&assemblyNo=150", "wardNo"),
+            ("state=Karnataka&assemblyNo=150&wardNo=-1", "wardNo"),
+            (
+                "state=Karnataka&assemblyNo=150&wardNo=1&boothNos=",
+                "boothNos",
+            ),
+            (
+                "state=Karnataka&assemblyNo=150&wardNo=1&boothNos=1,,2",
+                "boothNos",
+            ),
+            ("state=Karnataka&state=Goa&assemblyNo=150&wardNo=1", "state"),
+            ("state=Kar%00nataka&assemblyNo=150&wardNo=1", "state"),
+        ] {
+            let e = parse(q).expect_err(q);
+            assert_eq!(e.param, param, "{q}: {e}");
+        }
+    }
+
+    #[test]
+    fn page_size_is_capped_and_pagination_can_be_required() {
+        let q = parse("state=Goa&assemblyNo=1&wardNo=1&page=2&size=5000").unwrap();
+        assert_eq!(
+            q.page,
+            Some(Page {
+                page: 2,
+                size: 1000
+            })
+        );
+        let strict = CitizensConfig {
+            require_pagination: true,
+            ..policy()
+        };
+        let e = CitizensQuery::parse("state=Goa&assemblyNo=1&wardNo=1", &strict).unwrap_err();
+        assert_eq!(e.param, "page");
+    }
+
+    #[test]
+    fn assembly_wide_needs_the_flag_and_a_page() {
+        let open = CitizensConfig {
+            allow_assembly_wide: true,
+            ..policy()
+        };
+        let e = CitizensQuery::parse("state=Goa&assemblyNo=1&wardNo=-1", &open).unwrap_err();
+        assert_eq!(e.param, "page");
+        let q =
+            CitizensQuery::parse("state=Goa&assemblyNo=1&wardNo=-1&page=0&size=10", &open).unwrap();
+        assert!(q.ward().is_none());
+    }
+
+    #[test]
+    fn upstream_query_is_reencoded() {
+        let q =
+            parse("state=Tamil+Nadu&assemblyNo=1&wardNo=2&boothNos=3,1,3&date=5&_=123").unwrap();
+        assert_eq!(
+            q.to_upstream_query(),
+            "state=Tamil+Nadu&assemblyNo=1&wardNo=2&date=5&boothNos=1%2C3"
+        );
+    }
+}

@@ -1,0 +1,530 @@
+//! The life of a request, phase by phase. Each phase names the function that does it:
+//!
+//! 1. **accept**: TCP or TLS, HTTP/1.1 or h2 (`accept::serve`).
+//! 2. **classify** the route: citizens, master data, pass-through (`route::classify`).
+//! 3. **identify** the client and apply its rate limit (`limit::client_ip`, `Proxy::limit`).
+//! 4. **validate** the parameters before anything else is touched (`CitizensQuery::parse`,
+//!    `read_sync_body`): a bad request never reaches the cache or the backend.
+//! 5. **look up** L1, then Redis (`Cache::get`).
+//! 6. on a miss, **join or start** the one build for that key (`Cache::get` → `coalesce`).
+//! 7. **respond**: encoding, `If-None-Match`, bytes assembled from stored pieces
+//!    (`respond::snapshot_answer`, `respond::blob_answer`).
+//! 8. **log and count** (`Proxy::finish`).
+//!
+//! Writes (sync POSTs with changes) take 1–4, are forwarded (`Proxy::write`), and on the
+//! backend's acknowledgement renew their ward (`Cache::after_write`). Everything else is
+//! streamed to the upstream untouched (`Proxy::pass_through`).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+
+use crate::cache::{CacheError, CacheKey, Entry};
+use crate::limit::{self, Limiter};
+use crate::metrics::{CacheStatus, ClassLabels, Metrics, RequestLabels};
+use crate::params::{CitizensQuery, Scope};
+use crate::respond::{self, ApiError};
+use crate::route::{self, Route, RouteClass, CITIZENS_PATH};
+use crate::upstream::{Body, Upstream, UpstreamError};
+use crate::{Live, Shared};
+
+/// How a connection reached wardgate.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    pub tls: bool,
+}
+
+/// What happened to a request, for the access log.
+struct Trace {
+    start: Instant,
+    method: Method,
+    path: String,
+    conn: ConnInfo,
+    upstream: Option<Duration>,
+}
+
+pub struct Proxy {
+    pub shared: Arc<Shared>,
+    pub limiter: Arc<ArcSwap<Limiter>>,
+}
+
+type Answer = Result<Response<Body>, ApiError>;
+
+impl Proxy {
+    fn live(&self) -> &Live {
+        &self.shared.live
+    }
+
+    fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
+    }
+
+    fn upstream(&self) -> &Arc<Upstream> {
+        &self.shared.upstream
+    }
+
+    /// Entry point for every public request.
+    pub async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        conn: ConnInfo,
+    ) -> Result<Response<Body>, Infallible> {
+        let mut trace = Trace {
+            start: Instant::now(),
+            method: req.method().clone(),
+            path: req.uri().path().to_string(),
+            conn,
+            upstream: None,
+        };
+        let (class, answer) = self.route(req, conn, &mut trace).await;
+        let resp = answer.unwrap_or_else(ApiError::into_response);
+        self.finish(class, &resp, &trace);
+        Ok(resp)
+    }
+
+    async fn route(
+        &self,
+        req: Request<Incoming>,
+        conn: ConnInfo,
+        trace: &mut Trace,
+    ) -> (RouteClass, Answer) {
+        let cfg = self.live().load();
+        // 2. classify
+        let route = match route::classify(req.method(), req.uri().path(), req.uri().query()) {
+            Ok(r) => r,
+            Err(e) => return (RouteClass::Master, Err(e.into())),
+        };
+        let class = match &route {
+            Route::Citizens if carries_body(&req) => RouteClass::Write,
+            Route::Citizens => RouteClass::Citizens,
+            Route::Master(..) => RouteClass::Master,
+            Route::Passthrough => RouteClass::Passthrough,
+        };
+        // 3. identify and limit
+        let ip = limit::client_ip(conn.peer, req.headers(), &self.shared.trusted.load());
+        let key = limit::client_key(ip, req.headers(), cfg.rate_limit.key_header.as_deref());
+        if let Err(l) = self.limiter.load().check(class.limit_class(), &key) {
+            self.metrics()
+                .rate_limited
+                .get_or_create(&ClassLabels { route_class: class })
+                .inc();
+            return (
+                class,
+                Err(ApiError::RateLimited {
+                    retry_after: l.retry_after,
+                    limit: l.quota.burst,
+                    policy: format!("{};w=1;burst={}", l.quota.rate, l.quota.burst),
+                }),
+            );
+        }
+        match route {
+            Route::Citizens => self.citizens(req, class, conn, trace).await,
+            Route::Master(m, key) => {
+                let max_age = m.max_age(&cfg.cache.master_max_age);
+                (
+                    class,
+                    self.cached_blob(CacheKey::Blob(key), max_age, req.headers())
+                        .await,
+                )
+            }
+            Route::Passthrough => (class, self.pass_through(req, ip, conn, trace).await),
+        }
+    }
+
+    /// `/open/volunteer/citizens`: a read served from a snapshot, or a write forwarded.
+    async fn citizens(
+        &self,
+        req: Request<Incoming>,
+        class: RouteClass,
+        conn: ConnInfo,
+        trace: &mut Trace,
+    ) -> (RouteClass, Answer) {
+        let cfg = self.live().load_full();
+        // 4. validate, before the body is even read.
+        let q = match CitizensQuery::parse(req.uri().query().unwrap_or(""), &cfg.citizens) {
+            Ok(q) => q,
+            Err(e) => return (class, Err(e.into())),
+        };
+        let (parts, body) = req.into_parts();
+        let body = if parts.method == Method::POST {
+            match read_sync_body(
+                &parts.headers,
+                body,
+                cfg.limits.max_body_bytes.0,
+                cfg.limits.body_read_timeout.0,
+            )
+            .await
+            {
+                Ok(b) => b,
+                Err(e) => return (class, Err(e)),
+            }
+        } else {
+            Bytes::new()
+        };
+        if is_read_body(&body) {
+            return (RouteClass::Citizens, self.read(q, &parts.headers).await);
+        }
+        let ip = limit::client_ip(conn.peer, &parts.headers, &self.shared.trusted.load());
+        (
+            RouteClass::Write,
+            self.write(q, parts, body, ip, conn, trace).await,
+        )
+    }
+
+    /// 5–7 for a citizens read.
+    async fn read(&self, mut q: CitizensQuery, headers: &http::HeaderMap) -> Answer {
+        let cfg = self.live().load();
+        // Deltas overlap by max age + skew: see "Deltas without gaps" in ARCHITECTURE.md.
+        if let Some(d) = q.since_ms {
+            let overlap = cfg.cache.effective_delta_overlap().as_millis() as i64;
+            q.since_ms = Some(d.saturating_sub(overlap).max(0));
+        }
+        let max_age = cfg.cache.snapshot_max_age.0;
+        match &q.scope {
+            Scope::Ward(w) => {
+                let found = self
+                    .shared
+                    .cache
+                    .get(&CacheKey::Ward(w.clone()), max_age)
+                    .await
+                    .map_err(cache_error)?;
+                match found.entry {
+                    Entry::Snapshot(s) => {
+                        Ok(respond::snapshot_answer(&s, &q, headers, found.status))
+                    }
+                    Entry::Blob(_) => Err(ApiError::Unavailable {
+                        reason: "cache entry of the wrong kind".into(),
+                        retry_after: Duration::from_secs(1),
+                    }),
+                }
+            }
+            // Whole-assembly pages are rare and bounded: cached as blobs of the upstream's answer.
+            Scope::Assembly { .. } => {
+                let key = CacheKey::Blob(format!("{CITIZENS_PATH}?{}", q.to_upstream_query()));
+                self.cached_blob(key, max_age, headers).await
+            }
+        }
+    }
+
+    async fn cached_blob(
+        &self,
+        key: CacheKey,
+        max_age: Duration,
+        headers: &http::HeaderMap,
+    ) -> Answer {
+        let found = self
+            .shared
+            .cache
+            .get(&key, max_age)
+            .await
+            .map_err(cache_error)?;
+        match found.entry {
+            Entry::Blob(b) => Ok(respond::blob_answer(&b, headers, found.status)),
+            Entry::Snapshot(_) => Err(ApiError::Unavailable {
+                reason: "cache entry of the wrong kind".into(),
+                retry_after: Duration::from_secs(1),
+            }),
+        }
+    }
+
+    /// A sync POST with changes: validated, forwarded with the re-encoded query, and answered
+    /// 2xx only if the backend answered 2xx.
+    async fn write(
+        &self,
+        q: CitizensQuery,
+        parts: http::request::Parts,
+        body: Bytes,
+        ip: std::net::IpAddr,
+        conn: ConnInfo,
+        trace: &mut Trace,
+    ) -> Answer {
+        validate_sync_body(&body)?;
+        let pq = format!("{CITIZENS_PATH}?{}", q.to_upstream_query());
+        let mut headers = parts.headers;
+        crate::upstream::strip_hop_by_hop(&mut headers);
+        headers.remove(header::HOST);
+        headers.remove(header::CONTENT_LENGTH);
+        crate::upstream::add_forwarded(&mut headers, ip, if conn.tls { "https" } else { "http" });
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+
+        let start = Instant::now();
+        // Retried once only when the connection was never made: the backend certainly did not
+        // see the write. Any other failure may have applied it, so the app must decide.
+        let mut attempt = 0;
+        let resp = loop {
+            attempt += 1;
+            let mut req = Request::new(crate::upstream::full(body.clone()));
+            *req.method_mut() = Method::POST;
+            *req.uri_mut() = self.upstream().uri(&pq).map_err(ApiError::Upstream)?;
+            *req.headers_mut() = headers.clone();
+            match self.upstream().send(req).await {
+                Err(UpstreamError::Connect(e)) if attempt == 1 => {
+                    tracing::warn!(error = %e, "write not delivered (connect failed); retrying once");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                other => break other,
+            }
+        };
+        trace.upstream = Some(start.elapsed());
+        let resp = resp.map_err(ApiError::Upstream)?;
+        if resp.status().is_success() {
+            if let Some(w) = q.ward() {
+                // Before the client hears "ok": from here on no copy older than this write is
+                // served, here or (through Redis) on any instance.
+                self.shared
+                    .cache
+                    .after_write(
+                        CacheKey::Ward(w.clone()),
+                        self.live().load().cache.snapshot_max_age.0,
+                    )
+                    .await;
+            }
+        }
+        Ok(relay(resp))
+    }
+
+    /// Anything else: streamed both ways, hop-by-hop headers removed, forwarding headers set.
+    async fn pass_through(
+        &self,
+        req: Request<Incoming>,
+        ip: std::net::IpAddr,
+        conn: ConnInfo,
+        trace: &mut Trace,
+    ) -> Answer {
+        let (mut parts, body) = req.into_parts();
+        let pq = parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/")
+            .to_string();
+        parts.uri = self.upstream().uri(&pq).map_err(ApiError::Upstream)?;
+        parts.version = http::Version::HTTP_11;
+        crate::upstream::strip_hop_by_hop(&mut parts.headers);
+        parts.headers.remove(header::HOST);
+        crate::upstream::add_forwarded(
+            &mut parts.headers,
+            ip,
+            if conn.tls { "https" } else { "http" },
+        );
+        let req = Request::from_parts(parts, body.map_err(Into::into).boxed());
+        let start = Instant::now();
+        let resp = self.upstream().send(req).await;
+        trace.upstream = Some(start.elapsed());
+        Ok(relay(resp.map_err(ApiError::Upstream)?))
+    }
+
+    /// 8. Count and log.
+    fn finish(&self, class: RouteClass, resp: &Response<Body>, trace: &Trace) {
+        let elapsed = trace.start.elapsed();
+        let cache = match resp.headers().get("x-cache").and_then(|v| v.to_str().ok()) {
+            Some("HIT") => CacheStatus::HIT,
+            Some("MISS") => CacheStatus::MISS,
+            Some("STALE") => CacheStatus::STALE,
+            Some("PASS") => CacheStatus::PASS,
+            _ => CacheStatus::NONE,
+        };
+        let m = self.metrics();
+        m.requests
+            .get_or_create(&RequestLabels {
+                route_class: class,
+                status: resp.status().as_u16(),
+                cache,
+            })
+            .inc();
+        m.request_duration
+            .get_or_create(&ClassLabels { route_class: class })
+            .observe(elapsed.as_secs_f64());
+        let sample = self.live().load().log.access_log_sample;
+        if sample >= 1.0 || (sample > 0.0 && fastrand_unit() < sample) {
+            let bytes = resp
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-");
+            tracing::info!(
+                target: "access",
+                client = %trace.conn.peer,
+                method = %trace.method,
+                path = %trace.path,
+                route_class = class.as_str(),
+                status = resp.status().as_u16(),
+                cache = cache.as_str(),
+                bytes,
+                total_ms = elapsed.as_secs_f64() * 1e3,
+                upstream_ms = trace.upstream.map(|d| d.as_secs_f64() * 1e3),
+            );
+        }
+    }
+}
+
+/// A cheap uniform number in [0, 1) for log sampling (no need for a cryptographic source).
+fn fastrand_unit() -> f64 {
+    use std::cell::Cell;
+    thread_local!(static STATE: Cell<u64> = Cell::new(0x9e37_79b9_7f4a_7c15 ^ (std::process::id() as u64)));
+    STATE.with(|s| {
+        let mut x = s.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        s.set(x);
+        (x >> 11) as f64 / (1u64 << 53) as f64
+    })
+}
+
+fn cache_error(e: CacheError) -> ApiError {
+    match e {
+        CacheError::Unavailable { reason } => ApiError::Unavailable {
+            reason,
+            retry_after: Duration::from_secs(5),
+        },
+        CacheError::Upstream(e) => match &*e {
+            UpstreamError::Status {
+                status,
+                content_type,
+                body,
+            } => ApiError::Upstream(UpstreamError::Status {
+                status: *status,
+                content_type: content_type.clone(),
+                body: body.clone(),
+            }),
+            other => ApiError::Unavailable {
+                reason: other.to_string(),
+                retry_after: Duration::from_secs(5),
+            },
+        },
+    }
+}
+
+/// The upstream's response, relayed: hop-by-hop headers removed, stamped `PASS`.
+fn relay(resp: Response<Body>) -> Response<Body> {
+    let (mut parts, body) = resp.into_parts();
+    crate::upstream::strip_hop_by_hop(&mut parts.headers);
+    respond::stamp(&mut parts.headers, CacheStatus::PASS);
+    Response::from_parts(parts, body)
+}
+
+/// Whether a citizens request may carry changes (so it counts against the writes quota).
+fn carries_body<B>(req: &Request<B>) -> bool {
+    if req.method() != Method::POST {
+        return false;
+    }
+    let len = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    match len {
+        Some(n) => n > 2, // "[]" is a read
+        None => req.headers().contains_key(header::TRANSFER_ENCODING),
+    }
+}
+
+/// An absent, empty or `[]` body: the request is a read.
+fn is_read_body(body: &[u8]) -> bool {
+    let t = body.trim_ascii();
+    t.is_empty()
+        || (t.first() == Some(&b'[')
+            && t.last() == Some(&b']')
+            && t[1..t.len() - 1].trim_ascii().is_empty())
+}
+
+/// Reads a sync body within the size and time limits.
+async fn read_sync_body(
+    headers: &http::HeaderMap,
+    body: Incoming,
+    limit: u64,
+    within: Duration,
+) -> Result<Bytes, ApiError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(ApiError::TooLarge { limit });
+    }
+    match tokio::time::timeout(within, Limited::new(body, limit as usize).collect()).await {
+        Err(_) => Err(ApiError::BodyTimeout),
+        Ok(Err(e))
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(ApiError::TooLarge { limit })
+        }
+        Ok(Err(e)) => Err(ApiError::BadBody(format!("cannot read the body: {e}"))),
+        Ok(Ok(c)) => Ok(c.to_bytes()),
+    }
+}
+
+/// A sync body must be a JSON array of objects, each with a numeric `id`.
+fn validate_sync_body(body: &[u8]) -> Result<(), ApiError> {
+    let rows: Vec<serde_json::Map<String, serde_json::Value>> = serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadBody(format!("must be a JSON array of citizen objects: {e}")))?;
+    for (i, row) in rows.iter().enumerate() {
+        let ok = match row.get("id") {
+            Some(serde_json::Value::Number(n)) => n.is_u64(),
+            Some(serde_json::Value::String(s)) => {
+                !s.is_empty() && s.len() <= 19 && s.bytes().all(|b| b.is_ascii_digit())
+            }
+            _ => false,
+        };
+        if !ok {
+            return Err(ApiError::BadBody(format!(
+                "element {i} has no numeric `id`"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Statuses a write may be answered with when it did not succeed.
+pub fn is_write_failure(s: StatusCode) -> bool {
+    !s.is_success()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_bodies_are_recognized() {
+        assert!(is_read_body(b""));
+        assert!(is_read_body(b"[]"));
+        assert!(is_read_body(b" [ \n ] "));
+        assert!(!is_read_body(b"[{\"id\":1}]"));
+    }
+
+    #[test]
+    fn sync_bodies_are_validated() {
+        assert!(
+            validate_sync_body(br#"[{"id":1,"voted":true},{"id":"2","mobile":"9876543210"}]"#)
+                .is_ok()
+        );
+        for bad in [
+            &b"{\"id\":1}"[..],
+            b"[1,2]",
+            b"[{\"voted\":true}]",
+            b"[{\"id\":-1}]",
+            b"[{\"id\":\"1 OR 1=1\"}]",
+            b"not json",
+        ] {
+            assert!(
+                matches!(validate_sync_body(bad), Err(ApiError::BadBody(_))),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+}

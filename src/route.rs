@@ -1,0 +1,229 @@
+//! Classifies a request by method and path: the first decision of every request's life.
+
+use std::fmt::Write as _;
+
+use http::Method;
+use prometheus_client::encoding::{EncodeLabelValue, LabelValueEncoder};
+
+use crate::config::{LimitClass, MasterMaxAge};
+use crate::params::ParamError;
+
+pub const CITIZENS_PATH: &str = "/open/volunteer/citizens";
+
+/// The kind of traffic a request is, for limits, metrics and logs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RouteClass {
+    /// Voter-list reads (`/open/volunteer/citizens` without changes).
+    Citizens,
+    /// Sync POSTs carrying changes.
+    Write,
+    /// Cached read-only master data.
+    Master,
+    /// Everything else, forwarded untouched.
+    Passthrough,
+}
+
+impl RouteClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RouteClass::Citizens => "citizens",
+            RouteClass::Write => "write",
+            RouteClass::Master => "master",
+            RouteClass::Passthrough => "passthrough",
+        }
+    }
+
+    pub fn limit_class(self) -> LimitClass {
+        match self {
+            RouteClass::Citizens => LimitClass::Downloads,
+            RouteClass::Write => LimitClass::Writes,
+            RouteClass::Master => LimitClass::Master,
+            RouteClass::Passthrough => LimitClass::Passthrough,
+        }
+    }
+}
+
+impl EncodeLabelValue for RouteClass {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        encoder.write_str(self.as_str())
+    }
+}
+
+/// The cached master-data routes of the contract.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MasterRoute {
+    States,
+    AssemblyConstituencies,
+    WardsAndBooths,
+    Parties,
+    ApplicationSettings,
+    DashboardStats,
+}
+
+impl MasterRoute {
+    pub fn max_age(self, ages: &MasterMaxAge) -> std::time::Duration {
+        match self {
+            MasterRoute::States => ages.states.0,
+            MasterRoute::AssemblyConstituencies => ages.assembly_constituencies.0,
+            MasterRoute::WardsAndBooths => ages.wards_and_booths.0,
+            MasterRoute::Parties => ages.parties.0,
+            MasterRoute::ApplicationSettings => ages.application_settings.0,
+            MasterRoute::DashboardStats => ages.dashboard_stats.0,
+        }
+    }
+}
+
+/// Where a request goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// `/open/volunteer/citizens` (GET, or POST that may carry changes).
+    Citizens,
+    /// A cached master-data route and its cache key (path + normalized query).
+    Master(MasterRoute, String),
+    /// Anything else.
+    Passthrough,
+}
+
+/// Decides the route. Master-data paths that carry ids or filters are validated here, because
+/// those values, too, end up in the backend's SQL.
+pub fn classify(method: &Method, path: &str, query: Option<&str>) -> Result<Route, ParamError> {
+    if path == CITIZENS_PATH && (method == Method::GET || method == Method::POST) {
+        return Ok(Route::Citizens);
+    }
+    if method != Method::GET {
+        return Ok(Route::Passthrough);
+    }
+    let id = |prefix: &str| -> Option<Result<&str, ParamError>> {
+        let rest = path.strip_prefix(prefix)?;
+        Some(
+            if !rest.is_empty() && rest.len() <= 9 && rest.bytes().all(|b| b.is_ascii_digit()) {
+                Ok(rest)
+            } else {
+                Err(ParamError {
+                    param: "id",
+                    message: "the path must end in a numeric id".into(),
+                })
+            },
+        )
+    };
+    let route = match path {
+        "/open/volunteer/states" => MasterRoute::States,
+        "/open/volunteer/parties" => MasterRoute::Parties,
+        "/open/volunteer/applicationSettings" => MasterRoute::ApplicationSettings,
+        "/api/dashboardStats" => {
+            let key = format!("{path}?{}", dashboard_query(query.unwrap_or(""))?);
+            return Ok(Route::Master(MasterRoute::DashboardStats, key));
+        }
+        _ => {
+            if let Some(r) = id("/open/volunteer/assemblyConstituencys/") {
+                r?;
+                MasterRoute::AssemblyConstituencies
+            } else if let Some(r) = id("/open/volunteer/wardsAndBooths/") {
+                r?;
+                MasterRoute::WardsAndBooths
+            } else {
+                return Ok(Route::Passthrough);
+            }
+        }
+    };
+    // These routes take no query: dropping it keeps one cache entry per route.
+    Ok(Route::Master(route, path.to_string()))
+}
+
+/// Validates and normalizes `/api/dashboardStats?state&assemblyNo&wardNo&boothNo`.
+fn dashboard_query(query: &str) -> Result<String, ParamError> {
+    let mut state = None;
+    let mut assembly = None;
+    let mut ward = None;
+    let mut booth = None;
+    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+        let slot = match k.as_ref() {
+            "state" => &mut state,
+            "assemblyNo" => &mut assembly,
+            "wardNo" => &mut ward,
+            "boothNo" => &mut booth,
+            _ => continue,
+        };
+        *slot = Some(v.into_owned());
+    }
+    let num_or_all = |param: &'static str, v: Option<String>| -> Result<String, ParamError> {
+        match v.as_deref() {
+            None | Some("-1") | Some("") => Ok("-1".into()),
+            Some(s) if s.len() <= 9 && s.bytes().all(|b| b.is_ascii_digit()) => Ok(s.into()),
+            Some(_) => Err(ParamError {
+                param,
+                message: "must be -1 or decimal digits".into(),
+            }),
+        }
+    };
+    let mut out = form_urlencoded::Serializer::new(String::new());
+    if let Some(s) = state.filter(|s| !s.is_empty()) {
+        let key = crate::params::WardKey::parse(&s, "1", "1")?;
+        out.append_pair("state", &key.state);
+    }
+    out.append_pair("assemblyNo", &num_or_all("assemblyNo", assembly)?);
+    out.append_pair("wardNo", &num_or_all("wardNo", ward)?);
+    out.append_pair("boothNo", &num_or_all("boothNo", booth)?);
+    Ok(out.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_are_classified() {
+        let get = Method::GET;
+        assert_eq!(
+            classify(&get, CITIZENS_PATH, None).unwrap(),
+            Route::Citizens
+        );
+        assert_eq!(
+            classify(&Method::POST, CITIZENS_PATH, None).unwrap(),
+            Route::Citizens
+        );
+        assert!(matches!(
+            classify(&get, "/open/volunteer/wardsAndBooths/12", None).unwrap(),
+            Route::Master(MasterRoute::WardsAndBooths, _)
+        ));
+        assert!(classify(&get, "/open/volunteer/wardsAndBooths/12'", None).is_err());
+        assert_eq!(
+            classify(&get, "/open/getVotersDataCSV", None).unwrap(),
+            Route::Passthrough
+        );
+        assert_eq!(
+            classify(&Method::POST, "/open/volunteer/states", None).unwrap(),
+            Route::Passthrough
+        );
+    }
+
+    #[test]
+    fn dashboard_query_is_validated_and_normalized() {
+        let Route::Master(_, a) = classify(
+            &Method::GET,
+            "/api/dashboardStats",
+            Some("wardNo=3&state=Goa&assemblyNo=1"),
+        )
+        .unwrap() else {
+            panic!()
+        };
+        let Route::Master(_, b) = classify(
+            &Method::GET,
+            "/api/dashboardStats",
+            Some("state=Goa&assemblyNo=1&wardNo=3&boothNo=-1"),
+        )
+        .unwrap() else {
+            panic!()
+        };
+        assert_eq!(a, b);
+        let e = classify(
+            &Method::GET,
+            "/api/dashboardStats",
+            Some("state=Goa&assemblyNo=1 OR 1=1"),
+        )
+        .unwrap_err();
+        assert_eq!(e.param, "assemblyNo");
+        let e = classify(&Method::GET, "/api/dashboardStats", Some("state=Go'a")).unwrap_err();
+        assert_eq!(e.param, "state");
+    }
+}

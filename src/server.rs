@@ -1,0 +1,247 @@
+//! Assembles the stages into a running instance: shared state, listeners, reload and drain.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::{ArcSwap, ArcSwapOption};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::cache::l2::L2;
+use crate::cache::{Cache, CacheKey};
+use crate::config::Config;
+use crate::limit::Limiter;
+use crate::metrics::Metrics;
+use crate::params::WardKey;
+use crate::proxy::Proxy;
+use crate::upstream::Upstream;
+use crate::{accept, admin, Live, Shared};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Setup(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A serving instance.
+pub struct Running {
+    pub public_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub shared: Arc<Shared>,
+    limiter: Arc<ArcSwap<Limiter>>,
+    tls: accept::Tls,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// Reads `state,assembly[,ward]` lines (the `warm --targets` format) into ward keys.
+/// Lines naming a whole assembly are skipped here: readiness counts wards it can name.
+pub fn read_ward_targets(path: &std::path::Path) -> Result<Vec<WardKey>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let f: Vec<&str> = line.split(',').map(str::trim).collect();
+        match f.as_slice() {
+            [s, a, w] => out.push(
+                WardKey::parse(s, a, w)
+                    .map_err(|e| format!("{}:{}: {e}", path.display(), n + 1))?,
+            ),
+            [_, _] => {}
+            _ => {
+                return Err(format!(
+                    "{}:{}: expected state,assembly[,ward]",
+                    path.display(),
+                    n + 1
+                ))
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Builds the shared state and binds both listeners. Config must already be validated.
+pub async fn start(cfg: Config) -> Result<Running, StartError> {
+    let live: Live = Arc::new(ArcSwap::from_pointee(cfg.clone()));
+    let metrics = Arc::new(Metrics::new());
+    let upstream =
+        Arc::new(Upstream::new(&cfg, live.clone(), metrics.clone()).map_err(StartError::Setup)?);
+    let l2 = match &cfg.redis_url {
+        Some(url) => Some(
+            L2::start(url.expose(), &cfg.redis_prefix, metrics.clone())
+                .map_err(|e| StartError::Setup(format!("redis_url: {e}")))?,
+        ),
+        None => None,
+    };
+    let cache = Cache::new(l2.clone(), upstream.clone(), live.clone(), metrics.clone());
+    if let (Some(l2), Some(url)) = (&l2, &cfg.redis_url) {
+        let weak = Arc::downgrade(&cache);
+        l2.subscribe(url.expose(), move |key, at| {
+            if let Some(c) = weak.upgrade() {
+                c.raise_watermark(&key, at);
+            }
+        });
+        spawn_watermark_recheck(Arc::downgrade(&cache), l2.clone());
+    }
+    let targets = match &cfg.ready.warm_targets {
+        Some(p) => read_ward_targets(p).map_err(StartError::Setup)?,
+        None => Vec::new(),
+    };
+    let shared = Arc::new(Shared {
+        trusted: ArcSwap::from_pointee(cfg.rate_limit.trusted_nets()),
+        live,
+        metrics,
+        upstream,
+        cache,
+        draining: AtomicBool::new(false),
+        warm_targets: ArcSwap::from_pointee(targets),
+    });
+    let limiter = Arc::new(ArcSwap::from_pointee(Limiter::new(&cfg)));
+    crate::limit::spawn_sweeper(limiter.clone());
+    let tls: accept::Tls = Arc::new(ArcSwapOption::from(
+        accept::load_tls(&cfg)
+            .map_err(StartError::Setup)?
+            .map(Arc::new),
+    ));
+
+    let public = accept::bind(cfg.listen).map_err(|source| StartError::Bind {
+        addr: cfg.listen,
+        source,
+    })?;
+    let admin_l = accept::bind(cfg.admin_listen).map_err(|source| StartError::Bind {
+        addr: cfg.admin_listen,
+        source,
+    })?;
+    let public_addr = public.local_addr().map_err(|source| StartError::Bind {
+        addr: cfg.listen,
+        source,
+    })?;
+    let admin_addr = admin_l.local_addr().map_err(|source| StartError::Bind {
+        addr: cfg.admin_listen,
+        source,
+    })?;
+
+    let (stop, stop_rx) = watch::channel(false);
+    let proxy = Arc::new(Proxy {
+        shared: shared.clone(),
+        limiter: limiter.clone(),
+    });
+    let tasks = vec![
+        tokio::spawn(accept::serve(public, proxy, tls.clone(), stop_rx.clone())),
+        tokio::spawn(admin::serve(admin_l, shared.clone(), stop_rx)),
+    ];
+    tracing::info!(%public_addr, %admin_addr, upstream = %cfg.upstream, redis = cfg.redis_url.is_some(), replica = cfg.mysql_url.is_some(), tls = tls.load().is_some(), "wardgate serving");
+    Ok(Running {
+        public_addr,
+        admin_addr,
+        shared,
+        limiter,
+        tls,
+        stop,
+        tasks,
+    })
+}
+
+/// Pub/sub can lose messages (a reconnect, say): every few seconds the watermarks of the wards
+/// held in L1 are re-read from Redis, bounding how long a missed write can go unnoticed.
+fn spawn_watermark_recheck(cache: std::sync::Weak<Cache>, l2: Arc<L2>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            let Some(cache) = cache.upgrade() else { return };
+            let held = cache.ward_keys();
+            for batch in held.chunks(500) {
+                let keys: Vec<CacheKey> = batch.iter().map(|(k, _)| k.clone()).collect();
+                for (k, wm) in keys.iter().zip(l2.watermarks(&keys).await) {
+                    if let Some(at) = wm {
+                        cache.raise_watermark(k, at);
+                    }
+                }
+            }
+        }
+    });
+}
+
+impl Running {
+    /// Applies a re-read config: reloadable settings swap atomically; restart-only ones are
+    /// named in the log and kept as they were.
+    pub fn reload(&self, mut new: Config) {
+        let old = self.shared.live.load_full();
+        let ignored = old.restart_only_changes(&new);
+        if !ignored.is_empty() {
+            tracing::warn!(settings = ?ignored, "reload: these settings need a restart; keeping their running values");
+        }
+        // Keep restart-only settings as they run now.
+        new.listen = old.listen;
+        new.admin_listen = old.admin_listen;
+        new.upstream = old.upstream.clone();
+        new.upstream_ca = old.upstream_ca.clone();
+        new.redis_url = old.redis_url.clone();
+        new.redis_prefix = old.redis_prefix.clone();
+        new.mysql_url = old.mysql_url.clone();
+        new.limits.max_header_bytes = old.limits.max_header_bytes;
+        new.limits.max_connections = old.limits.max_connections;
+        new.limits.header_read_timeout = old.limits.header_read_timeout;
+        new.limits.idle_timeout = old.limits.idle_timeout;
+        new.limits.upstream_connect_timeout = old.limits.upstream_connect_timeout;
+        new.log.format = old.log.format;
+
+        match accept::load_tls(&new) {
+            Ok(t) => self.tls.store(t.map(Arc::new)),
+            Err(e) => {
+                tracing::error!(error = %e, "reload: TLS certificate not loaded; keeping the current one")
+            }
+        }
+        if !self.limiter.load().same_quotas(&new) {
+            self.limiter.store(Arc::new(Limiter::new(&new)));
+        }
+        if let Some(p) = &new.ready.warm_targets {
+            match read_ward_targets(p) {
+                Ok(t) => self.shared.warm_targets.store(Arc::new(t)),
+                Err(e) => tracing::error!(error = %e, "reload: warm targets not loaded"),
+            }
+        }
+        self.shared
+            .trusted
+            .store(Arc::new(new.rate_limit.trusted_nets()));
+        self.shared.upstream.reload(&new);
+        self.shared.live.store(Arc::new(new));
+        tracing::info!("configuration reloaded");
+    }
+
+    /// Marks the instance as draining: `/readyz` answers 503 from now on.
+    pub fn begin_drain(&self) {
+        self.shared.draining.store(true, Ordering::SeqCst);
+        self.shared.metrics.ready.set(0);
+    }
+
+    /// Graceful stop: not ready at once, keep serving for `drain.grace` (the load balancer
+    /// notices), close the listeners, then let in-flight requests finish.
+    pub async fn drain(self) {
+        self.begin_drain();
+        let grace = self.shared.live.load().drain.grace.0;
+        tracing::info!("draining: /readyz answers 503; serving for {grace:?} more");
+        tokio::time::sleep(grace).await;
+        self.stop_now().await;
+    }
+
+    /// Closes the listeners and waits for in-flight requests (bounded by `shutdown_timeout`).
+    pub async fn stop_now(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        tracing::info!("stopped");
+    }
+}

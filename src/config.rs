@@ -622,7 +622,7 @@ impl Config {
         if up.host().is_none() {
             return Err(invalid("upstream", "names no host"));
         }
-        if self.listen == self.admin_listen {
+        if self.listen == self.admin_listen && self.listen.port() != 0 {
             return Err(invalid(
                 "admin_listen",
                 "must differ from `listen`: the admin API never shares the public port",

@@ -1,0 +1,496 @@
+//! Black-box tests of the read path over HTTP, against the real Redis and MariaDB.
+
+mod support;
+
+use std::time::Duration;
+
+use support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn answers_equal_the_origin_for_wards_booths_pages_and_deltas() {
+    let origin = Origin::builder()
+        .mysql()
+        .wards(2)
+        .voters_per_ward(1234)
+        .start()
+        .await;
+    let gate = Gate::builder(&origin.url()).redis().start().await;
+    let c = client();
+    let q = ward_query(1);
+
+    // Full ward: first MISS, then HIT, identity and gzip equal to the origin's bytes.
+    let want = c
+        .get(format!("{}/open/volunteer/citizens?{q}", origin.url()))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let r = c.get(gate.citizens(&q)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-cache"], "MISS");
+    assert!(
+        r.headers()["x-snapshot-time"]
+            .to_str()
+            .unwrap()
+            .parse::<i64>()
+            .unwrap()
+            > 0
+    );
+    assert_eq!(r.headers()["vary"], "Accept-Encoding");
+    let etag = r.headers()["etag"].clone();
+    assert_eq!(r.bytes().await.unwrap(), want);
+    let r = c
+        .get(gate.citizens(&q))
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-cache"], "HIT");
+    assert_eq!(r.headers()["content-encoding"], "gzip");
+    assert_eq!(gunzip(&r.bytes().await.unwrap()), want);
+    // POST with an empty body and with [] is the same read.
+    for body in ["", "[]"] {
+        let r = c.post(gate.citizens(&q)).body(body).send().await.unwrap();
+        assert_eq!(r.bytes().await.unwrap(), want);
+    }
+    // If-None-Match → 304.
+    let r = c
+        .get(gate.citizens(&q))
+        .header("if-none-match", etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 304);
+
+    // Booth subsets, deltas and every page, gzip and identity, equal the origin's answers.
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&want).unwrap();
+    let b1 = rows[0]["booth_no"].as_str().unwrap().to_string();
+    let b2 = rows[rows.len() - 1]["booth_no"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut queries = vec![
+        format!("state={STATE}&assemblyNo={ASSEMBLY}&wardNo=1&date=-1&boothNos={b1}"),
+        format!("state={STATE}&assemblyNo={ASSEMBLY}&wardNo=1&date=-1&boothNos={b2},{b1}"),
+    ];
+    for size in [1000, 250, 333] {
+        for page in 0..=(1234 / size) {
+            queries.push(format!("{q}&page={page}&size={size}"));
+        }
+    }
+    queries.push(format!(
+        "state={STATE}&assemblyNo={ASSEMBLY}&wardNo=1&date=-1&boothNos={b1}&page=0&size=100"
+    ));
+    for gz in [false, true] {
+        for query in &queries {
+            let want = c
+                .get(format!("{}/open/volunteer/citizens?{query}", origin.url()))
+                .send()
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap();
+            let mut req = c.get(gate.citizens(query));
+            if gz {
+                req = req.header("accept-encoding", "gzip");
+            }
+            let r = req.send().await.unwrap();
+            assert_eq!(r.status(), 200, "{query}");
+            let body = r.bytes().await.unwrap();
+            let got = if gz { gunzip(&body) } else { body.to_vec() };
+            assert_eq!(got, want, "{query} gzip={gz}");
+        }
+    }
+
+    // A delta: wardgate widens the window by the overlap, so it returns a superset of the
+    // origin's rows for the same date, and exactly the origin's rows for date - overlap.
+    let mut dates: Vec<i64> = rows
+        .iter()
+        .map(|r| r["modifieddate"].as_i64().unwrap())
+        .collect();
+    dates.sort();
+    let date = dates[dates.len() * 3 / 4];
+    let overlap = wardgate::config::Config::default()
+        .cache
+        .effective_delta_overlap()
+        .as_millis() as i64;
+    let dq = |d: i64| format!("state={STATE}&assemblyNo={ASSEMBLY}&wardNo=1&date={d}&boothNos=-1");
+    let got = c
+        .get(gate.citizens(&dq(date)))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let want = c
+        .get(format!(
+            "{}/open/volunteer/citizens?{}",
+            origin.url(),
+            dq(date - overlap)
+        ))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(got, want);
+    let got_rows: Vec<serde_json::Value> = serde_json::from_slice(&got).unwrap();
+    assert!(got_rows
+        .iter()
+        .all(|r| r["modifieddate"].as_i64().unwrap() > date - overlap));
+    assert!(
+        got_rows.len()
+            >= rows
+                .iter()
+                .filter(|r| r["modifieddate"].as_i64().unwrap() > date)
+                .count()
+    );
+
+    let prefix = gate.prefix.clone();
+    gate.stop().await;
+    redis_cleanup(&prefix).await;
+    origin.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn malformed_parameters_get_400_and_never_reach_the_backend() {
+    let origin = Origin::builder().start().await;
+    let gate = Gate::builder(&origin.url()).start().await;
+    let c = client();
+    let base = format!("state={STATE}&assemblyNo={ASSEMBLY}");
+    let cases = [
+        (
+            "state=Karnataka'%20OR%20'1'='1&assemblyNo=150&wardNo=1".to_string(),
+            "state",
+        ),
+        (
+            "state=Karnataka&assemblyNo=150;DROP%20TABLE%20citizen&wardNo=1".to_string(),
+            "assemblyNo",
+        ),
+        (format!("{base}&wardNo=1%20OR%201=1"), "wardNo"),
+        (
+            format!("{base}&wardNo=1&boothNos=1,2)%20OR%20(1=1"),
+            "boothNos",
+        ),
+        (format!("{base}&wardNo=1&date=1%20OR%201=1"), "date"),
+        (format!("{base}&wardNo=1&page=0&size=-5"), "size"),
+        (format!("{base}&wardNo=1&page=abc&size=5"), "page"),
+        (base.clone(), "wardNo"),
+        (format!("{base}&wardNo=-1"), "wardNo"),
+        ("assemblyNo=150&wardNo=1".to_string(), "state"),
+        (
+            format!("{base}&wardNo=1&boothNos={}", vec!["1"; 201].join(",")),
+            "boothNos",
+        ),
+    ];
+    for (q, param) in &cases {
+        for post in [false, true] {
+            let req = if post {
+                c.post(gate.citizens(q)).body("[]")
+            } else {
+                c.get(gate.citizens(q))
+            };
+            let r = req.send().await.unwrap();
+            assert_eq!(r.status(), 400, "{q}");
+            assert_eq!(r.headers()["content-type"], "application/json");
+            let body: serde_json::Value = r.json().await.unwrap();
+            assert_eq!(body["param"], *param, "{q}: {body}");
+            assert!(body["error"].as_str().is_some_and(|e| !e.is_empty()));
+        }
+    }
+    // A write with a malformed body is refused too, and not forwarded.
+    for body in ["{\"id\":1}", "[1,2,3]", "[{\"voted\":true}]", "not json"] {
+        let r = c
+            .post(gate.citizens(&ward_query(1)))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{body}");
+        assert_eq!(
+            r.json::<serde_json::Value>().await.unwrap()["param"],
+            "body"
+        );
+    }
+    // Master-data ids are validated as well.
+    let r = c
+        .get(gate.url("/open/volunteer/wardsAndBooths/1%20OR%201=1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(origin.requests().await, 0, "nothing reached the backend");
+    gate.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cold_storm_for_one_ward_makes_one_upstream_build() {
+    // A slow backend keeps the first build running while the other requests arrive.
+    let origin = Origin::builder()
+        .wards(2)
+        .voters_per_ward(3000)
+        .latency(Duration::from_millis(300))
+        .start()
+        .await;
+    let gate = Gate::builder(&origin.url()).redis().start().await;
+    let c = client();
+    let url = gate.citizens(&ward_query(2));
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let (c, url) = (c.clone(), url.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut req = c.get(url);
+            if i % 2 == 0 {
+                req = req.header("accept-encoding", "gzip");
+            }
+            let r = req.send().await.unwrap();
+            (
+                r.status().as_u16(),
+                r.headers()["x-cache"].to_str().unwrap().to_string(),
+            )
+        }));
+    }
+    let mut misses = 0;
+    for t in tasks {
+        let (status, cache) = t.await.unwrap();
+        assert_eq!(status, 200);
+        misses += usize::from(cache == "MISS");
+    }
+    assert!(misses >= 1);
+    assert_eq!(
+        origin.citizens_reads().await,
+        1,
+        "one upstream build for 200 concurrent misses"
+    );
+    let prefix = gate.prefix.clone();
+    gate.stop().await;
+    redis_cleanup(&prefix).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_second_instance_serves_from_redis_without_the_upstream() {
+    let origin = Origin::builder().start().await;
+    let first = Gate::builder(&origin.url()).redis().start().await;
+    let c = client();
+    let q = ward_query(3);
+    let want = c
+        .get(first.citizens(&q))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let reads = origin.citizens_reads().await;
+    assert_eq!(reads, 1);
+    // The second instance's upstream is unreachable: whatever it serves came from Redis.
+    let second = Gate::builder("http://127.0.0.1:9")
+        .redis()
+        .redis_prefix(&first.prefix)
+        .start()
+        .await;
+    let r = c.get(second.citizens(&q)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["x-cache"],
+        "MISS",
+        "first read on this instance: from L2"
+    );
+    assert_eq!(r.bytes().await.unwrap(), want);
+    let r = c
+        .get(second.citizens(&q))
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-cache"], "HIT");
+    assert_eq!(gunzip(&r.bytes().await.unwrap()), want);
+    assert_eq!(
+        origin.citizens_reads().await,
+        reads,
+        "the upstream was not asked again"
+    );
+    let prefix = first.prefix.clone();
+    first.stop().await;
+    second.stop().await;
+    redis_cleanup(&prefix).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn master_data_is_cached_with_validators() {
+    let origin = Origin::builder().start().await;
+    let gate = Gate::builder(&origin.url()).start().await;
+    let c = client();
+    let want = c
+        .get(format!("{}/open/volunteer/states", origin.url()))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let r = c
+        .get(gate.url("/open/volunteer/states"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-cache"], "MISS");
+    let etag = r.headers()["etag"].clone();
+    assert_eq!(r.bytes().await.unwrap(), want);
+    let r = c
+        .get(gate.url("/open/volunteer/states"))
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-cache"], "HIT");
+    assert_eq!(gunzip(&r.bytes().await.unwrap()), want);
+    let r = c
+        .get(gate.url("/open/volunteer/states"))
+        .header("if-none-match", etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 304);
+    // dashboardStats: parameters normalized into one cache key.
+    let a = c
+        .get(gate.url(&format!(
+            "/api/dashboardStats?state={STATE}&assemblyNo={ASSEMBLY}&wardNo=1"
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(a.status(), 200);
+    let b = c
+        .get(gate.url(&format!(
+            "/api/dashboardStats?wardNo=1&assemblyNo={ASSEMBLY}&state={STATE}&boothNo=-1"
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(b.headers()["x-cache"], "HIT");
+    let stats = origin.stats().await;
+    // One direct fetch by this test, one build of /states, one of dashboardStats.
+    assert_eq!(stats["master"], 3, "{stats}");
+    gate.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pass_through_streams_a_50mb_body_both_ways() {
+    use futures_util::StreamExt;
+    let origin = Origin::builder().wards(1).voters_per_ward(10).start().await;
+    let gate = Gate::builder(&origin.url()).start().await;
+    const MB: usize = 1 << 20;
+    let chunks = futures_util::stream::iter(
+        (0..50).map(|i| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![(i % 251) as u8; MB]))),
+    );
+    let rss_before = rss_kib();
+    let r = client()
+        .post(gate.url("/api/uploads/echo"))
+        .header("content-type", "application/octet-stream")
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-cache"], "PASS");
+    let mut stream = r.bytes_stream();
+    let mut total = 0usize;
+    let mut peak = 0u64;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.unwrap();
+        for (j, b) in chunk.iter().enumerate() {
+            assert_eq!(*b, (((total + j) / MB) % 251) as u8);
+        }
+        total += chunk.len();
+        peak = peak.max(rss_kib().saturating_sub(rss_before));
+    }
+    assert_eq!(total, 50 * MB);
+    // Client, proxy and origin share this process: buffering the body anywhere would add 50+ MB.
+    assert!(
+        peak < 30 * 1024,
+        "memory grew by {peak} KiB while streaming 50 MB"
+    );
+    gate.stop().await;
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_write_is_forwarded_and_the_next_read_includes_it() {
+    let origin = Origin::builder()
+        .mysql()
+        .wards(1)
+        .voters_per_ward(500)
+        .start()
+        .await;
+    let first = Gate::builder(&origin.url()).redis().start().await;
+    let second = Gate::builder(&origin.url())
+        .redis()
+        .redis_prefix(&first.prefix)
+        .start()
+        .await;
+    let c = client();
+    let q = ward_query(1);
+    let rows: Vec<serde_json::Value> = c
+        .get(first.citizens(&q))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let _ = c
+        .get(second.citizens(&q))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap(); // cached on both
+    let id = rows[7]["id"].as_i64().unwrap();
+    let body = format!("[{{\"id\":{id},\"responded_status\":\"Visited\",\"voted\":true,\"mobile\":\"9876500000\"}}]");
+    let r = c
+        .post(first.citizens(&q))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-cache"], "PASS");
+    let _ = r.bytes().await.unwrap();
+    for gate in [&first, &second] {
+        let rows: Vec<serde_json::Value> = c
+            .get(gate.citizens(&q))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let row = rows.iter().find(|r| r["id"].as_i64() == Some(id)).unwrap();
+        assert_eq!(row["voted"], true);
+        assert_eq!(row["responded_status"], "Visited");
+        assert_eq!(row["mobile"], "9876500000");
+    }
+    let prefix = first.prefix.clone();
+    first.stop().await;
+    second.stop().await;
+    redis_cleanup(&prefix).await;
+    origin.cleanup().await;
+}

@@ -1,0 +1,304 @@
+//! Fixtures for the black-box tests: a sample origin, wardgate instances and a client, built
+//! with small builders. Every test gets its own Redis key prefix and its own MariaDB database,
+//! so runs never disturb each other or the machine's shared services.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use wardgate::config::{Config, Secret};
+use wardgate::origin::{self, MemoryStore, OriginOptions, Store};
+use wardgate::server::{self, Running};
+
+pub const STATE: &str = "Karnataka";
+pub const ASSEMBLY: &str = "150";
+pub const REDIS: &str = "redis://127.0.0.1:6379/";
+pub const MYSQL_ROOT: &str = "mysql://root@127.0.0.1:3306";
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+/// A name no other test or run uses.
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+        % 1_000_000_000;
+    format!(
+        "{prefix}_{}_{}_{}",
+        std::process::id(),
+        nanos,
+        N.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+/// The query of a full-ward legacy read.
+pub fn ward_query(ward: u32) -> String {
+    format!("state={STATE}&assemblyNo={ASSEMBLY}&wardNo={ward}&date=-1&boothNos=-1")
+}
+
+/// A running sample origin (the stand-in backend).
+pub struct Origin {
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+    pub database: Option<String>,
+}
+
+pub struct OriginBuilder {
+    wards: u32,
+    voters: u32,
+    latency: Duration,
+    mysql: bool,
+    addr: Option<SocketAddr>,
+}
+
+impl Origin {
+    pub fn builder() -> OriginBuilder {
+        OriginBuilder {
+            wards: 3,
+            voters: 1200,
+            latency: Duration::ZERO,
+            mysql: false,
+            addr: None,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Counters of what reached the backend.
+    pub async fn stats(&self) -> serde_json::Value {
+        reqwest::get(format!("{}/__origin/stats", self.url()))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    pub async fn citizens_reads(&self) -> u64 {
+        self.stats().await["citizens_reads"].as_u64().unwrap()
+    }
+
+    pub async fn requests(&self) -> u64 {
+        self.stats().await["requests"].as_u64().unwrap()
+    }
+
+    /// Stops serving (the backend "goes down"); open connections end too.
+    pub fn kill(&self) {
+        self.task.abort();
+    }
+
+    /// Drops the test database, if any.
+    pub async fn cleanup(&self) {
+        if let Some(db) = &self.database {
+            drop_database(db).await;
+        }
+    }
+}
+
+impl OriginBuilder {
+    pub fn wards(mut self, n: u32) -> Self {
+        self.wards = n;
+        self
+    }
+    pub fn voters_per_ward(mut self, n: u32) -> Self {
+        self.voters = n;
+        self
+    }
+    pub fn latency(mut self, d: Duration) -> Self {
+        self.latency = d;
+        self
+    }
+    /// Serve from a freshly seeded MariaDB database instead of memory.
+    pub fn mysql(mut self) -> Self {
+        self.mysql = true;
+        self
+    }
+    /// Listen on a given address (to restart an origin where it was).
+    pub fn at(mut self, addr: SocketAddr) -> Self {
+        self.addr = Some(addr);
+        self
+    }
+
+    pub async fn start(self) -> Origin {
+        let (store, database) = if self.mysql {
+            let db = unique("wg_it");
+            let url = format!("{MYSQL_ROOT}/{db}");
+            origin::seed(&origin::SeedArgs {
+                mysql_url: url.clone(),
+                state: STATE.into(),
+                assembly: ASSEMBLY.into(),
+                wards: self.wards,
+                voters_per_ward: self.voters,
+                batch: 2000,
+            })
+            .await
+            .expect("seed MariaDB");
+            (Store::MySql(origin::mysql::pool(&url).unwrap()), Some(db))
+        } else {
+            let (w, v) = (self.wards, self.voters);
+            let store =
+                tokio::task::spawn_blocking(move || MemoryStore::generate(STATE, ASSEMBLY, w, v))
+                    .await
+                    .unwrap();
+            (Store::Memory(Arc::new(store)), None)
+        };
+        let listener = tokio::net::TcpListener::bind(
+            self.addr.unwrap_or_else(|| "127.0.0.1:0".parse().unwrap()),
+        )
+        .await
+        .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let opts = OriginOptions {
+            latency: self.latency,
+            ..OriginOptions::default()
+        };
+        let task = tokio::spawn(origin::serve(listener, store, opts));
+        Origin {
+            addr,
+            task,
+            database,
+        }
+    }
+}
+
+pub async fn drop_database(db: &str) {
+    use mysql_async::prelude::Queryable;
+    if let Ok(mut c) = mysql_async::Conn::from_url(format!("{MYSQL_ROOT}/")).await {
+        let _ = c
+            .query_drop(format!("DROP DATABASE IF EXISTS `{db}`"))
+            .await;
+        let _ = c.disconnect().await;
+    }
+}
+
+/// A wardgate instance under test.
+pub struct Gate {
+    pub running: Option<Running>,
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub prefix: String,
+}
+
+pub struct GateBuilder {
+    cfg: Config,
+}
+
+impl Gate {
+    /// In front of `upstream`, on free loopback ports, L1 only, generous rate limits.
+    pub fn builder(upstream: &str) -> GateBuilder {
+        let mut cfg = Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            admin_listen: "127.0.0.1:0".parse().unwrap(),
+            upstream: upstream.to_string(),
+            admin_token: Some(Secret(ADMIN_TOKEN.into())),
+            redis_prefix: unique("wgtest"),
+            ..Config::default()
+        };
+        cfg.drain.grace = wardgate::config::Dur(Duration::from_millis(200));
+        cfg.drain.shutdown_timeout = wardgate::config::Dur(Duration::from_secs(5));
+        cfg.log.access_log_sample = 0.0;
+        GateBuilder { cfg }
+    }
+
+    pub fn url(&self, path_and_query: &str) -> String {
+        format!("http://{}{}", self.addr, path_and_query)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.admin, path)
+    }
+
+    pub fn citizens(&self, query: &str) -> String {
+        self.url(&format!("/open/volunteer/citizens?{query}"))
+    }
+
+    pub fn shared(&self) -> &Arc<wardgate::Shared> {
+        &self.running.as_ref().unwrap().shared
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(r) = self.running.take() {
+            r.begin_drain();
+            r.stop_now().await;
+        }
+    }
+}
+
+impl GateBuilder {
+    /// Use the machine's Redis with a fresh key prefix.
+    pub fn redis(mut self) -> Self {
+        self.cfg.redis_url = Some(Secret(REDIS.into()));
+        self
+    }
+    /// Share another instance's Redis prefix.
+    pub fn redis_prefix(mut self, prefix: &str) -> Self {
+        self.cfg.redis_prefix = prefix.to_string();
+        self
+    }
+    pub fn redis_url(mut self, url: &str) -> Self {
+        self.cfg.redis_url = Some(Secret(url.into()));
+        self
+    }
+    pub fn config(mut self, f: impl FnOnce(&mut Config)) -> Self {
+        f(&mut self.cfg);
+        self
+    }
+
+    pub async fn start(self) -> Gate {
+        self.cfg.validate().expect("test config is valid");
+        let prefix = self.cfg.redis_prefix.clone();
+        let running = server::start(self.cfg).await.expect("wardgate starts");
+        let (addr, admin) = (running.public_addr, running.admin_addr);
+        let gate = Gate {
+            running: Some(running),
+            addr,
+            admin,
+            prefix,
+        };
+        // Redis connects in the background: wait until ready when it is configured.
+        for _ in 0..100 {
+            if wardgate::admin::readiness(gate.shared()).await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        gate
+    }
+}
+
+/// A client that shows raw bytes: no transparent decompression, no proxies.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_gzip()
+        .no_proxy()
+        .pool_max_idle_per_host(64)
+        .build()
+        .unwrap()
+}
+
+pub fn gunzip(b: &[u8]) -> Vec<u8> {
+    wardgate::gzip::gunzip(b).expect("valid gzip")
+}
+
+/// Deletes every Redis key of a prefix (tests clean up after themselves).
+pub async fn redis_cleanup(prefix: &str) {
+    let Ok(client) = redis::Client::open(REDIS) else {
+        return;
+    };
+    let Ok(mut c) = client.get_multiplexed_async_connection().await else {
+        return;
+    };
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}:*"))
+        .query_async(&mut c)
+        .await
+        .unwrap_or_default();
+    if !keys.is_empty() {
+        let _: Result<(), _> = redis::cmd("DEL").arg(&keys).query_async(&mut c).await;
+    }
+}

@@ -31,6 +31,8 @@ pub enum Command {
     Demo(DemoArgs),
     /// Load deterministic synthetic voters and master data into MariaDB/MySQL.
     Seed(crate::origin::SeedArgs),
+    /// Fill Redis with ward snapshots ahead of time (idempotent, resumable).
+    Warm(crate::warm::WarmArgs),
     /// Serve the legacy API over MariaDB (the stand-in for the Spring Boot backend).
     SampleOrigin(crate::origin::OriginArgs),
 }

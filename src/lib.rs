@@ -24,6 +24,7 @@ pub mod server;
 pub mod snapshot;
 pub mod upstream;
 pub mod voter;
+pub mod warm;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;

@@ -41,6 +41,22 @@ fn main() -> ExitCode {
                 );
                 Ok(())
             }
+            Command::Warm(args) => {
+                init_tracing(LogFormat::Human);
+                let r = wardgate::warm::run(&args).await?;
+                println!(
+                    "warm: {} wards built, {} already fresh, {} failed; {} rows in {:.1}s ({:.0} rows/s)",
+                    r.built, r.skipped, r.failed.len(), r.rows, r.elapsed.as_secs_f64(), r.rows_per_sec()
+                );
+                if !r.failed.is_empty() {
+                    for (w, e) in &r.failed {
+                        eprintln!("warm: FAILED {w}: {e}");
+                    }
+                    let names: Vec<String> = r.failed.iter().map(|(w, _)| w.to_string()).collect();
+                    return Err(format!("{} ward(s) failed: {}", names.len(), names.join(" ")));
+                }
+                Ok(())
+            }
             Command::SampleOrigin(args) => {
                 init_tracing(LogFormat::Human);
                 wardgate::origin::run(&args).await.map_err(|e| e.to_string())

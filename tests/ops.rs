@@ -1,0 +1,403 @@
+//! Black-box tests of the operator's surface: warm, admin API, metrics, check-config, limits
+//! and behaviour under faults.
+
+mod support;
+
+use std::process::Command;
+use std::time::Duration;
+
+use support::*;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_wardgate"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn warm_fills_redis_so_a_fresh_instance_never_asks_the_upstream() {
+    let origin = Origin::builder()
+        .mysql()
+        .wards(5)
+        .voters_per_ward(2000)
+        .start()
+        .await;
+    let db = origin.database.clone().unwrap();
+    let prefix = unique("wgwarm");
+    let warm = |force: bool| {
+        let mut c = bin();
+        c.args([
+            "warm",
+            "--state",
+            STATE,
+            "--assembly",
+            ASSEMBLY,
+            "--mysql-url",
+            &format!("{MYSQL_ROOT}/{db}"),
+        ])
+        .args([
+            "--redis-url",
+            REDIS,
+            "--redis-prefix",
+            &prefix,
+            "--concurrency",
+            "3",
+        ]);
+        if force {
+            c.arg("--force");
+        }
+        c.output().unwrap()
+    };
+    let out = warm(false);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("5 wards built") && stdout.contains("rows/s"),
+        "{stdout}"
+    );
+    // Resumable: a second run finds every ward fresh.
+    let again = warm(false);
+    assert!(String::from_utf8_lossy(&again.stdout).contains("0 wards built, 5 already fresh"));
+
+    // A fresh instance whose upstream is unreachable serves every ward from Redis.
+    let gate = Gate::builder("http://127.0.0.1:9")
+        .redis()
+        .redis_prefix(&prefix)
+        .start()
+        .await;
+    let c = client();
+    for w in 1..=5 {
+        let want = c
+            .get(format!(
+                "{}/open/volunteer/citizens?{}",
+                origin.url(),
+                ward_query(w)
+            ))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        let r = c.get(gate.citizens(&ward_query(w))).send().await.unwrap();
+        assert_eq!(r.status(), 200, "ward {w}");
+        assert_eq!(r.bytes().await.unwrap(), want, "ward {w}");
+    }
+    assert_eq!(
+        origin.citizens_reads().await,
+        5,
+        "only this test's own reference reads"
+    );
+    gate.stop().await;
+
+    // A ward that does not exist upstream is named in a non-zero exit.
+    let bad = bin()
+        .args([
+            "warm",
+            "--state",
+            STATE,
+            "--assembly",
+            ASSEMBLY,
+            "--wards",
+            "1",
+            "--upstream",
+            "http://127.0.0.1:9",
+        ])
+        .args([
+            "--redis-url",
+            REDIS,
+            "--redis-prefix",
+            &unique("wgwarm"),
+            "--force",
+        ])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("Karnataka/150/1"));
+    redis_cleanup(&prefix).await;
+    origin.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn metrics_parse_and_move_and_admin_routes_need_the_token() {
+    let origin = Origin::builder().start().await;
+    let gate = Gate::builder(&origin.url()).start().await;
+    let c = client();
+    let scrape = || async {
+        let text = c
+            .get(gate.admin_url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let lines = text.lines().map(|l| Ok(l.to_string()));
+        prometheus_parse::Scrape::parse(lines).expect("valid Prometheus text")
+    };
+    let count = |s: &prometheus_parse::Scrape, cache: &str| -> f64 {
+        s.samples
+            .iter()
+            .filter(|x| {
+                x.metric == "wardgate_requests_total" && x.labels.get("cache") == Some(cache)
+            })
+            .map(|x| match x.value {
+                prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v) => v,
+                _ => 0.0,
+            })
+            .sum()
+    };
+    let before = scrape().await;
+    assert!(before
+        .samples
+        .iter()
+        .any(|x| x.metric == "wardgate_build_info" && x.labels.get("version").is_some()));
+    for _ in 0..3 {
+        c.get(gate.citizens(&ward_query(1)))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+    }
+    let after = scrape().await;
+    assert_eq!(count(&after, "MISS") - count(&before, "MISS"), 1.0);
+    assert_eq!(count(&after, "HIT") - count(&before, "HIT"), 2.0);
+    assert!(after.samples.iter().any(|x| x.metric == "wardgate_l1_bytes"
+        && matches!(x.value, prometheus_parse::Value::Gauge(v) if v > 0.0)));
+
+    // Admin routes: 401 without the token, then purge makes the next read a MISS.
+    let r = c
+        .get(gate.admin_url("/admin/snapshots"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = c
+        .post(gate.admin_url(&format!(
+            "/admin/purge?state={STATE}&assemblyNo={ASSEMBLY}&wardNo=1"
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let list: serde_json::Value = c
+        .get(gate.admin_url("/admin/snapshots"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["snapshots"][0]["rows"], 1200, "{list}");
+    let r = c
+        .post(gate.admin_url(&format!(
+            "/admin/purge?state={STATE}&assemblyNo={ASSEMBLY}&wardNo=1"
+        )))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = c.get(gate.citizens(&ward_query(1))).send().await.unwrap();
+    assert_eq!(r.headers()["x-cache"], "MISS");
+    // Health and readiness.
+    assert_eq!(
+        c.get(gate.admin_url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        c.get(gate.admin_url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    gate.stop().await;
+}
+
+#[test]
+fn check_config_validates_and_masks_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.toml");
+    std::fs::write(&good, "mysql_url = \"mysql://ro:hunter2@replica:3306/sampark\"\n[citizens]\nmax_page_size = 500\n").unwrap();
+    let out = bin()
+        .args(["check-config", "--config", good.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(stdout.contains("max_page_size = 500"));
+    assert!(!stdout.contains("hunter2"), "{stdout}");
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[cache]\nsnapshot_max_age = \"5m\"\ndelta_overlap = \"1m\"\n",
+    )
+    .unwrap();
+    let out = bin()
+        .args(["check-config", "--config", bad.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cache.delta_overlap"));
+    let out = bin()
+        .args(["check-config", "--snapshot-max-age", "soon"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    // The shipped reference config is valid.
+    let out = bin()
+        .args([
+            "check-config",
+            "--config",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/config/wardgate.toml"),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rate_limits_are_per_client_and_forwarded_addresses_count_only_from_trusted_proxies() {
+    let origin = Origin::builder().start().await;
+    let quota = wardgate::config::Quota {
+        rate: 0.5,
+        burst: 2,
+    };
+    let gate = Gate::builder(&origin.url())
+        .config(|c| {
+            c.rate_limit.master = quota;
+            c.rate_limit.trusted_proxies = vec!["127.0.0.1/32".into()];
+        })
+        .start()
+        .await;
+    let c = client();
+    let get = |xff: &'static str| {
+        c.get(gate.url("/open/volunteer/parties"))
+            .header("x-forwarded-for", xff)
+            .send()
+    };
+    assert_eq!(get("203.0.113.1").await.unwrap().status(), 200);
+    assert_eq!(get("203.0.113.1").await.unwrap().status(), 200);
+    let r = get("203.0.113.1").await.unwrap();
+    assert_eq!(r.status(), 429);
+    assert!(
+        r.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            >= 1
+    );
+    assert_eq!(r.headers()["ratelimit-limit"], "2");
+    assert_eq!(r.headers()["ratelimit-remaining"], "0");
+    assert_eq!(r.headers()["content-type"], "application/json");
+    // Another client behind the same (trusted) proxy has its own budget.
+    assert_eq!(get("203.0.113.2").await.unwrap().status(), 200);
+    gate.stop().await;
+
+    // From an untrusted peer the header is ignored: every "client" shares the peer's budget.
+    let gate = Gate::builder(&origin.url())
+        .config(|c| {
+            c.rate_limit.master = quota;
+            c.rate_limit.trusted_proxies = vec!["10.0.0.0/8".into()];
+        })
+        .start()
+        .await;
+    let statuses: Vec<u16> = {
+        let mut v = Vec::new();
+        for ip in ["198.51.100.1", "198.51.100.2", "198.51.100.3"] {
+            v.push(
+                c.get(gate.url("/open/volunteer/parties"))
+                    .header("x-forwarded-for", ip)
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16(),
+            );
+        }
+        v
+    };
+    assert_eq!(statuses, [200, 200, 429]);
+    gate.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_down_is_not_the_clients_problem() {
+    let origin = Origin::builder().start().await;
+    // Nothing listens on port 1: every Redis operation fails.
+    let gate = Gate::builder(&origin.url())
+        .redis_url("redis://127.0.0.1:1/")
+        .start()
+        .await;
+    let c = client();
+    for _ in 0..3 {
+        let r = c.get(gate.citizens(&ward_query(2))).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    assert_eq!(
+        origin.citizens_reads().await,
+        1,
+        "served from L1 after one build"
+    );
+    let ready = c.get(gate.admin_url("/readyz")).send().await.unwrap();
+    assert_eq!(
+        ready.status(),
+        503,
+        "not ready while its Redis is unreachable"
+    );
+    gate.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_the_upstream_down_cached_wards_are_served_stale_and_cold_ones_get_503() {
+    let origin = Origin::builder().start().await;
+    let gate = Gate::builder(&origin.url())
+        .config(|c| {
+            c.cache.snapshot_max_age = wardgate::config::Dur(Duration::from_millis(300));
+            c.cache.miss_wait = wardgate::config::Dur(Duration::from_secs(2));
+        })
+        .start()
+        .await;
+    let c = client();
+    assert_eq!(
+        c.get(gate.citizens(&ward_query(1)))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    origin.kill();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for _ in 0..3 {
+        let r = c.get(gate.citizens(&ward_query(1))).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["x-cache"], "STALE");
+    }
+    let r = c.get(gate.citizens(&ward_query(2))).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().contains_key("retry-after"));
+    // A write cannot be acknowledged: the app keeps it and retries.
+    let r = c
+        .post(gate.citizens(&ward_query(1)))
+        .body("[{\"id\":1,\"voted\":true}]")
+        .send()
+        .await
+        .unwrap();
+    assert!(matches!(r.status().as_u16(), 502..=504), "{}", r.status());
+    assert!(r.headers().contains_key("retry-after"));
+    gate.stop().await;
+}

@@ -1,0 +1,255 @@
+//! Black-box tests of the edge against the real binary: slowloris, reload on SIGHUP and
+//! graceful drain on SIGTERM.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::*;
+
+/// A wardgate process on free ports, killed when dropped.
+struct Proc {
+    child: Child,
+    addr: String,
+    admin: String,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn spawn(upstream: &str, extra: &[&str]) -> Proc {
+    let (p, a) = (free_port(), free_port());
+    let addr = format!("127.0.0.1:{p}");
+    let admin = format!("127.0.0.1:{a}");
+    let child = Command::new(env!("CARGO_BIN_EXE_wardgate"))
+        .args([
+            "serve",
+            "--listen",
+            &addr,
+            "--admin-listen",
+            &admin,
+            "--upstream",
+            upstream,
+            "--access-log-sample",
+            "0",
+        ])
+        // Load tests come from one address: lift the per-client quota out of their way.
+        .args(["--rate-limit", "downloads=100000/s:100000"])
+        .args(["--rate-limit", "master=100000/s:100000"])
+        .args(extra)
+        .env_remove("WARDGATE_REDIS_URL")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(&admin).is_err() {
+        assert!(Instant::now() < deadline, "wardgate did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Proc { child, addr, admin }
+}
+
+fn signal(p: &Proc, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &p.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_slowloris_client_is_cut_at_the_header_timeout_while_others_are_served() {
+    let origin = Origin::builder().start().await;
+    let gate = spawn(&origin.url(), &["--header-read-timeout", "1s"]);
+    let addr = gate.addr.clone();
+    let slow = std::thread::spawn(move || {
+        let mut s = TcpStream::connect(&addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let start = Instant::now();
+        // One header byte at a time, never finishing the head.
+        let _ = s.write_all(b"GET /open/volunteer/states HTTP/1.1\r\nHost: x\r\n");
+        let mut closed = false;
+        for _ in 0..40 {
+            std::thread::sleep(Duration::from_millis(100));
+            if s.write_all(b"X").is_err() {
+                closed = true;
+                break;
+            }
+            let mut buf = [0u8; 256];
+            s.set_nonblocking(true).unwrap();
+            match s.read(&mut buf) {
+                Ok(0) => {
+                    closed = true;
+                    break;
+                }
+                Ok(_) => {
+                    closed = true; // a 408 answer, then close
+                    break;
+                }
+                Err(_) => {}
+            }
+            s.set_nonblocking(false).unwrap();
+        }
+        (closed, start.elapsed())
+    });
+    let c = client();
+    for _ in 0..10 {
+        let r = c
+            .get(format!("http://{}/open/volunteer/states", gate.addr))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (closed, after) = slow.join().unwrap();
+    assert!(closed, "the slow client was cut");
+    assert!(after < Duration::from_secs(3), "cut after {after:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sighup_reload_changes_the_page_cap_under_load_without_failures() {
+    let origin = Origin::builder()
+        .wards(1)
+        .voters_per_ward(1500)
+        .start()
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("w.toml");
+    std::fs::write(&cfg, "[citizens]\nmax_page_size = 1000\n").unwrap();
+    let gate = spawn(&origin.url(), &["--config", cfg.to_str().unwrap()]);
+    let url = format!(
+        "http://{}/open/volunteer/citizens?{}&page=0&size=1000",
+        gate.addr,
+        ward_query(1)
+    );
+    let c = client();
+    let size_of = |v: serde_json::Value| v["size"].as_u64().unwrap();
+    assert_eq!(
+        size_of(c.get(&url).send().await.unwrap().json().await.unwrap()),
+        1000
+    );
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = Vec::new();
+    for _ in 0..4 {
+        let (c, url, stop) = (c.clone(), url.clone(), stop.clone());
+        load.push(tokio::spawn(async move {
+            let (mut ok, mut failed) = (0, 0);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match c.get(&url).send().await {
+                    Ok(r) if r.status() == 200 => {
+                        let _ = r.bytes().await;
+                        ok += 1
+                    }
+                    _ => failed += 1,
+                }
+            }
+            (ok, failed)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    std::fs::write(&cfg, "[citizens]\nmax_page_size = 200\n").unwrap();
+    signal(&gate, "-HUP");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let v: serde_json::Value = c.get(&url).send().await.unwrap().json().await.unwrap();
+        if size_of(v.clone()) == 200 {
+            assert_eq!(v["citizens"].as_array().unwrap().len(), 200);
+            break;
+        }
+        assert!(Instant::now() < deadline, "the new cap was not applied");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut ok, mut failed) = (0, 0);
+    for l in load {
+        let (o, f) = l.await.unwrap();
+        ok += o;
+        failed += f;
+    }
+    assert!(ok > 10);
+    assert_eq!(failed, 0, "no request failed across the reload");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_drains_readiness_first_and_fails_no_request() {
+    let origin = Origin::builder().start().await;
+    let gate = spawn(
+        &origin.url(),
+        &["--drain-grace", "1s", "--shutdown-timeout", "5s"],
+    );
+    let url = format!(
+        "http://{}/open/volunteer/citizens?{}",
+        gate.addr,
+        ward_query(1)
+    );
+    let ready = format!("http://{}/readyz", gate.admin);
+    let c = client();
+    assert_eq!(c.get(&url).send().await.unwrap().status(), 200);
+    assert_eq!(c.get(&ready).send().await.unwrap().status(), 200);
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = Vec::new();
+    for _ in 0..4 {
+        let (c, url, stop) = (c.clone(), url.clone(), stop.clone());
+        load.push(tokio::spawn(async move {
+            let (mut ok, mut failed) = (0u32, 0u32);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match c.get(&url).send().await {
+                    Ok(r) if r.status() == 200 => {
+                        let _ = r.bytes().await;
+                        ok += 1
+                    }
+                    _ => failed += 1,
+                }
+            }
+            (ok, failed)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    signal(&gate, "-TERM");
+    // Readiness turns 503 at once, while the public port still serves.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(c.get(&ready).send().await.unwrap().status(), 503);
+    assert_eq!(c.get(&url).send().await.unwrap().status(), 200);
+    // The load balancer stops sending within the grace period; the load stops here too.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut ok, mut failed) = (0, 0);
+    for l in load {
+        let (o, f) = l.await.unwrap();
+        ok += o;
+        failed += f;
+    }
+    assert!(ok > 10);
+    assert_eq!(failed, 0);
+    // Then the process exits by itself, cleanly.
+    let mut gate = gate;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = gate.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "did not exit after the drain");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success());
+}

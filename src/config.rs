@@ -316,7 +316,7 @@ pub struct CacheConfig {
     pub max_stale: Dur,
     /// Clock skew allowed between phones and wardgate.
     pub clock_skew: Dur,
-    /// Delta overlap; unset = snapshot_max_age + clock_skew.
+    /// Delta overlap; unset = snapshot_max_age + max_stale + clock_skew.
     pub delta_overlap: Option<Dur>,
     /// How long a request waits for a running build before 503.
     pub miss_wait: Dur,
@@ -339,11 +339,17 @@ impl Default for CacheConfig {
 }
 
 impl CacheConfig {
-    /// The overlap applied to delta reads: never less than max age + skew (see ARCHITECTURE.md).
+    /// The oldest copy wardgate may serve: max age, plus max stale while the upstream fails.
+    pub fn max_served_age(&self) -> Duration {
+        self.snapshot_max_age.0 + self.max_stale.0
+    }
+
+    /// The overlap applied to delta reads: never less than the oldest copy that may have been
+    /// served plus the clock skew (see "Deltas without gaps" in ARCHITECTURE.md).
     pub fn effective_delta_overlap(&self) -> Duration {
         self.delta_overlap
             .map(|d| d.0)
-            .unwrap_or(self.snapshot_max_age.0 + self.clock_skew.0)
+            .unwrap_or(self.max_served_age() + self.clock_skew.0)
     }
 }
 
@@ -662,12 +668,12 @@ impl Config {
             return Err(invalid("cache.miss_wait", "must be more than 0s"));
         }
         if let Some(o) = cache.delta_overlap {
-            let min = cache.snapshot_max_age.0 + cache.clock_skew.0;
+            let min = cache.max_served_age() + cache.clock_skew.0;
             if o.0 < min {
                 return Err(invalid(
                     "cache.delta_overlap",
                     format!(
-                        "{o} is less than snapshot_max_age + clock_skew ({}): deltas could miss rows; raise it or leave it unset",
+                        "{o} is less than snapshot_max_age + max_stale + clock_skew ({}): deltas could miss rows; raise it or leave it unset",
                         Dur(min)
                     ),
                 ));

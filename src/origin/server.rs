@@ -65,16 +65,37 @@ pub struct OriginStats {
     /// Master-data requests (states, constituencies, wards and booths, parties,
     /// settings, dashboard stats).
     pub master: AtomicU64,
+    /// Requests being handled now, and the most ever handled at once (load-shedding tests).
+    pub inflight: AtomicU64,
+    pub max_inflight: AtomicU64,
+}
+
+/// Counts a request as in flight until dropped.
+struct InFlight<'a>(&'a OriginStats);
+
+impl<'a> InFlight<'a> {
+    fn enter(s: &'a OriginStats) -> InFlight<'a> {
+        let now = s.inflight.fetch_add(1, Ordering::SeqCst) + 1;
+        s.max_inflight.fetch_max(now, Ordering::SeqCst);
+        InFlight(s)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.inflight.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl OriginStats {
     fn json(&self) -> Vec<u8> {
         format!(
-            "{{\"requests\":{},\"citizens_reads\":{},\"citizens_writes\":{},\"master\":{}}}",
+            "{{\"requests\":{},\"citizens_reads\":{},\"citizens_writes\":{},\"master\":{},\"max_inflight\":{}}}",
             self.requests.load(Ordering::Relaxed),
             self.citizens_reads.load(Ordering::Relaxed),
             self.citizens_writes.load(Ordering::Relaxed),
-            self.master.load(Ordering::Relaxed)
+            self.master.load(Ordering::Relaxed),
+            self.max_inflight.load(Ordering::Relaxed)
         )
         .into_bytes()
     }
@@ -85,6 +106,7 @@ impl OriginStats {
             &self.citizens_reads,
             &self.citizens_writes,
             &self.master,
+            &self.max_inflight,
         ] {
             c.store(0, Ordering::Relaxed);
         }
@@ -221,6 +243,7 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<OriginBody>
         _ => {}
     }
     stats.requests.fetch_add(1, Ordering::Relaxed);
+    let _inflight = InFlight::enter(stats);
     if !shared.opts.latency.is_zero() {
         tokio::time::sleep(shared.opts.latency).await;
     }

@@ -302,3 +302,101 @@ pub async fn redis_cleanup(prefix: &str) {
         let _: Result<(), _> = redis::cmd("DEL").arg(&keys).query_async(&mut c).await;
     }
 }
+
+/// A child process killed (SIGKILL) when dropped: throwaway Redis servers, sample origins and
+/// wardgate instances for fault tests. The machine's shared services are never touched.
+pub struct ChildProc {
+    pub child: std::process::Child,
+    pub port: u16,
+}
+
+impl ChildProc {
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ChildProc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn wait_port(port: u16) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nothing listens on {port}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A throwaway `redis-server` on `port`, keeping nothing on disk.
+pub fn redis_server(port: u16) -> ChildProc {
+    let child = std::process::Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("redis-server is installed");
+    wait_port(port);
+    ChildProc { child, port }
+}
+
+/// The sample origin as its own process (so it can be killed and restarted) over `mysql_url`.
+pub fn origin_process(mysql_url: &str, port: u16) -> ChildProc {
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_wardgate"))
+        .args([
+            "sample-origin",
+            "--mysql-url",
+            mysql_url,
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_port(port);
+    ChildProc { child, port }
+}
+
+/// Lifts the per-client quotas: load tests come from one address.
+pub fn no_rate_limits(c: &mut Config) {
+    let q = wardgate::config::Quota {
+        rate: 1e6,
+        burst: 1_000_000,
+    };
+    for class in wardgate::config::LimitClass::ALL {
+        c.rate_limit.set_quota(class, q);
+    }
+}
+
+/// A pool on a test database whose session clock is UTC (like the origin's).
+pub fn mysql_pool(db: &str) -> mysql_async::Pool {
+    wardgate::origin::mysql::pool(&format!("{MYSQL_ROOT}/{db}")).unwrap()
+}

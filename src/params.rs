@@ -273,6 +273,9 @@ const KNOWN_PARAMS: &[&str] = &[
     "size",
 ];
 
+/// The canonical `state`: ASCII-lowercased. MySQL 8's default collation (utf8mb4_0900_ai_ci)
+/// compares case-insensitively, so `Goa`, `GOA` and `gOa` name the same rows; one spelling per
+/// ward keeps clients from multiplying snapshots (and backend builds) by varying the case.
 fn parse_state(s: &str) -> Result<String, ParamError> {
     if s.is_empty() {
         return Err(bad("state", "must not be empty"));
@@ -289,7 +292,7 @@ fn parse_state(s: &str) -> Result<String, ParamError> {
             format!("contains {c:?}: only letters, spaces, '.' and '-' are allowed"),
         ));
     }
-    Ok(s.to_string())
+    Ok(s.to_ascii_lowercase())
 }
 
 fn parse_assembly(s: &str) -> Result<String, ParamError> {
@@ -362,9 +365,12 @@ mod tests {
     #[test]
     fn spaces_in_state_are_fine() {
         let q = parse("state=Tamil+Nadu&assemblyNo=1&wardNo=2").unwrap();
-        assert_eq!(q.ward().unwrap().state, "Tamil Nadu");
+        assert_eq!(q.ward().unwrap().state, "tamil nadu");
         let q = parse("state=Jammu%20and%20Kashmir&assemblyNo=1&wardNo=2").unwrap();
-        assert_eq!(q.ward().unwrap().state, "Jammu and Kashmir");
+        assert_eq!(q.ward().unwrap().state, "jammu and kashmir");
+        let a = parse("state=GOA&assemblyNo=1&wardNo=2").unwrap();
+        let b = parse("state=goa&assemblyNo=1&wardNo=2").unwrap();
+        assert_eq!(a, b, "one ward key whatever the case");
     }
 
     #[test]
@@ -449,7 +455,7 @@ mod tests {
             parse("state=Tamil+Nadu&assemblyNo=1&wardNo=2&boothNos=3,1,3&date=5&_=123").unwrap();
         assert_eq!(
             q.to_upstream_query(),
-            "state=Tamil+Nadu&assemblyNo=1&wardNo=2&date=5&boothNos=1%2C3"
+            "state=tamil+nadu&assemblyNo=1&wardNo=2&date=5&boothNos=1%2C3"
         );
     }
 }

@@ -107,7 +107,7 @@ impl Proxy {
             Route::Citizens if carries_body(&req) => RouteClass::Write,
             Route::Citizens => RouteClass::Citizens,
             Route::Master(..) => RouteClass::Master,
-            Route::Passthrough => RouteClass::Passthrough,
+            Route::Passthrough | Route::Preflight | Route::NotAllowed => RouteClass::Passthrough,
         };
         // 3. identify and limit
         let ip = limit::client_ip(conn.peer, req.headers(), &self.shared.trusted.load());
@@ -137,6 +137,19 @@ impl Proxy {
                 )
             }
             Route::Passthrough => (class, self.pass_through(req, ip, conn, trace).await),
+            Route::Preflight => {
+                // CORS preflights carry no parameters the backend needs: the query stays here.
+                let mut req = req;
+                match http::Uri::builder()
+                    .path_and_query(req.uri().path())
+                    .build()
+                {
+                    Ok(u) => *req.uri_mut() = u,
+                    Err(_) => return (class, Err(ApiError::NotFound)),
+                }
+                (class, self.pass_through(req, ip, conn, trace).await)
+            }
+            Route::NotAllowed => (class, Err(ApiError::MethodNotAllowed)),
         }
     }
 

@@ -80,18 +80,81 @@ pub enum Route {
     Citizens,
     /// A cached master-data route and its cache key (path + normalized query).
     Master(MasterRoute, String),
+    /// A CORS preflight (`OPTIONS`) on a guarded route: forwarded without its query.
+    Preflight,
+    /// A guarded route with a method it does not serve: 405, never forwarded.
+    NotAllowed,
     /// Anything else.
     Passthrough,
+}
+
+/// The routes whose parameters reach the backend's SQL: never forwarded unvalidated.
+fn guarded(view: &str) -> bool {
+    matches!(
+        view,
+        CITIZENS_PATH
+            | "/open/volunteer/states"
+            | "/open/volunteer/parties"
+            | "/open/volunteer/applicationSettings"
+            | "/api/dashboardStats"
+    ) || view.starts_with("/open/volunteer/assemblyConstituencys/")
+        || view.starts_with("/open/volunteer/wardsAndBooths/")
+}
+
+/// The path as the backend's router (Spring MVC 5.0) matches it: percent-decoded once, `;params`
+/// dropped, empty and `.` segments removed, `..` resolved, a trailing `/` and a `.ext` suffix on
+/// the last segment ignored. Any spelling that differs from this view is an alias.
+pub fn backend_view(path: &str) -> String {
+    let decoded = percent_encoding::percent_decode_str(path).decode_utf8_lossy();
+    let mut segs: Vec<&str> = Vec::new();
+    for seg in decoded.split('/') {
+        match seg.split(';').next().unwrap_or("") {
+            "" | "." => {}
+            ".." => {
+                segs.pop();
+            }
+            s => segs.push(s),
+        }
+    }
+    if let Some(last) = segs.last_mut() {
+        if let Some((stem, _)) = last.split_once('.') {
+            *last = stem;
+        }
+    }
+    format!("/{}", segs.join("/"))
 }
 
 /// Decides the route. Master-data paths that carry ids or filters are validated here, because
 /// those values, too, end up in the backend's SQL.
 pub fn classify(method: &Method, path: &str, query: Option<&str>) -> Result<Route, ParamError> {
-    if path == CITIZENS_PATH && (method == Method::GET || method == Method::POST) {
-        return Ok(Route::Citizens);
-    }
-    if method != Method::GET {
+    let view = backend_view(path);
+    if !guarded(&view) {
         return Ok(Route::Passthrough);
+    }
+    // A guarded route reached by another spelling (`/citizens/`, `//open/…`, `%63itizens`,
+    // `;jsessionid`, `.json`) would reach the same handler with an unvalidated query.
+    if view != path {
+        return Err(ParamError {
+            param: "path",
+            message: format!("use the canonical path {view}"),
+        });
+    }
+    // HEAD runs the GET handler on the backend: it is a read like GET.
+    let read = *method == Method::GET || *method == Method::HEAD;
+    if path == CITIZENS_PATH {
+        return Ok(if read || *method == Method::POST {
+            Route::Citizens
+        } else if *method == Method::OPTIONS {
+            Route::Preflight
+        } else {
+            Route::NotAllowed
+        });
+    }
+    if *method == Method::OPTIONS {
+        return Ok(Route::Preflight);
+    }
+    if !read {
+        return Ok(Route::NotAllowed);
     }
     let id = |prefix: &str| -> Option<Result<&str, ParamError>> {
         let rest = path.strip_prefix(prefix)?;
@@ -122,7 +185,7 @@ pub fn classify(method: &Method, path: &str, query: Option<&str>) -> Result<Rout
                 r?;
                 MasterRoute::WardsAndBooths
             } else {
-                return Ok(Route::Passthrough);
+                return Ok(Route::NotAllowed);
             }
         }
     };
@@ -193,8 +256,35 @@ mod tests {
         );
         assert_eq!(
             classify(&Method::POST, "/open/volunteer/states", None).unwrap(),
-            Route::Passthrough
+            Route::NotAllowed
         );
+        assert_eq!(
+            classify(&Method::HEAD, CITIZENS_PATH, None).unwrap(),
+            Route::Citizens
+        );
+        assert_eq!(
+            classify(&Method::DELETE, CITIZENS_PATH, None).unwrap(),
+            Route::NotAllowed
+        );
+        assert_eq!(
+            classify(&Method::OPTIONS, "/api/dashboardStats", Some("state=x'")).unwrap(),
+            Route::Preflight
+        );
+        for alias in [
+            "/open/volunteer/citizens/",
+            "//open/volunteer/citizens",
+            "/open/volunteer/./citizens",
+            "/open/volunteer/%63itizens",
+            "/open/volunteer/citizens;jsessionid=1",
+            "/open/volunteer/citizens.json",
+            "/open/x/../volunteer/citizens",
+        ] {
+            assert_eq!(
+                classify(&get, alias, None).unwrap_err().param,
+                "path",
+                "{alias}"
+            );
+        }
     }
 
     #[test]

@@ -115,7 +115,7 @@ async fn warm_fills_redis_so_a_fresh_instance_never_asks_the_upstream() {
         .output()
         .unwrap();
     assert!(!bad.status.success());
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("Karnataka/150/1"));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("karnataka/150/1"));
     redis_cleanup(&prefix).await;
     origin.cleanup().await;
 }
@@ -399,5 +399,45 @@ async fn with_the_upstream_down_cached_wards_are_served_stale_and_cold_ones_get_
         .unwrap();
     assert!(matches!(r.status().as_u16(), 502..=504), "{}", r.status());
     assert!(r.headers().contains_key("retry-after"));
+    gate.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn not_ready_until_the_warm_share_of_target_wards_is_cached() {
+    let origin = Origin::builder()
+        .wards(4)
+        .voters_per_ward(100)
+        .start()
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let targets = dir.path().join("targets.csv");
+    std::fs::write(
+        &targets,
+        (1..=4)
+            .map(|w| format!("{STATE},{ASSEMBLY},{w}\n"))
+            .collect::<String>(),
+    )
+    .unwrap();
+    let gate = Gate::builder(&origin.url())
+        .config(|c| {
+            c.ready.min_warm_percent = 50;
+            c.ready.warm_targets = Some(targets.clone());
+        })
+        .start()
+        .await;
+    let c = client();
+    let ready = || async {
+        c.get(gate.admin_url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(ready().await, 503, "cold");
+    c.get(gate.citizens(&ward_query(1))).send().await.unwrap();
+    assert_eq!(ready().await, 503, "25% warm");
+    c.get(gate.citizens(&ward_query(2))).send().await.unwrap();
+    assert_eq!(ready().await, 200, "50% warm");
     gate.stop().await;
 }

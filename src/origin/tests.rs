@@ -221,7 +221,7 @@ async fn http_routes_over_memory() {
     let (_, body) = get(&client, addr, "/__origin/stats").await;
     assert_eq!(
         body,
-        br#"{"requests":0,"citizens_reads":0,"citizens_writes":0,"master":0}"#
+        br#"{"requests":0,"citizens_reads":0,"citizens_writes":0,"master":0,"max_inflight":0}"#
     );
 
     task.abort();

@@ -332,7 +332,7 @@ impl Default for CacheConfig {
             max_stale: Dur(Duration::from_secs(3_600)),
             clock_skew: Dur(Duration::from_secs(120)),
             delta_overlap: None,
-            miss_wait: Dur(Duration::from_secs(15)),
+            miss_wait: Dur(Duration::from_secs(30)),
             master_max_age: MasterMaxAge::default(),
         }
     }

@@ -14,6 +14,9 @@ pub struct IdleIo<T> {
     inner: T,
     deadline: Pin<Box<Sleep>>,
     timeout: Duration,
+    /// When bytes last moved. Progress only records the time: the timer is re-armed lazily
+    /// when it fires, so the hot path never touches the timer wheel.
+    last: Instant,
 }
 
 impl<T> IdleIo<T> {
@@ -22,23 +25,31 @@ impl<T> IdleIo<T> {
             inner,
             deadline: Box::pin(tokio::time::sleep(timeout)),
             timeout,
+            last: Instant::now(),
         }
     }
 
-    /// Progress pushes the deadline back; no progress lets it expire into an error.
+    /// Progress records the time; waiting checks the deadline, re-arming it if there was
+    /// progress since it was set, and failing once a whole timeout passed without any.
     fn track<R>(&mut self, cx: &mut Context<'_>, r: Poll<io::Result<R>>) -> Poll<io::Result<R>> {
-        match r {
-            Poll::Ready(r) => {
-                self.deadline.as_mut().reset(Instant::now() + self.timeout);
-                Poll::Ready(r)
+        if r.is_ready() {
+            self.last = Instant::now();
+            return r;
+        }
+        loop {
+            match self.deadline.as_mut().poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(()) => {
+                    let due = self.last + self.timeout;
+                    if due <= Instant::now() {
+                        return Poll::Ready(Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "connection idle timeout",
+                        )));
+                    }
+                    self.deadline.as_mut().reset(due);
+                }
             }
-            Poll::Pending => match self.deadline.as_mut().poll(cx) {
-                Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "connection idle timeout",
-                ))),
-                Poll::Pending => Poll::Pending,
-            },
         }
     }
 }

@@ -59,6 +59,9 @@ pub struct Proxy {
 
 type Answer = Result<Response<Body>, ApiError>;
 
+/// Delta reads start on a multiple of this (epoch ms): one minute.
+pub const DELTA_BUCKET_MS: i64 = 60_000;
+
 impl Proxy {
     fn live(&self) -> &Live {
         &self.shared.live
@@ -196,10 +199,13 @@ impl Proxy {
     /// 5–7 for a citizens read.
     async fn read(&self, mut q: CitizensQuery, headers: &http::HeaderMap) -> Answer {
         let cfg = self.live().load();
-        // Deltas overlap by max age + skew: see "Deltas without gaps" in ARCHITECTURE.md.
+        // Deltas overlap (see "Deltas without gaps" in ARCHITECTURE.md), and start on a whole
+        // minute: a few more rows, harmless to an app that upserts by id, make deltas of many
+        // clients the same selection, compressed once and shared.
         if let Some(d) = q.since_ms {
             let overlap = cfg.cache.effective_delta_overlap().as_millis() as i64;
-            q.since_ms = Some(d.saturating_sub(overlap).max(0));
+            let since = d.saturating_sub(overlap).max(0);
+            q.since_ms = Some(since - since % DELTA_BUCKET_MS);
         }
         let max_age = cfg.cache.snapshot_max_age.0;
         match &q.scope {
@@ -212,7 +218,7 @@ impl Proxy {
                     .map_err(cache_error)?;
                 match found.entry {
                     Entry::Snapshot(s) => {
-                        Ok(respond::snapshot_answer(&s, &q, headers, found.status))
+                        Ok(respond::snapshot_answer(s, &q, headers, found.status).await)
                     }
                     Entry::Blob(_) => Err(ApiError::Unavailable {
                         reason: "cache entry of the wrong kind".into(),

@@ -1,6 +1,7 @@
 //! The respond stage: answers assembled from cached bytes, and the one place errors become
 //! HTTP responses.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -14,7 +15,7 @@ use crate::blob::Blob;
 use crate::gzip::Assembler;
 use crate::metrics::CacheStatus;
 use crate::params::{CitizensQuery, ParamError};
-use crate::snapshot::{Selection, Snapshot};
+use crate::snapshot::{Picked, Selection, Snapshot};
 use crate::upstream::{full, Body, BoxError, UpstreamError};
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -260,19 +261,53 @@ fn cached_response(
     resp
 }
 
+/// Loose rows (outside whole chunks) above this many bytes make a gzip answer worth
+/// compressing once and keeping with the snapshot, rather than framing them uncompressed.
+const DERIVE_ABOVE: usize = 16 << 10;
+
+/// The selected rows of `snap` in the legacy array or the page envelope.
+fn render(snap: &Snapshot, q: &CitizensQuery, picked: &Picked, gzip: bool) -> (Vec<Bytes>, usize) {
+    let mut a = if gzip {
+        Assembler::gzip()
+    } else {
+        Assembler::identity()
+    };
+    a.literal(if q.page.is_some() {
+        b"{\"citizens\":["
+    } else {
+        b"["
+    });
+    snap.render_rows(picked, &mut a);
+    match q.page {
+        Some(p) => a.literal(
+            format!(
+                "],\"page\":{},\"size\":{},\"hasMore\":{},\"count\":{}}}",
+                p.page, p.size, picked.has_more, picked.count
+            )
+            .as_bytes(),
+        ),
+        None => a.literal(b"]"),
+    }
+    a.finish()
+}
+
 /// A citizens read answered from a snapshot.
-pub fn snapshot_answer(
-    snap: &Snapshot,
+///
+/// Full wards, whole booths and chunk-aligned pages are stored bytes. Other gzip selections
+/// (deltas, unaligned pages) are compressed once per snapshot and selection, off the async
+/// workers, then served from the snapshot's small store of derived answers.
+pub async fn snapshot_answer(
+    snap: Arc<Snapshot>,
     q: &CitizensQuery,
     req: &HeaderMap,
     cache: CacheStatus,
 ) -> Response<Body> {
     let gzip = accepts_gzip(req);
-    let variant = format!("{:?}|{:?}|{:?}", q.booths, q.since_ms, q.page);
+    let variant = fnv(format!("{:?}|{:?}|{:?}", q.booths, q.since_ms, q.page).as_bytes());
     let etag = format!(
         "\"{}-{:x}{}\"",
         snap.tag,
-        fnv(variant.as_bytes()),
+        variant,
         if gzip { "-gz" } else { "" }
     );
     let rep = Representation {
@@ -281,45 +316,57 @@ pub fn snapshot_answer(
         content_type: "application/json",
         snapshot_time: Some(snap.built_at_ms),
     };
-    cached_response(req, rep, cache, || {
-        if q.is_full_ward() {
-            let b = if gzip {
-                snap.full_gzip()
-            } else {
-                snap.full_identity()
-            };
-            let n = b.len();
-            return (vec![b], n);
-        }
+    if not_modified(req, &rep.etag) {
+        return cached_response(req, rep, cache, || (Vec::new(), 0));
+    }
+    let body = if q.is_full_ward() {
+        let b = if gzip {
+            snap.full_gzip()
+        } else {
+            snap.full_identity()
+        };
+        let n = b.len();
+        (vec![b], n)
+    } else {
         let sel = Selection {
             booths: q.booths.as_ref(),
             since_ms: q.since_ms,
             page: q.page,
         };
         let picked = snap.pick(&sel);
-        let mut a = if gzip {
-            Assembler::gzip()
+        if gzip && snap.loose_bytes(&picked) > DERIVE_ABOVE {
+            match snap.derived(variant) {
+                Some(b) => {
+                    let n = b.len();
+                    (vec![b], n)
+                }
+                None => {
+                    let (s, q2) = (snap.clone(), q.clone());
+                    let built = tokio::task::spawn_blocking(move || {
+                        let (parts, n) = render(&s, &q2, &picked, false);
+                        let mut json = Vec::with_capacity(n);
+                        for p in &parts {
+                            json.extend_from_slice(p);
+                        }
+                        let gz = crate::gzip::gzip_whole(&json);
+                        s.keep_derived(variant, gz.clone());
+                        gz
+                    })
+                    .await;
+                    match built {
+                        Ok(b) => {
+                            let n = b.len();
+                            (vec![b], n)
+                        }
+                        Err(_) => render(&snap, q, &snap.pick(&sel), true),
+                    }
+                }
+            }
         } else {
-            Assembler::identity()
-        };
-        a.literal(if q.page.is_some() {
-            b"{\"citizens\":["
-        } else {
-            b"["
-        });
-        snap.render_rows(&picked, &mut a);
-        match q.page {
-            Some(p) => a.literal(
-                format!(
-                    "],\"page\":{},\"size\":{},\"hasMore\":{},\"count\":{}}}",
-                    p.page, p.size, picked.has_more, picked.count
-                )
-                .as_bytes(),
-            ),
-            None => a.literal(b"]"),
+            render(&snap, q, &picked, gzip)
         }
-        a.finish()
-    })
+    };
+    cached_response(req, rep, cache, || body)
 }
 
 /// A master-data (or other cached) answer from a blob.

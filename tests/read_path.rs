@@ -105,8 +105,9 @@ async fn answers_equal_the_origin_for_wards_booths_pages_and_deltas() {
         }
     }
 
-    // A delta: wardgate widens the window by the overlap, so it returns a superset of the
-    // origin's rows for the same date, and exactly the origin's rows for date - overlap.
+    // A delta: wardgate widens the window by the overlap and starts it on a whole minute, so
+    // it returns a superset of the origin's rows for the same date, and exactly the origin's
+    // rows for that widened date, in identity and in gzip (compressed once, then kept).
     let mut dates: Vec<i64> = rows
         .iter()
         .map(|r| r["modifieddate"].as_i64().unwrap())
@@ -117,7 +118,20 @@ async fn answers_equal_the_origin_for_wards_booths_pages_and_deltas() {
         .cache
         .effective_delta_overlap()
         .as_millis() as i64;
+    let widened = (date - overlap) - (date - overlap) % wardgate::proxy::DELTA_BUCKET_MS;
     let dq = |d: i64| format!("state={STATE}&assemblyNo={ASSEMBLY}&wardNo=1&date={d}&boothNos=-1");
+    let want = c
+        .get(format!(
+            "{}/open/volunteer/citizens?{}",
+            origin.url(),
+            dq(widened)
+        ))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
     let got = c
         .get(gate.citizens(&dq(date)))
         .send()
@@ -126,23 +140,27 @@ async fn answers_equal_the_origin_for_wards_booths_pages_and_deltas() {
         .bytes()
         .await
         .unwrap();
-    let want = c
-        .get(format!(
-            "{}/open/volunteer/citizens?{}",
-            origin.url(),
-            dq(date - overlap)
-        ))
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
     assert_eq!(got, want);
+    for _ in 0..2 {
+        let r = c
+            .get(gate.citizens(&dq(date)))
+            .header("accept-encoding", "gzip")
+            .send()
+            .await
+            .unwrap();
+        let gz = r.bytes().await.unwrap();
+        assert_eq!(gunzip(&gz), want);
+        assert!(
+            gz.len() * 3 < want.len(),
+            "the delta is compressed: {} of {}",
+            gz.len(),
+            want.len()
+        );
+    }
     let got_rows: Vec<serde_json::Value> = serde_json::from_slice(&got).unwrap();
     assert!(got_rows
         .iter()
-        .all(|r| r["modifieddate"].as_i64().unwrap() > date - overlap));
+        .all(|r| r["modifieddate"].as_i64().unwrap() > widened));
     assert!(
         got_rows.len()
             >= rows

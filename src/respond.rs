@@ -293,9 +293,10 @@ fn render(snap: &Snapshot, q: &CitizensQuery, picked: &Picked, gzip: bool) -> (V
 
 /// A citizens read answered from a snapshot.
 ///
-/// Full wards, whole booths and chunk-aligned pages are stored bytes. Other gzip selections
-/// (deltas, unaligned pages) are compressed once per snapshot and selection, off the async
-/// workers, then served from the snapshot's small store of derived answers.
+/// Full wards are stored bytes. Other gzip selections are derived once per snapshot and kept
+/// with it: chunk-aligned pages and whole booths as framed slices of the stored gzip, selections
+/// that cut through chunks (deltas, unaligned pages) compressed once, off the async workers.
+/// Identity selections are slices of the identity JSON, assembled per request.
 pub async fn snapshot_answer(
     snap: Arc<Snapshot>,
     q: &CitizensQuery,
@@ -319,51 +320,47 @@ pub async fn snapshot_answer(
     if not_modified(req, &rep.etag) {
         return cached_response(req, rep, cache, || (Vec::new(), 0));
     }
-    let body = if q.is_full_ward() {
+    if q.is_full_ward() {
         let b = if gzip {
             snap.full_gzip()
         } else {
             snap.full_identity()
         };
         let n = b.len();
-        (vec![b], n)
+        return cached_response(req, rep, cache, || (vec![b], n));
+    }
+    if let Some(parts) = gzip.then(|| snap.derived(variant)).flatten() {
+        return cached_response(req, rep, cache, || (parts.0.clone(), parts.1));
+    }
+    let sel = Selection {
+        booths: q.booths.as_ref(),
+        since_ms: q.since_ms,
+        page: q.page,
+    };
+    let picked = snap.pick(&sel);
+    let body = if !gzip {
+        render(&snap, q, &picked, false)
+    } else if snap.loose_bytes(&picked) <= DERIVE_ABOVE {
+        let parts = render(&snap, q, &picked, true);
+        snap.keep_derived(variant, Arc::new(parts.clone()));
+        parts
     } else {
-        let sel = Selection {
-            booths: q.booths.as_ref(),
-            since_ms: q.since_ms,
-            page: q.page,
-        };
-        let picked = snap.pick(&sel);
-        if gzip && snap.loose_bytes(&picked) > DERIVE_ABOVE {
-            match snap.derived(variant) {
-                Some(b) => {
-                    let n = b.len();
-                    (vec![b], n)
-                }
-                None => {
-                    let (s, q2) = (snap.clone(), q.clone());
-                    let built = tokio::task::spawn_blocking(move || {
-                        let (parts, n) = render(&s, &q2, &picked, false);
-                        let mut json = Vec::with_capacity(n);
-                        for p in &parts {
-                            json.extend_from_slice(p);
-                        }
-                        let gz = crate::gzip::gzip_whole(&json);
-                        s.keep_derived(variant, gz.clone());
-                        gz
-                    })
-                    .await;
-                    match built {
-                        Ok(b) => {
-                            let n = b.len();
-                            (vec![b], n)
-                        }
-                        Err(_) => render(&snap, q, &snap.pick(&sel), true),
-                    }
-                }
+        let (s, q2) = (snap.clone(), q.clone());
+        let built = tokio::task::spawn_blocking(move || {
+            let (parts, n) = render(&s, &q2, &picked, false);
+            let mut json = Vec::with_capacity(n);
+            for p in &parts {
+                json.extend_from_slice(p);
             }
-        } else {
-            render(&snap, q, &picked, gzip)
+            let gz = crate::gzip::gzip_whole(&json);
+            let n = gz.len();
+            s.keep_derived(variant, Arc::new((vec![gz.clone()], n)));
+            (vec![gz], n)
+        })
+        .await;
+        match built {
+            Ok(parts) => parts,
+            Err(_) => render(&snap, q, &snap.pick(&sel), true),
         }
     };
     cached_response(req, rep, cache, || body)

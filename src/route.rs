@@ -105,6 +105,17 @@ fn guarded(view: &str) -> bool {
 /// dropped, empty and `.` segments removed, `..` resolved, a trailing `/` and a `.ext` suffix on
 /// the last segment ignored. Any spelling that differs from this view is an alias.
 pub fn backend_view(path: &str) -> String {
+    // Fast path, taken by every well-formed request: nothing to decode, drop or resolve.
+    let last = path.rsplit('/').next().unwrap_or("");
+    let plain = path.starts_with('/')
+        && !path.contains(['%', ';'])
+        && !path.contains("//")
+        && !path.contains("/.")
+        && !last.is_empty()
+        && !last.contains('.');
+    if plain || path == "/" {
+        return path.to_string();
+    }
     let decoded = percent_encoding::percent_decode_str(path).decode_utf8_lossy();
     let mut segs: Vec<&str> = Vec::new();
     for seg in decoded.split('/') {

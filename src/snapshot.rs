@@ -78,8 +78,9 @@ pub struct Snapshot {
     rows: Vec<RowMeta>,
     booths: Vec<String>,
     chunks: Vec<Chunk>,
-    /// Gzip answers for selections that cut through chunks (deltas, unaligned pages), each
-    /// compressed once per snapshot and kept with it (see `Snapshot::derived`).
+    /// Gzip answers for selections other than the full ward, kept with the snapshot (see
+    /// `Snapshot::derived`): aligned pages as their framed slices, deltas and unaligned pages
+    /// compressed once.
     derived: Derived,
 }
 
@@ -87,9 +88,13 @@ pub struct Snapshot {
 const DERIVED_ENTRIES: usize = 32;
 const DERIVED_BYTES: usize = 4 << 20;
 
-/// A small LRU of derived gzip answers, keyed by the selection's hash.
+/// A derived answer: its body parts and their total length.
+pub type Parts = std::sync::Arc<(Vec<Bytes>, usize)>;
+
+/// A small LRU of derived gzip answers, keyed by the selection's hash; the byte bound counts
+/// each answer's full length, shared slices included, so it errs on the safe side.
 #[derive(Debug)]
-struct Derived(std::sync::Mutex<(lru::LruCache<u64, Bytes>, usize)>);
+struct Derived(std::sync::Mutex<(lru::LruCache<u64, Parts>, usize)>);
 
 impl Default for Derived {
     fn default() -> Self {
@@ -623,27 +628,28 @@ impl Snapshot {
     }
 
     /// A derived gzip answer kept for the selection `key`, if any.
-    pub fn derived(&self, key: u64) -> Option<Bytes> {
+    pub fn derived(&self, key: u64) -> Option<Parts> {
         let mut g = self.derived.0.lock().ok()?;
         g.0.get(&key).cloned()
     }
 
     /// Keeps a derived gzip answer (bounded in count and bytes, least recently used out first).
-    pub fn keep_derived(&self, key: u64, body: Bytes) {
-        if body.len() > DERIVED_BYTES {
+    pub fn keep_derived(&self, key: u64, parts: Parts) {
+        if parts.1 > DERIVED_BYTES {
             return;
         }
         let Ok(mut g) = self.derived.0.lock() else {
             return;
         };
         let (map, bytes) = &mut *g;
-        if let Some(old) = map.put(key, body.clone()) {
-            *bytes -= old.len();
+        let len = parts.1;
+        if let Some(old) = map.put(key, parts) {
+            *bytes -= old.1;
         }
-        *bytes += body.len();
+        *bytes += len;
         while *bytes > DERIVED_BYTES {
             match map.pop_lru() {
-                Some((_, old)) => *bytes -= old.len(),
+                Some((_, old)) => *bytes -= old.1,
                 None => break,
             }
         }

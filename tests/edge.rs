@@ -253,3 +253,31 @@ async fn sigterm_drains_readiness_first_and_fails_no_request() {
     };
     assert!(status.success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn idle_keep_alive_connections_are_closed_after_the_idle_timeout() {
+    let origin = Origin::builder().start().await;
+    let gate = spawn(&origin.url(), &["--idle-timeout", "1s"]);
+    let addr = gate.addr.clone();
+    let (served, closed_after) = tokio::task::spawn_blocking(move || {
+        let mut s = TcpStream::connect(&addr).unwrap();
+        s.write_all(b"GET /open/volunteer/states HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut buf = [0u8; 4096];
+        let n = s.read(&mut buf).unwrap();
+        let served = buf[..n].starts_with(b"HTTP/1.1 200");
+        // Keep-alive: the connection stays open, idle, until the timeout closes it.
+        let start = Instant::now();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest);
+        (served, start.elapsed())
+    })
+    .await
+    .unwrap();
+    assert!(served);
+    assert!(
+        closed_after >= Duration::from_millis(800) && closed_after < Duration::from_secs(4),
+        "closed after {closed_after:?}"
+    );
+}

@@ -24,7 +24,7 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use crate::cache::{CacheError, CacheKey, Entry};
@@ -463,29 +463,48 @@ fn is_read_body(body: &[u8]) -> bool {
 /// Reads a sync body within the size and time limits.
 async fn read_sync_body(
     headers: &http::HeaderMap,
-    body: Incoming,
+    mut body: Incoming,
     limit: u64,
     within: Duration,
 ) -> Result<Bytes, ApiError> {
+    let mut buf = bytes::BytesMut::new();
+    let mut seen = 0u64;
+    let read = async {
+        while let Some(frame) = body.frame().await {
+            let frame =
+                frame.map_err(|e| ApiError::BadBody(format!("cannot read the body: {e}")))?;
+            if let Ok(data) = frame.into_data() {
+                seen += data.len() as u64;
+                if seen > limit {
+                    // Keep reading (and discarding) a bounded amount, so the client finishes
+                    // sending and reads the 413 instead of a broken pipe; past it, hang up.
+                    if seen > limit.saturating_mul(4).max(DISCARD_AT_MOST) {
+                        break;
+                    }
+                    continue;
+                }
+                buf.extend_from_slice(&data);
+            }
+        }
+        Ok(())
+    };
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit) {
+    if declared.is_some_and(|n| n > limit.saturating_mul(4).max(DISCARD_AT_MOST)) {
         return Err(ApiError::TooLarge { limit });
     }
-    match tokio::time::timeout(within, Limited::new(body, limit as usize).collect()).await {
+    match tokio::time::timeout(within, read).await {
         Err(_) => Err(ApiError::BodyTimeout),
-        Ok(Err(e))
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            Err(ApiError::TooLarge { limit })
-        }
-        Ok(Err(e)) => Err(ApiError::BadBody(format!("cannot read the body: {e}"))),
-        Ok(Ok(c)) => Ok(c.to_bytes()),
+        Ok(Err(e)) => Err(e),
+        Ok(Ok(())) if seen > limit => Err(ApiError::TooLarge { limit }),
+        Ok(Ok(())) => Ok(buf.freeze()),
     }
 }
+
+/// Bytes of an oversized body read and discarded before answering 413 (see `read_sync_body`).
+const DISCARD_AT_MOST: u64 = 16 << 20;
 
 /// A sync body must be a JSON array of objects, each with a numeric `id`.
 fn validate_sync_body(body: &[u8]) -> Result<(), ApiError> {

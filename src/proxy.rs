@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
-use http::{Method, Request, Response, StatusCode};
+use http::{Method, Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
@@ -130,7 +130,7 @@ impl Proxy {
             );
         }
         match route {
-            Route::Citizens => self.citizens(req, class, conn, trace).await,
+            Route::Citizens => self.citizens(req, class, ip, conn, trace).await,
             Route::Master(m, key) => {
                 let max_age = m.max_age(&cfg.cache.master_max_age);
                 (
@@ -161,6 +161,7 @@ impl Proxy {
         &self,
         req: Request<Incoming>,
         class: RouteClass,
+        ip: std::net::IpAddr,
         conn: ConnInfo,
         trace: &mut Trace,
     ) -> (RouteClass, Answer) {
@@ -189,7 +190,6 @@ impl Proxy {
         if is_read_body(&body) {
             return (RouteClass::Citizens, self.read(q, &parts.headers).await);
         }
-        let ip = limit::client_ip(conn.peer, &parts.headers, &self.shared.trusted.load());
         (
             RouteClass::Write,
             self.write(q, parts, body, ip, conn, trace).await,
@@ -525,11 +525,6 @@ fn validate_sync_body(body: &[u8]) -> Result<(), ApiError> {
         }
     }
     Ok(())
-}
-
-/// Statuses a write may be answered with when it did not succeed.
-pub fn is_write_failure(s: StatusCode) -> bool {
-    !s.is_success()
 }
 
 #[cfg(test)]

@@ -41,9 +41,12 @@ pub struct Running {
     tasks: Vec<JoinHandle<()>>,
 }
 
-/// Reads `state,assembly[,ward]` lines (the `warm --targets` format) into ward keys.
-/// Lines naming a whole assembly are skipped here: readiness counts wards it can name.
-pub fn read_ward_targets(path: &std::path::Path) -> Result<Vec<WardKey>, String> {
+/// One line of a targets file: a whole assembly, or one ward of it (`state,assembly[,ward]`).
+pub type Target = (String, String, Option<String>);
+
+/// Reads a targets file (`wardgate warm --targets`, `ready.warm_targets`): `state,assembly[,ward]`
+/// lines, blank lines and `#` comments ignored; errors name the file and line.
+pub fn read_targets(path: &std::path::Path) -> Result<Vec<Target>, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut out = Vec::new();
     for (n, line) in text.lines().enumerate() {
@@ -53,11 +56,8 @@ pub fn read_ward_targets(path: &std::path::Path) -> Result<Vec<WardKey>, String>
         }
         let f: Vec<&str> = line.split(',').map(str::trim).collect();
         match f.as_slice() {
-            [s, a, w] => out.push(
-                WardKey::parse(s, a, w)
-                    .map_err(|e| format!("{}:{}: {e}", path.display(), n + 1))?,
-            ),
-            [_, _] => {}
+            [s, a] => out.push((s.to_string(), a.to_string(), None)),
+            [s, a, w] => out.push((s.to_string(), a.to_string(), Some(w.to_string()))),
             _ => {
                 return Err(format!(
                     "{}:{}: expected state,assembly[,ward]",
@@ -68,6 +68,18 @@ pub fn read_ward_targets(path: &std::path::Path) -> Result<Vec<WardKey>, String>
         }
     }
     Ok(out)
+}
+
+/// The wards a targets file names (readiness counts the wards it can name; whole-assembly
+/// lines are skipped here).
+pub fn read_ward_targets(path: &std::path::Path) -> Result<Vec<WardKey>, String> {
+    read_targets(path)?
+        .into_iter()
+        .filter_map(|(s, a, w)| Some((s, a, w?)))
+        .map(|(s, a, w)| {
+            WardKey::parse(&s, &a, &w).map_err(|e| format!("{}: {s},{a},{w}: {e}", path.display()))
+        })
+        .collect()
 }
 
 /// Builds the shared state and binds both listeners. Config must already be validated.

@@ -300,10 +300,12 @@ pub struct CitizenFilter<'a> {
     pub limit_offset: Option<(u64, u64)>,
 }
 
-/// The contract's reference query, parameterised: SQL text plus its parameters in order.
-pub fn citizen_query(f: &CitizenFilter) -> (String, Vec<Value>) {
-    let mut sql = String::from("SELECT * FROM citizen WHERE state = ? AND assembly_no = ?");
-    let mut params: Vec<Value> = vec![f.state.into(), f.assembly_no.into()];
+/// The WHERE clause of a filter's row set (state, assembly, ward, booths), without date or
+/// limit: shared by the reference query and the origin's dashboard counts.
+pub fn scope_where(f: &CitizenFilter<'_>, sql: &mut String, params: &mut Vec<Value>) {
+    sql.push_str(" WHERE state = ? AND assembly_no = ?");
+    params.push(f.state.into());
+    params.push(f.assembly_no.into());
     if let Some(ward) = f.ward_no {
         sql.push_str(" AND ward_no = ?");
         params.push(ward.into());
@@ -321,6 +323,13 @@ pub fn citizen_query(f: &CitizenFilter) -> (String, Vec<Value>) {
             sql.push(')');
         }
     }
+}
+
+/// The contract's reference query, parameterised: SQL text plus its parameters in order.
+pub fn citizen_query(f: &CitizenFilter) -> (String, Vec<Value>) {
+    let mut sql = String::from("SELECT * FROM citizen");
+    let mut params: Vec<Value> = Vec::new();
+    scope_where(f, &mut sql, &mut params);
     if let Some(after) = f.modified_after_ms {
         sql.push_str(" AND modifieddate > ?");
         params.push(datetime_value(after));

@@ -123,25 +123,7 @@ async fn targets(
 ) -> Result<Vec<WardKey>, String> {
     let mut assemblies: Vec<(String, String, Option<String>)> = Vec::new();
     if let Some(p) = &args.targets {
-        let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
-        for (n, line) in text.lines().enumerate() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let f: Vec<&str> = line.split(',').map(str::trim).collect();
-            match f.as_slice() {
-                [s, a] => assemblies.push((s.to_string(), a.to_string(), None)),
-                [s, a, w] => assemblies.push((s.to_string(), a.to_string(), Some(w.to_string()))),
-                _ => {
-                    return Err(format!(
-                        "{}:{}: expected state,assembly[,ward]",
-                        p.display(),
-                        n + 1
-                    ))
-                }
-            }
-        }
+        assemblies.extend(crate::server::read_targets(p)?);
     }
     if !args.assembly.is_empty() {
         if args.state.is_empty()

@@ -147,23 +147,9 @@ async fn sighup_reload_changes_the_page_cap_under_load_without_failures() {
     );
 
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut load = Vec::new();
-    for _ in 0..4 {
-        let (c, url, stop) = (c.clone(), url.clone(), stop.clone());
-        load.push(tokio::spawn(async move {
-            let (mut ok, mut failed) = (0, 0);
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                match c.get(&url).send().await {
-                    Ok(r) if r.status() == 200 => {
-                        let _ = r.bytes().await;
-                        ok += 1
-                    }
-                    _ => failed += 1,
-                }
-            }
-            (ok, failed)
-        }));
-    }
+    let load: Vec<_> = (0..4)
+        .map(|_| spawn_load(c.clone(), url.clone(), stop.clone()))
+        .collect();
     tokio::time::sleep(Duration::from_millis(300)).await;
     std::fs::write(&cfg, "[citizens]\nmax_page_size = 200\n").unwrap();
     signal(&gate, "-HUP");
@@ -207,23 +193,9 @@ async fn sigterm_drains_readiness_first_and_fails_no_request() {
     assert_eq!(c.get(&ready).send().await.unwrap().status(), 200);
 
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut load = Vec::new();
-    for _ in 0..4 {
-        let (c, url, stop) = (c.clone(), url.clone(), stop.clone());
-        load.push(tokio::spawn(async move {
-            let (mut ok, mut failed) = (0u32, 0u32);
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                match c.get(&url).send().await {
-                    Ok(r) if r.status() == 200 => {
-                        let _ = r.bytes().await;
-                        ok += 1
-                    }
-                    _ => failed += 1,
-                }
-            }
-            (ok, failed)
-        }));
-    }
+    let load: Vec<_> = (0..4)
+        .map(|_| spawn_load(c.clone(), url.clone(), stop.clone()))
+        .collect();
     tokio::time::sleep(Duration::from_millis(200)).await;
     signal(&gate, "-TERM");
     // Readiness turns 503 at once, while the public port still serves.

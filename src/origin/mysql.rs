@@ -92,36 +92,12 @@ pub async fn apply_updates(
     Ok(affected)
 }
 
-/// WHERE clause of the filter's row set (state, assembly, ward, booths), without date or
-/// limit: the scope of the dashboard counts.
-fn scope_where(f: &CitizenFilter<'_>, sql: &mut String, params: &mut Vec<Value>) {
-    sql.push_str(" WHERE state = ? AND assembly_no = ?");
-    params.push(f.state.into());
-    params.push(f.assembly_no.into());
-    if let Some(w) = f.ward_no {
-        sql.push_str(" AND ward_no = ?");
-        params.push(w.into());
-    }
-    if let Some(booths) = f.booth_nos {
-        if booths.is_empty() {
-            sql.push_str(" AND 1 = 0");
-        } else {
-            sql.push_str(" AND booth_no IN (");
-            for (i, b) in booths.iter().enumerate() {
-                sql.push_str(if i == 0 { "?" } else { ",?" });
-                params.push(b.as_str().into());
-            }
-            sql.push(')');
-        }
-    }
-}
-
 pub async fn dashboard(pool: &Pool, f: &CitizenFilter<'_>) -> Result<DashboardStats, OriginError> {
     let mut sql = String::from(
         "SELECT responded_status, COUNT(*), CAST(COALESCE(SUM(voted), 0) AS SIGNED) FROM citizen",
     );
     let mut params = Vec::new();
-    scope_where(f, &mut sql, &mut params);
+    crate::voter::scope_where(f, &mut sql, &mut params);
     sql.push_str(" GROUP BY responded_status");
     let groups: Vec<(Option<String>, i64, i64)> = rows_as(pool, &sql, params).await?;
     let mut st = DashboardStats::default();

@@ -400,3 +400,24 @@ pub fn no_rate_limits(c: &mut Config) {
 pub fn mysql_pool(db: &str) -> mysql_async::Pool {
     wardgate::origin::mysql::pool(&format!("{MYSQL_ROOT}/{db}")).unwrap()
 }
+
+/// Closed-loop load on `url` until `stop` is set; returns (answered 200, failed).
+pub fn spawn_load(
+    c: reqwest::Client,
+    url: String,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<(u32, u32)> {
+    tokio::spawn(async move {
+        let (mut ok, mut failed) = (0, 0);
+        while !stop.load(Ordering::Relaxed) {
+            match c.get(&url).send().await {
+                Ok(r) if r.status() == 200 => {
+                    let _ = r.bytes().await;
+                    ok += 1
+                }
+                _ => failed += 1,
+            }
+        }
+        (ok, failed)
+    })
+}

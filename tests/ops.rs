@@ -14,10 +14,11 @@ fn bin() -> Command {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn warm_fills_redis_so_a_fresh_instance_never_asks_the_upstream() {
+    // An assembly of 200,000 voters: 20 wards of 10,000.
     let origin = Origin::builder()
         .mysql()
-        .wards(5)
-        .voters_per_ward(2000)
+        .wards(20)
+        .voters_per_ward(10_000)
         .start()
         .await;
     let db = origin.database.clone().unwrap();
@@ -39,7 +40,7 @@ async fn warm_fills_redis_so_a_fresh_instance_never_asks_the_upstream() {
             "--redis-prefix",
             &prefix,
             "--concurrency",
-            "3",
+            "4",
         ]);
         if force {
             c.arg("--force");
@@ -54,12 +55,14 @@ async fn warm_fills_redis_so_a_fresh_instance_never_asks_the_upstream() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        stdout.contains("5 wards built") && stdout.contains("rows/s"),
+        stdout.contains("20 wards built")
+            && stdout.contains("200000 rows")
+            && stdout.contains("rows/s"),
         "{stdout}"
     );
     // Resumable: a second run finds every ward fresh.
     let again = warm(false);
-    assert!(String::from_utf8_lossy(&again.stdout).contains("0 wards built, 5 already fresh"));
+    assert!(String::from_utf8_lossy(&again.stdout).contains("0 wards built, 20 already fresh"));
 
     // A fresh instance whose upstream is unreachable serves every ward from Redis.
     let gate = Gate::builder("http://127.0.0.1:9")
@@ -68,7 +71,20 @@ async fn warm_fills_redis_so_a_fresh_instance_never_asks_the_upstream() {
         .start()
         .await;
     let c = client();
-    for w in 1..=5 {
+    for w in 1..=20 {
+        let r = c
+            .get(gate.citizens(&ward_query(w)))
+            .header("accept-encoding", "gzip")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "ward {w}");
+        let rows: Vec<serde_json::Value> =
+            serde_json::from_slice(&gunzip(&r.bytes().await.unwrap())).unwrap();
+        assert_eq!(rows.len(), 10_000, "ward {w}");
+    }
+    // Byte-for-byte against the origin for a few of them.
+    for w in [1, 20] {
         let want = c
             .get(format!(
                 "{}/open/volunteer/citizens?{}",
@@ -87,7 +103,7 @@ async fn warm_fills_redis_so_a_fresh_instance_never_asks_the_upstream() {
     }
     assert_eq!(
         origin.citizens_reads().await,
-        5,
+        2,
         "only this test's own reference reads"
     );
     gate.stop().await;

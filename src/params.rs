@@ -52,6 +52,22 @@ impl WardKey {
     }
 }
 
+impl WardKey {
+    /// The key standing for every ward of this ward's assembly (empty `ward`): the target of
+    /// watermarks raised by whole-assembly writes. Never built or cached itself.
+    pub fn assembly_scope(&self) -> WardKey {
+        WardKey {
+            state: self.state.clone(),
+            assembly: self.assembly.clone(),
+            ward: String::new(),
+        }
+    }
+
+    pub fn is_assembly_scope(&self) -> bool {
+        self.ward.is_empty()
+    }
+}
+
 impl std::fmt::Display for WardKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}/{}/{}", self.state, self.assembly, self.ward)

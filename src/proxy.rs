@@ -30,7 +30,7 @@ use hyper::body::Incoming;
 use crate::cache::{CacheError, CacheKey, Entry};
 use crate::limit::{self, Limiter};
 use crate::metrics::{CacheStatus, ClassLabels, Metrics, RequestLabels};
-use crate::params::{CitizensQuery, Scope};
+use crate::params::{CitizensQuery, Scope, WardKey};
 use crate::respond::{self, ApiError};
 use crate::route::{self, Route, RouteClass, CITIZENS_PATH};
 use crate::upstream::{Body, Upstream, UpstreamError};
@@ -101,16 +101,15 @@ impl Proxy {
         trace: &mut Trace,
     ) -> (RouteClass, Answer) {
         let cfg = self.live().load();
-        // 2. classify
-        let route = match route::classify(req.method(), req.uri().path(), req.uri().query()) {
-            Ok(r) => r,
-            Err(e) => return (RouteClass::Master, Err(e.into())),
-        };
+        // 2. classify (a refused path is still counted against its sender's quota below)
+        let route = route::classify(req.method(), req.uri().path(), req.uri().query());
         let class = match &route {
-            Route::Citizens if carries_body(&req) => RouteClass::Write,
-            Route::Citizens => RouteClass::Citizens,
-            Route::Master(..) => RouteClass::Master,
-            Route::Passthrough | Route::Preflight | Route::NotAllowed => RouteClass::Passthrough,
+            Ok(Route::Citizens) if carries_body(&req) => RouteClass::Write,
+            Ok(Route::Citizens) => RouteClass::Citizens,
+            Ok(Route::Master(..)) | Err(_) => RouteClass::Master,
+            Ok(Route::Passthrough | Route::Preflight | Route::NotAllowed) => {
+                RouteClass::Passthrough
+            }
         };
         // 3. identify and limit
         let ip = limit::client_ip(conn.peer, req.headers(), &self.shared.trusted.load());
@@ -129,6 +128,10 @@ impl Proxy {
                 }),
             );
         }
+        let route = match route {
+            Ok(r) => r,
+            Err(e) => return (class, Err(e.into())),
+        };
         match route {
             Route::Citizens => self.citizens(req, class, ip, conn, trace).await,
             Route::Master(m, key) => {
@@ -299,17 +302,24 @@ impl Proxy {
         trace.upstream = Some(start.elapsed());
         let resp = resp.map_err(ApiError::Upstream)?;
         if resp.status().is_success() {
-            if let Some(w) = q.ward() {
-                // Before the client hears "ok": from here on no copy older than this write is
-                // served, here or (through Redis) on any instance.
-                self.shared
-                    .cache
-                    .after_write(
-                        CacheKey::Ward(w.clone()),
-                        self.live().load().cache.snapshot_max_age.0,
-                    )
-                    .await;
-            }
+            // Before the client hears "ok": from here on no copy older than this write is
+            // served, here or (through Redis) on any instance. A whole-assembly write (its rows'
+            // wards are unknown) supersedes every ward of the assembly.
+            let key = match &q.scope {
+                Scope::Ward(w) => w.clone(),
+                Scope::Assembly { state, assembly } => WardKey {
+                    state: state.clone(),
+                    assembly: assembly.clone(),
+                    ward: String::new(),
+                },
+            };
+            self.shared
+                .cache
+                .after_write(
+                    CacheKey::Ward(key),
+                    self.live().load().cache.snapshot_max_age.0,
+                )
+                .await;
         }
         Ok(relay(resp))
     }

@@ -173,8 +173,20 @@ fn spawn_watermark_recheck(cache: std::sync::Weak<Cache>, l2: Arc<L2>) {
             tick.tick().await;
             let Some(cache) = cache.upgrade() else { return };
             let held = cache.ward_keys();
-            for batch in held.chunks(500) {
-                let keys: Vec<CacheKey> = batch.iter().map(|(k, _)| k.clone()).collect();
+            // The wards held, and the assemblies they belong to (whole-assembly writes).
+            let mut keys: Vec<CacheKey> = held.iter().map(|(k, _)| k.clone()).collect();
+            let mut scopes: Vec<CacheKey> = held
+                .iter()
+                .filter_map(|(k, _)| match k {
+                    CacheKey::Ward(w) => Some(CacheKey::Ward(w.assembly_scope())),
+                    CacheKey::Blob(_) => None,
+                })
+                .collect();
+            scopes.sort_by_key(|k| k.to_string());
+            scopes.dedup();
+            keys.extend(scopes);
+            for batch in keys.chunks(500) {
+                let keys: Vec<CacheKey> = batch.to_vec();
                 for (k, wm) in keys.iter().zip(l2.watermarks(&keys).await) {
                     if let Some(at) = wm {
                         cache.raise_watermark(k, at);

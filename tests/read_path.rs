@@ -512,3 +512,100 @@ async fn a_write_is_forwarded_and_the_next_read_includes_it() {
     redis_cleanup(&prefix).await;
     origin.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn assembly_wide_reads_are_paginated_and_assembly_wide_writes_supersede_every_ward() {
+    let origin = Origin::builder()
+        .mysql()
+        .wards(3)
+        .voters_per_ward(300)
+        .start()
+        .await;
+    let wide = |c: &mut wardgate::config::Config| c.citizens.allow_assembly_wide = true;
+    let first = Gate::builder(&origin.url())
+        .redis()
+        .config(wide)
+        .start()
+        .await;
+    let second = Gate::builder(&origin.url())
+        .redis()
+        .redis_prefix(&first.prefix)
+        .config(wide)
+        .start()
+        .await;
+    let c = client();
+    let all = format!("state={STATE}&assemblyNo={ASSEMBLY}&wardNo=-1&date=-1&boothNos=-1");
+
+    // Unpaginated whole-assembly reads are refused; pages equal the origin's.
+    let r = c.get(first.citizens(&all)).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap()["param"],
+        "page"
+    );
+    let page = format!("{all}&page=1&size=200");
+    let want = c
+        .get(format!("{}/open/volunteer/citizens?{page}", origin.url()))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(
+        c.get(first.citizens(&page))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap(),
+        want
+    );
+
+    // Both instances hold ward 2; a write sent assembly-wide (wardNo=-1) changes a row of it.
+    let ward2: Vec<serde_json::Value> = c
+        .get(first.citizens(&ward_query(2)))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let _ = c
+        .get(second.citizens(&ward_query(2)))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let id = ward2[3]["id"].as_i64().unwrap();
+    let r = c
+        .post(first.citizens(&format!("{all}&page=0&size=1")))
+        .body(format!(
+            "[{{\"id\":{id},\"party_preference\":\"Assembly-wide\"}}]"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let _ = r.bytes().await;
+    for gate in [&first, &second] {
+        let rows: Vec<serde_json::Value> = c
+            .get(gate.citizens(&ward_query(2)))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let row = rows.iter().find(|r| r["id"].as_i64() == Some(id)).unwrap();
+        assert_eq!(row["party_preference"], "Assembly-wide");
+    }
+    let prefix = first.prefix.clone();
+    first.stop().await;
+    second.stop().await;
+    redis_cleanup(&prefix).await;
+    origin.cleanup().await;
+}

@@ -201,7 +201,15 @@ impl L2 {
                                     continue;
                                 };
                                 let Ok(at) = at.parse::<i64>() else { continue };
-                                if let Ok(key) = crate::params::WardKey::parse(s, a, w) {
+                                // An empty ward is a whole-assembly watermark.
+                                if let Ok(mut key) = crate::params::WardKey::parse(
+                                    s,
+                                    a,
+                                    if w.is_empty() { "0" } else { w },
+                                ) {
+                                    if w.is_empty() {
+                                        key = key.assembly_scope();
+                                    }
                                     on(CacheKey::Ward(key), at);
                                 }
                             }

@@ -125,11 +125,20 @@ impl Cache {
         })
     }
 
+    /// The watermark of `key`: its own, or its assembly's if a whole-assembly write was later.
     fn watermark(&self, key: &CacheKey) -> i64 {
-        self.watermarks
-            .lock()
-            .map(|m| m.get(key).copied().unwrap_or(i64::MIN))
-            .unwrap_or(i64::MIN)
+        let Ok(m) = self.watermarks.lock() else {
+            return i64::MIN;
+        };
+        let own = m.get(key).copied().unwrap_or(i64::MIN);
+        let wide = match key {
+            CacheKey::Ward(w) if !w.is_assembly_scope() => m
+                .get(&CacheKey::Ward(w.assembly_scope()))
+                .copied()
+                .unwrap_or(i64::MIN),
+            _ => i64::MIN,
+        };
+        own.max(wide)
     }
 
     /// Raises the watermark of `key`: copies built before `at_ms` are superseded.
@@ -138,8 +147,21 @@ impl Cache {
             let w = m.entry(key.clone()).or_insert(i64::MIN);
             *w = (*w).max(at_ms);
         }
-        if self.l1.get(key).is_some_and(|e| e.built_at_ms() < at_ms) {
-            self.l1.remove(key);
+        match key {
+            // A whole-assembly write supersedes every ward of the assembly held here.
+            CacheKey::Ward(scope) if scope.is_assembly_scope() => {
+                for (k, built) in self.ward_keys() {
+                    let same = matches!(&k, CacheKey::Ward(w) if w.state == scope.state && w.assembly == scope.assembly);
+                    if same && built < at_ms {
+                        self.l1.remove(&k);
+                    }
+                }
+            }
+            _ => {
+                if self.l1.get(key).is_some_and(|e| e.built_at_ms() < at_ms) {
+                    self.l1.remove(key);
+                }
+            }
         }
     }
 
@@ -236,6 +258,9 @@ impl Cache {
         if let Some(l2) = &self.l2 {
             l2.publish_watermark(&key, at).await;
         }
+        if matches!(&key, CacheKey::Ward(w) if w.is_assembly_scope()) {
+            return; // its wards are renewed as they are read
+        }
         let queued = self
             .renewals
             .lock()
@@ -310,6 +335,12 @@ impl Cache {
             // A write acknowledged by another instance may not have reached us by pub/sub.
             if let Some(at) = l2.watermark(&key).await {
                 self.raise_watermark(&key, at);
+            }
+            if let CacheKey::Ward(w) = &key {
+                let scope = CacheKey::Ward(w.assembly_scope());
+                if let Some(at) = l2.watermark(&scope).await {
+                    self.raise_watermark(&scope, at);
+                }
             }
             if let Some(e) = l2.get(&key).await.filter(|e| usable(e)) {
                 self.keep(&key, &e, &cfg);

@@ -141,10 +141,7 @@ async fn sighup_reload_changes_the_page_cap_under_load_without_failures() {
     );
     let c = client();
     let size_of = |v: serde_json::Value| v["size"].as_u64().unwrap();
-    assert_eq!(
-        size_of(c.get(&url).send().await.unwrap().json().await.unwrap()),
-        1000
-    );
+    assert_eq!(size_of(fetch_json(&c, &url).await), 1000);
 
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let load: Vec<_> = (0..4)
@@ -155,7 +152,7 @@ async fn sighup_reload_changes_the_page_cap_under_load_without_failures() {
     signal(&gate, "-HUP");
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let v: serde_json::Value = c.get(&url).send().await.unwrap().json().await.unwrap();
+        let v: serde_json::Value = fetch_json(&c, &url).await;
         if size_of(v.clone()) == 200 {
             assert_eq!(v["citizens"].as_array().unwrap().len(), 200);
             break;

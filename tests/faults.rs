@@ -25,7 +25,7 @@ fn rows_by_id(v: Value) -> HashMap<i64, Value> {
 
 /// One legacy sync: the rows of a delta, upserted by id as the app does.
 async fn sync(c: &reqwest::Client, url: String, copy: &mut HashMap<i64, Value>) {
-    let rows: Value = c.get(url).send().await.unwrap().json().await.unwrap();
+    let rows: Value = fetch_json(c, url).await;
     copy.extend(rows_by_id(rows));
 }
 
@@ -59,15 +59,7 @@ async fn a_legacy_syncing_client_converges_with_zero_missed_and_zero_phantom_row
 
     // The legacy protocol: a full download, then deltas with the app's own clock as `date`.
     let mut clock = now_ms();
-    let mut copy = rows_by_id(
-        c.get(gate.citizens(&q(-1)))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap(),
-    );
+    let mut copy = rows_by_id(fetch_json(&c, gate.citizens(&q(-1))).await);
     let ids: Vec<i64> = copy.keys().copied().collect();
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -137,17 +129,11 @@ async fn a_legacy_syncing_client_converges_with_zero_missed_and_zero_phantom_row
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     let table = rows_by_id(
-        c.get(format!(
-            "{}/open/volunteer/citizens?{}",
-            origin.url(),
-            q(-1)
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap(),
+        fetch_json(
+            &c,
+            format!("{}/open/volunteer/citizens?{}", origin.url(), q(-1)),
+        )
+        .await,
     );
     let missed: Vec<_> = table
         .iter()
@@ -192,15 +178,7 @@ async fn acknowledged_writes_survive_upstream_restarts_and_cached_wards_keep_bei
         .start()
         .await;
     let c = client();
-    let ward1 = rows_by_id(
-        c.get(gate.citizens(&ward_query(1)))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap(),
-    );
+    let ward1 = rows_by_id(fetch_json(&c, gate.citizens(&ward_query(1))).await);
     assert_eq!(
         c.get(gate.citizens(&ward_query(2)))
             .send()

@@ -85,18 +85,11 @@ async fn warm_fills_redis_so_a_fresh_instance_never_asks_the_upstream() {
     }
     // Byte-for-byte against the origin for a few of them.
     for w in [1, 20] {
-        let want = c
-            .get(format!(
-                "{}/open/volunteer/citizens?{}",
-                origin.url(),
-                ward_query(w)
-            ))
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
+        let want = fetch(
+            &c,
+            format!("{}/open/volunteer/citizens?{}", origin.url(), ward_query(w)),
+        )
+        .await;
         let r = c.get(gate.citizens(&ward_query(w))).send().await.unwrap();
         assert_eq!(r.status(), 200, "ward {w}");
         assert_eq!(r.bytes().await.unwrap(), want, "ward {w}");
@@ -171,13 +164,7 @@ async fn metrics_parse_and_move_and_admin_routes_need_the_token() {
         .iter()
         .any(|x| x.metric == "wardgate_build_info" && x.labels.get("version").is_some()));
     for _ in 0..3 {
-        c.get(gate.citizens(&ward_query(1)))
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
+        fetch(&c, gate.citizens(&ward_query(1))).await;
     }
     let after = scrape().await;
     assert_eq!(count(&after, "MISS") - count(&before, "MISS"), 1.0);

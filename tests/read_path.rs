@@ -19,14 +19,7 @@ async fn answers_equal_the_origin_for_wards_booths_pages_and_deltas() {
     let q = ward_query(1);
 
     // Full ward: first MISS, then HIT, identity and gzip equal to the origin's bytes.
-    let want = c
-        .get(format!("{}/open/volunteer/citizens?{q}", origin.url()))
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let want = fetch(&c, format!("{}/open/volunteer/citizens?{q}", origin.url())).await;
     let r = c.get(gate.citizens(&q)).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["x-cache"], "MISS");
@@ -85,14 +78,11 @@ async fn answers_equal_the_origin_for_wards_booths_pages_and_deltas() {
     ));
     for gz in [false, true] {
         for query in &queries {
-            let want = c
-                .get(format!("{}/open/volunteer/citizens?{query}", origin.url()))
-                .send()
-                .await
-                .unwrap()
-                .bytes()
-                .await
-                .unwrap();
+            let want = fetch(
+                &c,
+                format!("{}/open/volunteer/citizens?{query}", origin.url()),
+            )
+            .await;
             let mut req = c.get(gate.citizens(query));
             if gz {
                 req = req.header("accept-encoding", "gzip");
@@ -120,26 +110,12 @@ async fn answers_equal_the_origin_for_wards_booths_pages_and_deltas() {
         .as_millis() as i64;
     let widened = (date - overlap) - (date - overlap) % wardgate::proxy::DELTA_BUCKET_MS;
     let dq = |d: i64| format!("state={STATE}&assemblyNo={ASSEMBLY}&wardNo=1&date={d}&boothNos=-1");
-    let want = c
-        .get(format!(
-            "{}/open/volunteer/citizens?{}",
-            origin.url(),
-            dq(widened)
-        ))
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
-    let got = c
-        .get(gate.citizens(&dq(date)))
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let want = fetch(
+        &c,
+        format!("{}/open/volunteer/citizens?{}", origin.url(), dq(widened)),
+    )
+    .await;
+    let got = fetch(&c, gate.citizens(&dq(date))).await;
     assert_eq!(got, want);
     for _ in 0..2 {
         let r = c
@@ -296,14 +272,7 @@ async fn a_second_instance_serves_from_redis_without_the_upstream() {
     let first = Gate::builder(&origin.url()).redis().start().await;
     let c = client();
     let q = ward_query(3);
-    let want = c
-        .get(first.citizens(&q))
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let want = fetch(&c, first.citizens(&q)).await;
     let reads = origin.citizens_reads().await;
     assert_eq!(reads, 1);
     // The second instance's upstream is unreachable: whatever it serves came from Redis.
@@ -344,14 +313,7 @@ async fn master_data_is_cached_with_validators() {
     let origin = Origin::builder().start().await;
     let gate = Gate::builder(&origin.url()).start().await;
     let c = client();
-    let want = c
-        .get(format!("{}/open/volunteer/states", origin.url()))
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let want = fetch(&c, format!("{}/open/volunteer/states", origin.url())).await;
     let r = c
         .get(gate.url("/open/volunteer/states"))
         .send()
@@ -464,22 +426,8 @@ async fn a_write_is_forwarded_and_the_next_read_includes_it() {
         .await;
     let c = client();
     let q = ward_query(1);
-    let rows: Vec<serde_json::Value> = c
-        .get(first.citizens(&q))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let _ = c
-        .get(second.citizens(&q))
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap(); // cached on both
+    let rows: Vec<serde_json::Value> = fetch_json(&c, first.citizens(&q)).await;
+    let _ = fetch(&c, second.citizens(&q)).await; // cached on both
     let id = rows[7]["id"].as_i64().unwrap();
     let body = format!("[{{\"id\":{id},\"responded_status\":\"Visited\",\"voted\":true,\"mobile\":\"9876500000\"}}]");
     let r = c
@@ -493,14 +441,7 @@ async fn a_write_is_forwarded_and_the_next_read_includes_it() {
     assert_eq!(r.headers()["x-cache"], "PASS");
     let _ = r.bytes().await.unwrap();
     for gate in [&first, &second] {
-        let rows: Vec<serde_json::Value> = c
-            .get(gate.citizens(&q))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let rows: Vec<serde_json::Value> = fetch_json(&c, gate.citizens(&q)).await;
         let row = rows.iter().find(|r| r["id"].as_i64() == Some(id)).unwrap();
         assert_eq!(row["voted"], true);
         assert_eq!(row["responded_status"], "Visited");
@@ -544,42 +485,16 @@ async fn assembly_wide_reads_are_paginated_and_assembly_wide_writes_supersede_ev
         "page"
     );
     let page = format!("{all}&page=1&size=200");
-    let want = c
-        .get(format!("{}/open/volunteer/citizens?{page}", origin.url()))
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
-    assert_eq!(
-        c.get(first.citizens(&page))
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap(),
-        want
-    );
+    let want = fetch(
+        &c,
+        format!("{}/open/volunteer/citizens?{page}", origin.url()),
+    )
+    .await;
+    assert_eq!(fetch(&c, first.citizens(&page)).await, want);
 
     // Both instances hold ward 2; a write sent assembly-wide (wardNo=-1) changes a row of it.
-    let ward2: Vec<serde_json::Value> = c
-        .get(first.citizens(&ward_query(2)))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let _ = c
-        .get(second.citizens(&ward_query(2)))
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let ward2: Vec<serde_json::Value> = fetch_json(&c, first.citizens(&ward_query(2))).await;
+    let _ = fetch(&c, second.citizens(&ward_query(2))).await;
     let id = ward2[3]["id"].as_i64().unwrap();
     let r = c
         .post(first.citizens(&format!("{all}&page=0&size=1")))
@@ -592,14 +507,7 @@ async fn assembly_wide_reads_are_paginated_and_assembly_wide_writes_supersede_ev
     assert_eq!(r.status(), 200);
     let _ = r.bytes().await;
     for gate in [&first, &second] {
-        let rows: Vec<serde_json::Value> = c
-            .get(gate.citizens(&ward_query(2)))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let rows: Vec<serde_json::Value> = fetch_json(&c, gate.citizens(&ward_query(2))).await;
         let row = rows.iter().find(|r| r["id"].as_i64() == Some(id)).unwrap();
         assert_eq!(row["party_preference"], "Assembly-wide");
     }

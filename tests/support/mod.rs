@@ -421,3 +421,16 @@ pub fn spawn_load(
         (ok, failed)
     })
 }
+
+/// GET `url` and return the body (the test fails on any transport error).
+pub async fn fetch(c: &reqwest::Client, url: impl reqwest::IntoUrl) -> bytes::Bytes {
+    c.get(url).send().await.unwrap().bytes().await.unwrap()
+}
+
+/// GET `url` and parse the body as JSON.
+pub async fn fetch_json<T: serde::de::DeserializeOwned>(
+    c: &reqwest::Client,
+    url: impl reqwest::IntoUrl,
+) -> T {
+    c.get(url).send().await.unwrap().json().await.unwrap()
+}

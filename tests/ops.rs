@@ -132,7 +132,7 @@ async fn warm_fills_redis_so_a_fresh_instance_never_asks_the_upstream() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn metrics_parse_and_move_and_admin_routes_need_the_token() {
     let origin = Origin::builder().start().await;
-    let gate = Gate::builder(&origin.url()).start().await;
+    let gate = Gate::builder(&origin.url()).redis().start().await;
     let c = client();
     let scrape = || async {
         let text = c
@@ -208,6 +208,8 @@ async fn metrics_parse_and_move_and_admin_routes_need_the_token() {
     assert_eq!(r.status(), 200);
     let r = c.get(gate.citizens(&ward_query(1))).send().await.unwrap();
     assert_eq!(r.headers()["x-cache"], "MISS");
+    // Purged in Redis too: the ward was read from the upstream again.
+    assert_eq!(origin.citizens_reads().await, 2);
     // Health and readiness.
     assert_eq!(
         c.get(gate.admin_url("/healthz"))
@@ -225,7 +227,9 @@ async fn metrics_parse_and_move_and_admin_routes_need_the_token() {
             .status(),
         200
     );
+    let prefix = gate.prefix.clone();
     gate.stop().await;
+    redis_cleanup(&prefix).await;
 }
 
 #[test]

@@ -125,3 +125,44 @@ async fn tls_h2_and_a_certificate_swap_on_sighup() {
     );
     child.kill();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_https_upstream_is_verified_against_the_configured_ca() {
+    let origin = Origin::builder().start().await;
+    let dir = tempfile::tempdir().unwrap();
+    make_cert(dir.path());
+    // An HTTPS hop in front of the origin: a wardgate terminating TLS.
+    let https_front = Gate::builder(&origin.url())
+        .config(|c| {
+            c.tls.cert = Some(dir.path().join("cert.pem"));
+            c.tls.key = Some(dir.path().join("key.pem"));
+        })
+        .start()
+        .await;
+    let upstream = format!("https://localhost:{}", https_front.addr.port());
+    // Trusting the right CA: served through the HTTPS upstream.
+    let gate = Gate::builder(&upstream)
+        .config(|c| c.upstream_ca = Some(dir.path().join("cert.pem")))
+        .start()
+        .await;
+    let c = client();
+    let r = c.get(gate.citizens(&ward_query(1))).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let want = fetch(
+        &c,
+        format!("{}/open/volunteer/citizens?{}", origin.url(), ward_query(1)),
+    )
+    .await;
+    assert_eq!(r.bytes().await.unwrap(), want);
+    // With only the system roots the self-signed upstream is refused: nothing is served.
+    let untrusting = Gate::builder(&upstream).start().await;
+    let r = c
+        .get(untrusting.citizens(&ward_query(2)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    gate.stop().await;
+    untrusting.stop().await;
+    https_front.stop().await;
+}

@@ -294,7 +294,8 @@ impl L2 {
         }
     }
 
-    /// Deletes every ward key under a prefix of the ward's identity (purge of an assembly).
+    /// Deletes every ward key matching `pattern_tail` (`state:assembly:ward` or
+    /// `state:assembly:*`), walking the keyspace with SCAN so Redis is never blocked.
     pub async fn delete_matching(&self, pattern_tail: &str) -> usize {
         let Some(mut c) = self.conn() else { return 0 };
         let pattern = format!(
@@ -303,13 +304,31 @@ impl L2 {
             snapshot::FORMAT_VERSION,
             pattern_tail
         );
-        let keys: Vec<String> = match c.keys(&pattern).await {
-            Ok(k) => k,
-            Err(e) => {
-                self.failed("KEYS", e);
-                return 0;
+        let mut keys: Vec<String> = Vec::new();
+        let mut cursor: u64 = 0;
+        loop {
+            let r: Result<(u64, Vec<String>), _> = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut c)
+                .await;
+            match r {
+                Ok((next, batch)) => {
+                    keys.extend(batch);
+                    cursor = next;
+                    if cursor == 0 {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    self.failed("SCAN", e);
+                    break;
+                }
             }
-        };
+        }
         if keys.is_empty() {
             return 0;
         }

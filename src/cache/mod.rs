@@ -85,6 +85,9 @@ pub enum CacheError {
     Upstream(Arc<UpstreamError>),
 }
 
+/// After a failed build, how long before another build of the same key is started.
+const RETRY_BUILD_AFTER: Duration = Duration::from_secs(1);
+
 /// Current time, epoch ms.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -101,6 +104,9 @@ pub struct Cache {
     watermarks: Mutex<HashMap<CacheKey, i64>>,
     /// Keys with a post-write renewal waiting for the running build to end.
     renewals: Mutex<HashSet<CacheKey>>,
+    /// When the last build of a key failed: no new build is started for `RETRY_BUILD_AFTER`,
+    /// so a failing backend is not asked again at the rate requests arrive.
+    failed: Mutex<HashMap<CacheKey, Instant>>,
     source: Arc<Upstream>,
     live: Live,
     metrics: Arc<Metrics>,
@@ -119,6 +125,7 @@ impl Cache {
             builds: Arc::default(),
             watermarks: Mutex::new(HashMap::new()),
             renewals: Mutex::new(HashSet::new()),
+            failed: Mutex::new(HashMap::new()),
             source,
             live,
             metrics,
@@ -196,6 +203,12 @@ impl Cache {
             have = Some(e.built_at_ms());
         }
 
+        // The backend just failed this key: answer 503 at once rather than ask it again.
+        if self.recently_failed(key) && !self.builds.is_running(key) {
+            return Err(CacheError::Unavailable {
+                reason: format!("{key} cannot be built now: the upstream failed moments ago"),
+            });
+        }
         // Join (or start) the one build; a result older than the watermark (a build that began
         // before a write was acknowledged) is not good enough: wait for the next one.
         let deadline = Instant::now() + cfg.cache.miss_wait.0;
@@ -294,10 +307,22 @@ impl Cache {
             .collect()
     }
 
-    /// Starts a background renewal of `key` unless one is running (stale-while-revalidate).
+    /// Starts a background renewal of `key` unless one is running or the last one just failed
+    /// (stale-while-revalidate; stale-if-error while the upstream fails).
     pub fn renew(self: &Arc<Self>, key: &CacheKey, max_age: Duration) {
+        if self.recently_failed(key) {
+            return;
+        }
         let have = self.l1.get(key).map(|e| e.built_at_ms());
         let _ = self.join(key, max_age, have);
+    }
+
+    /// Whether the last build of `key` failed less than `RETRY_BUILD_AFTER` ago.
+    fn recently_failed(&self, key: &CacheKey) -> bool {
+        self.failed
+            .lock()
+            .map(|m| m.get(key).is_some_and(|t| t.elapsed() < RETRY_BUILD_AFTER))
+            .unwrap_or(false)
     }
 
     fn join(
@@ -365,6 +390,9 @@ impl Cache {
             .observe(started.elapsed().as_secs_f64());
         let result = match built {
             Ok(e) => {
+                if let Ok(mut m) = self.failed.lock() {
+                    m.remove(&key);
+                }
                 if let Entry::Snapshot(s) = &e {
                     self.metrics.build_rows.inc_by(s.rows() as u64);
                     tracing::info!(key = %key, rows = s.rows(), gzip_bytes = s.gzip_bytes(), ms = started.elapsed().as_millis() as u64, "snapshot built");
@@ -377,6 +405,13 @@ impl Cache {
             }
             Err(e) => {
                 tracing::warn!(key = %key, error = %e, "build failed");
+                if let Ok(mut m) = self.failed.lock() {
+                    // Entries matter for a second only: sweep them so the map stays small.
+                    if m.len() > 10_000 {
+                        m.retain(|_, t| t.elapsed() < RETRY_BUILD_AFTER);
+                    }
+                    m.insert(key.clone(), Instant::now());
+                }
                 Err(e)
             }
         };

@@ -99,8 +99,4 @@ impl L1 {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect()
     }
-
-    pub fn contains(&self, key: &CacheKey) -> bool {
-        self.lock().map.contains(key)
-    }
 }

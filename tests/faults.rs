@@ -557,3 +557,41 @@ async fn a_failing_backend_is_not_asked_at_the_rate_requests_arrive() {
     );
     gate.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_build_lock_is_released_only_by_its_holder() {
+    use wardgate::cache::l2::{Lock, L2};
+    use wardgate::cache::CacheKey;
+    let prefix = unique("wglock");
+    let metrics = Arc::new(wardgate::metrics::Metrics::new());
+    let a = L2::start(REDIS, &prefix, metrics.clone()).unwrap();
+    let b = L2::start(REDIS, &prefix, metrics).unwrap();
+    while !(a.ping().await && b.ping().await) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let key = CacheKey::Ward(wardgate::params::WardKey::parse(STATE, ASSEMBLY, "1").unwrap());
+    // A's lock expires while its build runs long; B takes it over.
+    let Lock::Held(a_token) = a.try_lock(&key, Duration::from_millis(150)).await else {
+        panic!("A takes the free lock")
+    };
+    assert!(matches!(
+        b.try_lock(&key, Duration::from_secs(5)).await,
+        Lock::Busy
+    ));
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let Lock::Held(b_token) = b.try_lock(&key, Duration::from_secs(5)).await else {
+        panic!("B takes the expired lock")
+    };
+    // A finishing late must not release B's lock.
+    a.unlock(&key, &a_token).await;
+    assert!(matches!(
+        a.try_lock(&key, Duration::from_secs(5)).await,
+        Lock::Busy
+    ));
+    b.unlock(&key, &b_token).await;
+    assert!(matches!(
+        a.try_lock(&key, Duration::from_secs(5)).await,
+        Lock::Held(_)
+    ));
+    redis_cleanup(&prefix).await;
+}

@@ -339,39 +339,65 @@ impl L2 {
         keys.len()
     }
 
-    /// Takes the short cross-instance build lock for `key`. `true` = this instance builds.
-    /// Without Redis every instance builds for itself, which is always allowed.
-    pub async fn try_lock(&self, key: &CacheKey, ttl: Duration) -> bool {
+    /// Takes the short cross-instance build lock for `key`.
+    pub async fn try_lock(&self, key: &CacheKey, ttl: Duration) -> Lock {
         let Some(mut c) = self.conn() else {
-            return true;
+            return Lock::Unavailable;
         };
+        static TAKEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let token = format!(
+            "{}-{}-{}",
+            std::process::id(),
+            super::now_ms(),
+            TAKEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
         let opts = redis::SetOptions::default()
             .conditional_set(redis::ExistenceCheck::NX)
             .with_expiration(redis::SetExpiry::PX(ttl.as_millis() as u64));
-        let r: Result<Result<Option<String>, _>, _> = tokio::time::timeout(
-            OP_TIMEOUT,
-            c.set_options(self.lock_key(key), std::process::id(), opts),
-        )
-        .await;
+        let r: Result<Result<Option<String>, _>, _> =
+            tokio::time::timeout(OP_TIMEOUT, c.set_options(self.lock_key(key), &token, opts)).await;
         match r {
-            Ok(Ok(v)) => v.is_some(),
+            Ok(Ok(Some(_))) => Lock::Held(token),
+            Ok(Ok(None)) => Lock::Busy,
             Ok(Err(e)) => {
                 self.failed("SET NX", e);
-                true
+                Lock::Unavailable
             }
             Err(_) => {
                 self.failed("SET NX", "timed out");
-                true
+                Lock::Unavailable
             }
         }
     }
 
-    pub async fn unlock(&self, key: &CacheKey) {
+    /// Releases the lock if it is still ours: after a slow build it may have expired and been
+    /// taken by another instance, whose lock must not be deleted.
+    pub async fn unlock(&self, key: &CacheKey, token: &str) {
         let Some(mut c) = self.conn() else { return };
-        let r: Result<Result<(), _>, _> =
-            tokio::time::timeout(OP_TIMEOUT, c.del(self.lock_key(key))).await;
+        const RELEASE: &str =
+            "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end";
+        let r: Result<Result<i64, _>, _> = tokio::time::timeout(
+            OP_TIMEOUT,
+            redis::cmd("EVAL")
+                .arg(RELEASE)
+                .arg(1)
+                .arg(self.lock_key(key))
+                .arg(token)
+                .query_async(&mut c),
+        )
+        .await;
         if let Ok(Err(e)) = r {
-            self.failed("DEL lock", e);
+            self.failed("EVAL unlock", e);
         }
     }
+}
+
+/// The cross-instance build lock, as taken.
+pub enum Lock {
+    /// This instance builds; release with the token.
+    Held(String),
+    /// Another instance is building the key.
+    Busy,
+    /// No Redis to coordinate through: every instance builds for itself.
+    Unavailable,
 }

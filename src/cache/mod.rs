@@ -356,6 +356,7 @@ impl Cache {
                 && e.built_at_ms() >= self.watermark(&key)
                 && now_ms() - e.built_at_ms() <= max_age.as_millis() as i64
         };
+        let mut lock = l2::Lock::Unavailable;
         if let Some(l2) = &self.l2 {
             // A write acknowledged by another instance may not have reached us by pub/sub.
             if let Some(at) = l2.watermark(&key).await {
@@ -371,7 +372,8 @@ impl Cache {
                 self.keep(&key, &e, &cfg);
                 return Ok(e);
             }
-            if !l2.try_lock(&key, cfg.cache.miss_wait.0).await {
+            lock = l2.try_lock(&key, cfg.cache.miss_wait.0).await;
+            if matches!(lock, l2::Lock::Busy) {
                 // Another instance is building it: wait for it to appear rather than build too.
                 let deadline = Instant::now() + cfg.cache.miss_wait.0;
                 while Instant::now() < deadline {
@@ -415,8 +417,8 @@ impl Cache {
                 Err(e)
             }
         };
-        if let Some(l2) = &self.l2 {
-            l2.unlock(&key).await;
+        if let (Some(l2), l2::Lock::Held(token)) = (&self.l2, &lock) {
+            l2.unlock(&key, token).await;
         }
         result
     }

@@ -47,7 +47,7 @@ pub struct ConnInfo {
 struct Trace {
     start: Instant,
     method: Method,
-    path: String,
+    uri: http::Uri,
     conn: ConnInfo,
     upstream: Option<Duration>,
 }
@@ -84,7 +84,7 @@ impl Proxy {
         let mut trace = Trace {
             start: Instant::now(),
             method: req.method().clone(),
-            path: req.uri().path().to_string(),
+            uri: req.uri().clone(),
             conn,
             upstream: None,
         };
@@ -387,7 +387,7 @@ impl Proxy {
                 target: "access",
                 client = %trace.conn.peer,
                 method = %trace.method,
-                path = %trace.path,
+                path = trace.uri.path(),
                 route_class = class.as_str(),
                 status = resp.status().as_u16(),
                 cache = cache.as_str(),

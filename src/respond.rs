@@ -198,11 +198,26 @@ fn not_modified(h: &HeaderMap, etag: &str) -> bool {
         .any(|t| t == etag || t == "*")
 }
 
-/// FNV-1a: a stable hash for ETag variants, the same in every wardgate version.
-fn fnv(data: &[u8]) -> u64 {
-    data.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
+/// FNV-1a: a stable hash for ETag variants, the same on every instance (unlike the std
+/// hasher's random keys), computed without building a string.
+struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl std::hash::Hasher for Fnv {
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 /// The body as a stream of shared slices: nothing is copied.
@@ -307,7 +322,12 @@ pub async fn snapshot_answer(
     cache: CacheStatus,
 ) -> Response<Body> {
     let gzip = accepts_gzip(req);
-    let variant = fnv(format!("{:?}|{:?}|{:?}", q.booths, q.since_ms, q.page).as_bytes());
+    let variant = {
+        use std::hash::{Hash, Hasher};
+        let mut h = Fnv::default();
+        (&q.booths, q.since_ms, q.page).hash(&mut h);
+        h.finish()
+    };
     let etag = format!(
         "\"{}-{:x}{}\"",
         snap.tag,

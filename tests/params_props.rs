@@ -11,39 +11,9 @@ use proptest::prelude::*;
 use wardgate::config::CitizensConfig;
 use wardgate::params::{CitizensQuery, Scope, WardKey};
 use wardgate::route::{classify, MasterRoute, Route, CITIZENS_PATH};
-
-// ---------------------------------------------------------------------------------------------
-// The contract's formats, written independently of the implementation.
-
-fn is_state(s: &str) -> bool {
-    (1..=64).contains(&s.len())
-        && s.bytes()
-            .all(|b| b.is_ascii_alphabetic() || b == b' ' || b == b'.' || b == b'-')
-}
-
-fn is_digits(s: &str, min: usize, max: usize) -> bool {
-    (min..=max).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit())
-}
-
-/// wardNo / booth numbers / master-data ids: digits (the schema's columns are VARCHAR(16)).
-fn is_number(s: &str) -> bool {
-    is_digits(s, 1, 16)
-}
-
-/// Bytes form-urlencoding can produce for the contract's values: letters, digits, `.`, `-`,
-/// `+` (space), `%2C` (comma), and the `=`/`&` separators. No `'`, `;`, `%27`, NUL, raw space...
-fn upstream_bytes_ok(q: &str) -> bool {
-    let b = q.as_bytes();
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'.' | b'-' | b'+' | b'=' | b'&' => i += 1,
-            b'%' if b.get(i + 1..i + 3) == Some(b"2C".as_slice()) => i += 3,
-            _ => return false,
-        }
-    }
-    true
-}
+// The contract's formats, written independently of the implementation (shared with fuzz/).
+mod contract;
+use contract::{is_digits, is_number, is_state, upstream_bytes_ok};
 
 fn policies() -> Vec<CitizensConfig> {
     let d = CitizensConfig::default();

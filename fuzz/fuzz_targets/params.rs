@@ -30,6 +30,10 @@ use libfuzzer_sys::fuzz_target;
 use wardgate::config::CitizensConfig;
 use wardgate::params::{CitizensQuery, Scope, WardKey};
 use wardgate::route::{self, MasterRoute, Route, CITIZENS_PATH};
+// The contract's formats, written independently of src/params.rs (shared with the property tests).
+#[path = "../../tests/contract/mod.rs"]
+mod contract;
+use contract::{is_digits, is_number, is_state, upstream_bytes_ok};
 
 const METHODS: [Method; 6] = [
     Method::GET,
@@ -81,39 +85,6 @@ fn policies() -> &'static [CitizensConfig] {
             },
         ]
     })
-}
-
-// ---------------------------------------------------------------------------------------------
-// The contract's formats, written independently of src/params.rs.
-
-fn is_state(s: &str) -> bool {
-    (1..=64).contains(&s.len())
-        && s.bytes()
-            .all(|b| b.is_ascii_alphabetic() || b == b' ' || b == b'.' || b == b'-')
-}
-
-fn is_digits(s: &str, min: usize, max: usize) -> bool {
-    (min..=max).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit())
-}
-
-/// `wardNo`, booth numbers and master-data ids: digits; the schema column is VARCHAR(16).
-fn is_number(s: &str) -> bool {
-    is_digits(s, 1, 16)
-}
-
-/// Bytes that `form_urlencoded` can produce when encoding the contract's values: letters and digits
-/// (as is), `.` and `-` (as is), space (as `+`), `,` (as `%2C`), plus the `=` and `&` separators.
-fn upstream_bytes_ok(q: &str) -> bool {
-    let b = q.as_bytes();
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'.' | b'-' | b'+' | b'=' | b'&' => i += 1,
-            b'%' if b.get(i + 1..i + 3) == Some(b"2C".as_slice()) => i += 3,
-            _ => return false,
-        }
-    }
-    true
 }
 
 fn raw_values(query: &str, name: &str) -> Vec<String> {

@@ -511,6 +511,50 @@ async fn assembly_wide_reads_are_paginated_and_assembly_wide_writes_supersede_ev
         let row = rows.iter().find(|r| r["id"].as_i64() == Some(id)).unwrap();
         assert_eq!(row["party_preference"], "Assembly-wide");
     }
+    // A whole-assembly page cached on the first instance is superseded by a write to one of
+    // its rows through the second instance (a ward-scoped sync).
+    let first_page = format!("{all}&page=0&size=100");
+    let rows: serde_json::Value = fetch_json(&c, first.citizens(&first_page)).await;
+    let row = &rows["citizens"][5];
+    let (id, ward) = (
+        row["id"].as_i64().unwrap(),
+        row["ward_no"].as_str().unwrap().to_string(),
+    );
+    let cached = c.get(first.citizens(&first_page)).send().await.unwrap();
+    assert_eq!(cached.headers()["x-cache"], "HIT");
+    let _ = cached.bytes().await;
+    let r = c
+        .post(second.citizens(&format!(
+            "state={STATE}&assemblyNo={ASSEMBLY}&wardNo={ward}&date=-1&boothNos=-1"
+        )))
+        .body(format!(
+            "[{{\"id\":{id},\"responded_status\":\"Page-superseded\"}}]"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let _ = r.bytes().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        let rows: serde_json::Value = fetch_json(&c, first.citizens(&first_page)).await;
+        let found = rows["citizens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["id"].as_i64() == Some(id))
+            .cloned()
+            .unwrap();
+        if found["responded_status"] == "Page-superseded" {
+            break;
+        }
+        // Delivered by pub/sub from the other instance: allow its few milliseconds.
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the cached assembly page was served after the write"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let prefix = first.prefix.clone();
     first.stop().await;
     second.stop().await;

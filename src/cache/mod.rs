@@ -88,6 +88,24 @@ pub enum CacheError {
 /// After a failed build, how long before another build of the same key is started.
 const RETRY_BUILD_AFTER: Duration = Duration::from_secs(1);
 
+/// The (state, assembly) of a whole-assembly citizens page cached as a blob (its key is the
+/// path and the normalized query wardgate itself built), or `None` for any other blob.
+fn assembly_of_page(blob_key: &str) -> Option<(String, String)> {
+    let query = blob_key
+        .strip_prefix(crate::route::CITIZENS_PATH)?
+        .strip_prefix('?')?;
+    let mut state = None;
+    let mut assembly = None;
+    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+        match k.as_ref() {
+            "state" => state = Some(v.into_owned()),
+            "assemblyNo" => assembly = Some(v.into_owned()),
+            _ => {}
+        }
+    }
+    Some((state?, assembly?))
+}
+
 /// Current time, epoch ms.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -102,6 +120,9 @@ pub struct Cache {
     builds: Arc<Coalescer<CacheKey, Entry, UpstreamError>>,
     /// Per key, the earliest build time a copy must have (set by acknowledged writes).
     watermarks: Mutex<HashMap<CacheKey, i64>>,
+    /// Per assembly (state, assembly), the latest watermark of any of its wards: whole-assembly
+    /// pages (cached as blobs) hold rows of every ward, so any write supersedes them.
+    assembly_writes: Mutex<HashMap<(String, String), i64>>,
     /// Keys with a post-write renewal waiting for the running build to end.
     renewals: Mutex<HashSet<CacheKey>>,
     /// When the last build of a key failed: no new build is started for `RETRY_BUILD_AFTER`,
@@ -124,6 +145,7 @@ impl Cache {
             l2,
             builds: Arc::default(),
             watermarks: Mutex::new(HashMap::new()),
+            assembly_writes: Mutex::new(HashMap::new()),
             renewals: Mutex::new(HashSet::new()),
             failed: Mutex::new(HashMap::new()),
             source,
@@ -133,7 +155,13 @@ impl Cache {
     }
 
     /// The watermark of `key`: its own, or its assembly's if a whole-assembly write was later.
+    /// A whole-assembly page is superseded by a write to any ward of the assembly.
     fn watermark(&self, key: &CacheKey) -> i64 {
+        if let CacheKey::Blob(b) = key {
+            return assembly_of_page(b)
+                .and_then(|sa| self.assembly_writes.lock().ok()?.get(&sa).copied())
+                .unwrap_or(i64::MIN);
+        }
         let Ok(m) = self.watermarks.lock() else {
             return i64::MIN;
         };
@@ -153,6 +181,12 @@ impl Cache {
         if let Ok(mut m) = self.watermarks.lock() {
             let w = m.entry(key.clone()).or_insert(i64::MIN);
             *w = (*w).max(at_ms);
+        }
+        if let (CacheKey::Ward(w), Ok(mut m)) = (key, self.assembly_writes.lock()) {
+            let latest = m
+                .entry((w.state.clone(), w.assembly.clone()))
+                .or_insert(i64::MIN);
+            *latest = (*latest).max(at_ms);
         }
         match key {
             // A whole-assembly write supersedes every ward of the assembly held here.

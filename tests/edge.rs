@@ -161,13 +161,7 @@ async fn sighup_reload_changes_the_page_cap_under_load_without_failures() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let (mut ok, mut failed) = (0, 0);
-    for l in load {
-        let (o, f) = l.await.unwrap();
-        ok += o;
-        failed += f;
-    }
+    let (ok, failed) = finish_load(&stop, load).await;
     assert!(ok > 10);
     assert_eq!(failed, 0, "no request failed across the reload");
 }
@@ -201,13 +195,7 @@ async fn sigterm_drains_readiness_first_and_fails_no_request() {
     assert_eq!(c.get(&url).send().await.unwrap().status(), 200);
     // The load balancer stops sending within the grace period; the load stops here too.
     tokio::time::sleep(Duration::from_millis(400)).await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let (mut ok, mut failed) = (0, 0);
-    for l in load {
-        let (o, f) = l.await.unwrap();
-        ok += o;
-        failed += f;
-    }
+    let (ok, failed) = finish_load(&stop, load).await;
     assert!(ok > 10);
     assert_eq!(failed, 0);
     // Then the process exits by itself, cleanly.

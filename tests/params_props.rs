@@ -13,27 +13,7 @@ use wardgate::params::{CitizensQuery, Scope, WardKey};
 use wardgate::route::{classify, MasterRoute, Route, CITIZENS_PATH};
 // The contract's formats, written independently of the implementation (shared with fuzz/).
 mod contract;
-use contract::{is_digits, is_number, is_state, upstream_bytes_ok};
-
-fn policies() -> Vec<CitizensConfig> {
-    let d = CitizensConfig::default();
-    vec![
-        d.clone(),
-        CitizensConfig {
-            require_pagination: true,
-            ..d.clone()
-        },
-        CitizensConfig {
-            allow_assembly_wide: true,
-            ..d.clone()
-        },
-        CitizensConfig {
-            require_pagination: true,
-            allow_assembly_wide: true,
-            max_page_size: 7,
-        },
-    ]
-}
+use contract::{is_digits, is_number, is_state, policies, upstream_bytes_ok};
 
 fn pairs(q: &str) -> Vec<(String, String)> {
     form_urlencoded::parse(q.as_bytes())

@@ -58,33 +58,7 @@ fn method_of(b: u8) -> Method {
 
 fn policies() -> &'static [CitizensConfig] {
     static P: OnceLock<Vec<CitizensConfig>> = OnceLock::new();
-    P.get_or_init(|| {
-        let d = CitizensConfig::default();
-        vec![
-            d.clone(),
-            CitizensConfig {
-                require_pagination: true,
-                ..d.clone()
-            },
-            CitizensConfig {
-                allow_assembly_wide: true,
-                ..d.clone()
-            },
-            CitizensConfig {
-                require_pagination: true,
-                allow_assembly_wide: true,
-                max_page_size: 7,
-            },
-            CitizensConfig {
-                max_page_size: 1,
-                ..d.clone()
-            },
-            CitizensConfig {
-                max_page_size: 100_000,
-                ..d
-            },
-        ]
-    })
+    P.get_or_init(contract::policies)
 }
 
 fn raw_values(query: &str, name: &str) -> Vec<String> {

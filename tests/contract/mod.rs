@@ -33,3 +33,34 @@ pub fn upstream_bytes_ok(q: &str) -> bool {
     }
     true
 }
+
+/// The parameter policies every property and fuzz case is checked under: the defaults, each
+/// switch, and page caps at their extremes.
+pub fn policies() -> Vec<wardgate::config::CitizensConfig> {
+    use wardgate::config::CitizensConfig;
+    let d = CitizensConfig::default();
+    vec![
+        d.clone(),
+        CitizensConfig {
+            require_pagination: true,
+            ..d.clone()
+        },
+        CitizensConfig {
+            allow_assembly_wide: true,
+            ..d.clone()
+        },
+        CitizensConfig {
+            require_pagination: true,
+            allow_assembly_wide: true,
+            max_page_size: 7,
+        },
+        CitizensConfig {
+            max_page_size: 1,
+            ..d.clone()
+        },
+        CitizensConfig {
+            max_page_size: 100_000,
+            ..d
+        },
+    ]
+}

@@ -434,3 +434,18 @@ pub async fn fetch_json<T: serde::de::DeserializeOwned>(
 ) -> T {
     c.get(url).send().await.unwrap().json().await.unwrap()
 }
+
+/// Stops the load started with `spawn_load` and sums its (answered 200, failed) counts.
+pub async fn finish_load(
+    stop: &std::sync::atomic::AtomicBool,
+    load: Vec<tokio::task::JoinHandle<(u32, u32)>>,
+) -> (u32, u32) {
+    stop.store(true, Ordering::Relaxed);
+    let (mut ok, mut failed) = (0, 0);
+    for l in load {
+        let (o, f) = l.await.unwrap();
+        ok += o;
+        failed += f;
+    }
+    (ok, failed)
+}

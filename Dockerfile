@@ -8,11 +8,12 @@ ARG RUST_VERSION=1
 FROM rust:${RUST_VERSION}-bookworm AS build
 WORKDIR /src
 COPY . .
+# The product binary only: no default features, so no demo and no sample-backend code in it.
 # Cache mounts keep the registry and target/ between builds; the binary is copied out of the
 # cache before the step ends. --locked: build exactly Cargo.lock.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked --bin wardgate \
+    cargo build --release --locked -p wardgate --no-default-features --bin wardgate \
  && install -D -m 0755 target/release/wardgate /out/wardgate
 
 FROM debian:bookworm-slim AS runtime

@@ -55,7 +55,8 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 # ---------------------------------------------------------------- binary
 BIN="$ROOT/target/release/wardgate"
-if [ ! -x "$BIN" ] || [ -n "$(find "$ROOT/src" "$ROOT/Cargo.toml" "$ROOT/Cargo.lock" -newer "$BIN" -print -quit 2>/dev/null)" ]; then
+SAMPLE="$ROOT/target/release/wardgate-sample"
+if [ ! -x "$BIN" ] || [ ! -x "$SAMPLE" ] || [ -n "$(find "$ROOT/crates" "$ROOT/Cargo.toml" "$ROOT/Cargo.lock" -newer "$BIN" -print -quit 2>/dev/null)" ]; then
   log "cargo build --release"
   (cd "$ROOT" && cargo build --release --quiet)
 fi
@@ -99,12 +100,12 @@ wait_http() { # url [tries]
 # ---------------------------------------------------------------- seed
 log "seed $WARDS wards x $VOTERS voters into $BENCH_DB"
 mysql -uroot -h127.0.0.1 -e "DROP DATABASE IF EXISTS \`$BENCH_DB\`"
-SEED_CMD="$BIN seed --mysql-url $MYSQL_URL --state Karnataka --assembly 150 --wards $WARDS --voters-per-ward $VOTERS"
+SEED_CMD="$SAMPLE seed --mysql-url $MYSQL_URL --state Karnataka --assembly 150 --wards $WARDS --voters-per-ward $VOTERS"
 $SEED_CMD >"$TMP/seed.log" 2>&1
 tail -n1 "$TMP/seed.log" >&2
 
 # ---------------------------------------------------------------- origin + wardgate
-ORIGIN_CMD="$BIN sample-origin --mysql-url $MYSQL_URL --listen 127.0.0.1:$P_ORIGIN"
+ORIGIN_CMD="$SAMPLE serve --mysql-url $MYSQL_URL --listen 127.0.0.1:$P_ORIGIN"
 $ORIGIN_CMD >"$TMP/origin.log" 2>&1 &
 PIDS+=($!); ORIGIN_PID=$!
 wait_http "http://127.0.0.1:$P_ORIGIN/__origin/stats"

@@ -9,12 +9,13 @@ pub mod blob;
 pub mod cache;
 pub mod cli;
 pub mod config;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod gzip;
 pub mod idle;
+pub mod legacy;
 pub mod limit;
 pub mod metrics;
-pub mod origin;
 pub mod params;
 pub mod proxy;
 pub mod replica;
@@ -22,8 +23,8 @@ pub mod respond;
 pub mod route;
 pub mod server;
 pub mod snapshot;
+pub mod time;
 pub mod upstream;
-pub mod voter;
 pub mod warm;
 
 use std::sync::atomic::AtomicBool;

@@ -6,12 +6,10 @@ use bytes::Bytes;
 use mysql_async::Pool;
 use tokio::sync::mpsc;
 
-use crate::origin::master::{
-    AssemblyInfo, DashboardStats, PartyInfo, Setting, StateInfo, WardInfo,
-};
-use crate::origin::memory::MemoryStore;
-use crate::origin::{mysql, OriginError};
+use crate::master::{AssemblyInfo, DashboardStats, PartyInfo, Setting, StateInfo, WardInfo};
+use crate::memory::MemoryStore;
 use crate::voter::{format_datetime_ms, Citizen, CitizenFilter, CITIZEN_COLUMNS};
+use crate::{mysql, OriginError};
 
 /// Most updates one request may carry; an offline volunteer syncs hundreds, not millions.
 pub const MAX_UPDATES_PER_REQUEST: usize = 20_000;
@@ -324,7 +322,7 @@ mod tests {
 
     #[test]
     fn csv_quoting() {
-        let mut c = crate::origin::synth::generate_ward("Karnataka", "150", 1, 1, 7).remove(0);
+        let mut c = crate::synth::generate_ward("Karnataka", "150", 1, 1, 7).remove(0);
         c.address = Some("No. 5, \"Sri Nilaya\"".into());
         c.mobile = None;
         c.voted = true;

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use wardgate::config::{Config, Secret};
-use wardgate::origin::{self, MemoryStore, OriginOptions, Store};
 use wardgate::server::{self, Running};
+use wardgate_sample::{self as origin, MemoryStore, OriginOptions, Store};
 
 pub const STATE: &str = "Karnataka";
 pub const ASSEMBLY: &str = "150";
@@ -368,9 +368,9 @@ pub fn redis_server(port: u16) -> ChildProc {
 
 /// The sample origin as its own process (so it can be killed and restarted) over `mysql_url`.
 pub fn origin_process(mysql_url: &str, port: u16) -> ChildProc {
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_wardgate"))
+    let child = std::process::Command::new(wardgate_test_support::sample_bin())
         .args([
-            "sample-origin",
+            "serve",
             "--mysql-url",
             mysql_url,
             "--listen",
@@ -398,7 +398,7 @@ pub fn no_rate_limits(c: &mut Config) {
 
 /// A pool on a test database whose session clock is UTC (like the origin's).
 pub fn mysql_pool(db: &str) -> mysql_async::Pool {
-    wardgate::origin::mysql::pool(&format!("{MYSQL_ROOT}/{db}")).unwrap()
+    wardgate_sample::mysql::pool(&format!("{MYSQL_ROOT}/{db}")).unwrap()
 }
 
 /// Closed-loop load on `url` until `stop` is set; returns (answered 200, failed).

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use crate::cli::DemoArgs;
 use crate::config::{Config, Secret};
-use crate::origin::{self, MemoryStore, OriginOptions, Store};
 use crate::server;
+use wardgate_sample::{self as origin, MemoryStore, OriginOptions, Store};
 
 const STATE: &str = "Karnataka";
 const ASSEMBLY: &str = "150";

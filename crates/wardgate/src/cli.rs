@@ -27,14 +27,11 @@ pub enum Command {
     Serve(ServeArgs),
     /// Validate the configuration, print the effective config (secrets masked) and exit.
     CheckConfig(ServeArgs),
-    /// Run the sample origin and wardgate over generated in-memory data: nothing to install.
+    /// Run the sample backend and wardgate over generated in-memory data: nothing to install.
+    #[cfg(feature = "demo")]
     Demo(DemoArgs),
-    /// Load deterministic synthetic voters and master data into MariaDB/MySQL.
-    Seed(crate::origin::SeedArgs),
     /// Fill Redis with ward snapshots ahead of time (idempotent, resumable).
     Warm(crate::warm::WarmArgs),
-    /// Serve the legacy API over MariaDB (the stand-in for the Spring Boot backend).
-    SampleOrigin(crate::origin::OriginArgs),
 }
 
 /// `wardgate demo`.

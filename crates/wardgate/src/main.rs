@@ -28,18 +28,10 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => serve(args).await,
             Command::CheckConfig(args) => check_config(&args),
+            #[cfg(feature = "demo")]
             Command::Demo(args) => {
                 init_tracing(LogFormat::Human);
                 wardgate::demo::run(&args).await
-            }
-            Command::Seed(args) => {
-                init_tracing(LogFormat::Human);
-                let r = wardgate::origin::seed(&args).await.map_err(|e| e.to_string())?;
-                println!(
-                    "seeded {} rows ({} wards, {} booths) of {}/{} into `{}` in {:.2}s ({:.0} rows/s)",
-                    r.rows, r.wards, r.booths, r.state, r.assembly, r.database, r.elapsed.as_secs_f64(), r.rows_per_sec
-                );
-                Ok(())
             }
             Command::Warm(args) => {
                 init_tracing(LogFormat::Human);
@@ -56,10 +48,6 @@ fn main() -> ExitCode {
                     return Err(format!("{} ward(s) failed: {}", names.len(), names.join(" ")));
                 }
                 Ok(())
-            }
-            Command::SampleOrigin(args) => {
-                init_tracing(LogFormat::Human);
-                wardgate::origin::run(&args).await.map_err(|e| e.to_string())
             }
         }
     });

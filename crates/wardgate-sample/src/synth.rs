@@ -1,8 +1,6 @@
 //! Deterministic synthetic voters and master data: the same arguments always give the same rows.
 
-use crate::origin::master::{
-    AssemblyInfo, BoothInfo, MasterData, PartyInfo, Setting, StateInfo, WardInfo,
-};
+use crate::master::{AssemblyInfo, BoothInfo, MasterData, PartyInfo, Setting, StateInfo, WardInfo};
 use crate::voter::Citizen;
 
 /// The instant the synthetic data is "as of": 2024-04-26 00:00:00 UTC (a Karnataka polling

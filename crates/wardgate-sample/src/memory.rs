@@ -3,11 +3,11 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use crate::origin::master::{
+use crate::master::{
     AssemblyInfo, DashboardStats, MasterData, PartyInfo, Setting, StateInfo, WardInfo,
 };
-use crate::origin::store::CitizenUpdate;
-use crate::origin::synth;
+use crate::store::CitizenUpdate;
+use crate::synth;
 use crate::voter::{mysql_numeric_prefix, Citizen, CitizenFilter};
 
 /// The comparison key of a VARCHAR under the server's default collation (utf8mb4_general_ci,

@@ -6,11 +6,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use mysql_async::prelude::Queryable;
 
-use crate::origin::memory::MemoryStore;
-use crate::origin::seed::{seed, SeedArgs};
-use crate::origin::server::{serve, OriginOptions};
-use crate::origin::store::{CitizenUpdate, Store};
-use crate::origin::{mysql, synth};
+use crate::memory::MemoryStore;
+use crate::seed::{seed, SeedArgs};
+use crate::server::{serve, OriginOptions};
+use crate::store::{CitizenUpdate, Store};
+use crate::{mysql, synth};
 
 const STATE: &str = "Karnataka";
 
@@ -69,7 +69,7 @@ async fn http_routes_over_memory() {
 
     // A POST with updates answers the read after applying them.
     let id = rows[10]["id"].as_i64().unwrap();
-    let before = crate::origin::now_ms();
+    let before = crate::now_ms();
     let r = client
         .post(format!(
             "http://{addr}{}",

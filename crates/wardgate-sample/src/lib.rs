@@ -1,4 +1,7 @@
-//! The sample origin: a stand-in for the legacy Spring Boot backend, faithful to `shared/legacy-api.md`.
+//! The sample backend: a stand-in for the legacy Spring Boot backend, faithful to the legacy API
+//! contract and to the shapes of real rolls. Used by `wardgate demo`, the tests and the benches;
+//! never part of the proxy's request path.
+#![forbid(unsafe_code)]
 
 pub mod master;
 pub mod memory;
@@ -8,6 +11,7 @@ pub mod seed;
 pub mod server;
 pub mod store;
 pub mod synth;
+pub mod voter;
 
 #[cfg(test)]
 mod tests;
@@ -32,7 +36,7 @@ pub enum OriginError {
     #[error("MySQL: {0}")]
     MySql(#[from] mysql_async::Error),
     #[error("decoding a row: {0}")]
-    Row(#[from] crate::voter::VoterError),
+    Row(#[from] voter::VoterError),
     #[error("decoding a row: {0}")]
     Decode(String),
     #[error("I/O: {0}")]
@@ -43,7 +47,7 @@ pub enum OriginError {
     Task(String),
 }
 
-/// Arguments of `wardgate sample-origin`.
+/// Arguments of `wardgate-sample serve`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct OriginArgs {
     /// MySQL/MariaDB URL of the seeded database.

@@ -18,15 +18,13 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tracing::{debug, error, warn};
 
-use crate::origin::master::{
+use crate::master::{
     assemblies_json, dashboard_json, parties_json, settings_json, states_json, wards_json,
 };
-use crate::origin::params::{
-    parse_assembly_query, CitizensQuery, DashboardQuery, DEFAULT_MAX_PAGE_SIZE,
-};
-use crate::origin::store::{parse_updates, Store};
-use crate::origin::{now_ms, OriginError};
+use crate::params::{parse_assembly_query, CitizensQuery, DashboardQuery, DEFAULT_MAX_PAGE_SIZE};
+use crate::store::{parse_updates, Store};
 use crate::voter::{write_json_array, write_page_json};
+use crate::{now_ms, OriginError};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type OriginBody = BoxBody<Bytes, BoxError>;
@@ -447,10 +445,8 @@ async fn login(req: Request<Incoming>) -> Response<OriginBody> {
     match user {
         Some(user) if has_password => {
             let now = now_ms();
-            let mut rng = crate::origin::synth::SplitMix64::new(crate::origin::synth::seed_of(&[
-                user,
-                &now.to_string(),
-            ]));
+            let mut rng =
+                crate::synth::SplitMix64::new(crate::synth::seed_of(&[user, &now.to_string()]));
             let token = format!(
                 "{:016x}{:016x}{:016x}",
                 rng.next_u64(),

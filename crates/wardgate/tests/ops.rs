@@ -268,7 +268,7 @@ fn check_config_validates_and_masks_secrets() {
         .args([
             "check-config",
             "--config",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/config/wardgate.toml"),
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../../config/wardgate.toml"),
         ])
         .output()
         .unwrap();

@@ -5,12 +5,12 @@ use mysql_async::prelude::{FromRow, Queryable};
 use mysql_async::{from_row_opt, Opts, OptsBuilder, Pool, Row, TxOpts, Value};
 use tokio::sync::mpsc;
 
-use crate::origin::master::{
+use crate::master::{
     AssemblyInfo, BoothInfo, DashboardStats, PartyInfo, Setting, StateInfo, WardInfo,
 };
-use crate::origin::store::{write_csv_row, CitizenUpdate};
-use crate::origin::OriginError;
+use crate::store::{write_csv_row, CitizenUpdate};
 use crate::voter::{citizen_query, datetime_value, Citizen, CitizenFilter, SESSION_SETUP_SQL};
+use crate::OriginError;
 
 /// A pool whose every connection runs in UTC (so `NOW(3)` and DATETIME values mean the same
 /// epoch ms as in the code).

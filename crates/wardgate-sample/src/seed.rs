@@ -8,15 +8,15 @@ use mysql_async::{Conn, Opts, OptsBuilder, Pool, TxOpts, Value};
 use tokio::sync::{mpsc, Mutex};
 use tracing::info;
 
-use crate::origin::master::MasterData;
-use crate::origin::params::{valid_assembly, valid_state};
-use crate::origin::{mysql, synth, OriginError};
+use crate::master::MasterData;
+use crate::params::{valid_assembly, valid_state};
 use crate::voter::{datetime_value, Citizen, CITIZEN_COLUMNS, SCHEMA_SQL};
+use crate::{mysql, synth, OriginError};
 
 /// Default database URL of the demo and tests.
 pub const DEFAULT_MYSQL_URL: &str = "mysql://root@127.0.0.1:3306/wardgate";
 
-/// Arguments of `wardgate seed`.
+/// Arguments of `wardgate-sample seed`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct SeedArgs {
     /// MySQL/MariaDB URL; the database in its path is created if missing.

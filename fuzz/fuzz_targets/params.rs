@@ -81,10 +81,10 @@ fn check_citizens(query: &str, policy: &CitizensConfig) {
             assert!(is_number(&w.ward), "wardNo {:?} accepted", w.ward);
             (&w.state, &w.assembly, w.ward.as_str())
         }
-        Scope::Assembly { state, assembly } => {
+        Scope::Assembly(a) => {
             assert!(policy.allow_assembly_wide, "assembly-wide without the flag");
             assert!(q.page.is_some(), "assembly-wide read without pagination");
-            (state, assembly, "-1")
+            (&a.state, &a.assembly, "-1")
         }
     };
     assert!(is_state(state), "state {state:?} accepted");

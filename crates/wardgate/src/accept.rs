@@ -1,8 +1,6 @@
 //! The accept stage: listeners, TLS, HTTP/1.1 and h2 connections, limits and graceful drain.
 
-use std::io::BufReader;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,69 +9,16 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::Config;
 use crate::proxy::{ConnInfo, Proxy};
+use crate::tls::tls_server_config;
 
 /// Time a client has to complete the TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
-fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let f = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let certs: Vec<_> = rustls_pemfile::certs(&mut BufReader::new(f))
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    if certs.is_empty() {
-        return Err(format!("{}: no PEM certificate found", path.display()));
-    }
-    Ok(certs)
-}
-
-/// The public listener's TLS config: certificate chain and key from PEM, ALPN h2 and http/1.1.
-pub fn tls_server_config(cert: &Path, key: &Path) -> Result<rustls::ServerConfig, String> {
-    let certs = read_certs(cert)?;
-    let f = std::fs::File::open(key).map_err(|e| format!("{}: {e}", key.display()))?;
-    let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut BufReader::new(f))
-        .map_err(|e| format!("{}: {e}", key.display()))?
-        .ok_or_else(|| format!("{}: no PEM private key found", key.display()))?;
-    let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| format!("TLS certificate/key: {e}"))?;
-    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(cfg)
-}
-
-/// The upstream client's TLS config: `upstream_ca` if given, else the system roots.
-pub fn tls_client_config(ca: Option<&Path>) -> Result<rustls::ClientConfig, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    match ca {
-        Some(p) => {
-            for c in read_certs(p)? {
-                roots.add(c).map_err(|e| format!("upstream_ca: {e}"))?;
-            }
-        }
-        None => {
-            let found = rustls_native_certs::load_native_certs();
-            roots.add_parsable_certificates(found.certs);
-        }
-    }
-    Ok(rustls::ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
-}
 
 /// The TLS acceptor in force; swapped on SIGHUP when the certificate files change.
 pub type Tls = Arc<ArcSwapOption<TlsAcceptor>>;

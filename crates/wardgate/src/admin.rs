@@ -13,11 +13,12 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::cache::{now_ms, CacheKey, Entry};
+use crate::body::{full, Body};
+use crate::cache::{CacheKey, Entry};
 use crate::params::WardKey;
 use crate::respond::ApiError;
-use crate::upstream::{full, Body};
-use crate::Shared;
+use crate::shared::Shared;
+use crate::time::EpochMs;
 
 fn json_response(status: StatusCode, v: serde_json::Value) -> Response<Body> {
     let mut r = Response::new(full(v.to_string()));
@@ -90,87 +91,15 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Result<Response<
             StatusCode::OK,
             json!({"status": "alive", "version": crate::respond::VERSION}),
         ),
-        (&Method::GET, "/readyz") => match readiness(&shared).await {
-            Ok(()) => {
-                shared.metrics.ready.set(1);
-                json_response(StatusCode::OK, json!({"status": "ready"}))
-            }
-            Err(why) => {
-                shared.metrics.ready.set(0);
-                json_response(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    json!({"status": "not ready", "reason": why}),
-                )
-            }
-        },
-        (&Method::GET, "/metrics") => {
-            let (bytes, entries) = shared.cache.l1.usage();
-            shared.metrics.l1_bytes.set(bytes as i64);
-            shared.metrics.l1_entries.set(entries as i64);
-            let mut r = Response::new(full(shared.metrics.render()));
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-            );
-            r
-        }
+        (&Method::GET, "/readyz") => ready(&shared).await,
+        (&Method::GET, "/metrics") => metrics(&shared),
         (_, "/admin/snapshots") | (_, "/admin/purge") if !token_ok(&req, &shared) => {
             ApiError::Unauthorized.into_response()
         }
-        (&Method::GET, "/admin/snapshots") => {
-            let now = now_ms();
-            let list: Vec<_> = shared
-                .cache
-                .l1
-                .entries()
-                .into_iter()
-                .map(|(k, e)| {
-                    let (rows, bytes) = match &e {
-                        Entry::Snapshot(s) => (Some(s.rows()), s.gzip_bytes()),
-                        Entry::Blob(b) => (None, b.gzip.len()),
-                    };
-                    json!({"key": k.to_string(), "rows": rows, "bytes": bytes, "age_ms": now - e.built_at_ms(), "tier": "L1"})
-                })
-                .collect();
-            json_response(StatusCode::OK, json!({"snapshots": list}))
-        }
-        (&Method::POST, "/admin/purge") => {
-            let mut state = None;
-            let mut assembly = None;
-            let mut ward = None;
-            for (k, v) in form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()) {
-                match k.as_ref() {
-                    "state" => state = Some(v.into_owned()),
-                    "assemblyNo" => assembly = Some(v.into_owned()),
-                    "wardNo" => ward = Some(v.into_owned()),
-                    _ => {}
-                }
-            }
-            match (state, assembly) {
-                (Some(s), Some(a)) => {
-                    match WardKey::parse(&s, &a, ward.as_deref().unwrap_or("0")) {
-                        Ok(k) => {
-                            let n = shared
-                                .cache
-                                .purge(
-                                    &k.state,
-                                    &k.assembly,
-                                    ward.as_ref().map(|_| k.ward.as_str()),
-                                )
-                                .await;
-                            tracing::info!(state = %k.state, assembly = %k.assembly, ward = ?ward, purged = n, "purge");
-                            json_response(StatusCode::OK, json!({"purged": n}))
-                        }
-                        Err(e) => ApiError::BadParam(e).into_response(),
-                    }
-                }
-                _ => ApiError::BadParam(crate::params::ParamError {
-                    param: "state",
-                    message: "state and assemblyNo are required".into(),
-                })
-                .into_response(),
-            }
-        }
+        (&Method::GET, "/admin/snapshots") => snapshots(&shared),
+        (&Method::POST, "/admin/purge") => purge(&shared, req.uri().query().unwrap_or(""))
+            .await
+            .unwrap_or_else(ApiError::into_response),
         (_, "/admin/snapshots")
         | (_, "/admin/purge")
         | (_, "/healthz")
@@ -179,6 +108,80 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Result<Response<
         _ => ApiError::NotFound.into_response(),
     };
     Ok(resp)
+}
+
+/// `GET /readyz`: 200 when the instance should receive traffic, else 503 with the reason.
+async fn ready(shared: &Shared) -> Response<Body> {
+    match readiness(shared).await {
+        Ok(()) => {
+            shared.metrics.ready.set(1);
+            json_response(StatusCode::OK, json!({"status": "ready"}))
+        }
+        Err(why) => {
+            shared.metrics.ready.set(0);
+            json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"status": "not ready", "reason": why}),
+            )
+        }
+    }
+}
+
+/// `GET /metrics`, in Prometheus text format.
+fn metrics(shared: &Shared) -> Response<Body> {
+    let (bytes, entries) = shared.cache.l1.usage();
+    shared.metrics.l1_bytes.set(bytes as i64);
+    shared.metrics.l1_entries.set(entries as i64);
+    let mut r = Response::new(full(shared.metrics.render()));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    r
+}
+
+/// `GET /admin/snapshots`: what L1 holds.
+fn snapshots(shared: &Shared) -> Response<Body> {
+    let now = EpochMs::now();
+    let list: Vec<_> = shared
+        .cache
+        .l1
+        .entries()
+        .into_iter()
+        .map(|(k, e)| {
+            let (rows, bytes) = match &e {
+                Entry::Snapshot(s) => (Some(s.rows()), s.gzip_bytes()),
+                Entry::Blob(b) => (None, b.gzip.len()),
+            };
+            let age_ms = now.0 - e.built_at().0;
+            json!({"key": k.to_string(), "rows": rows, "bytes": bytes, "age_ms": age_ms, "tier": "L1"})
+        })
+        .collect();
+    json_response(StatusCode::OK, json!({"snapshots": list}))
+}
+
+/// `POST /admin/purge?state=&assemblyNo=[&wardNo=]`: drops the copies of a ward or an assembly.
+async fn purge(shared: &Shared, query: &str) -> Result<Response<Body>, ApiError> {
+    let (mut state, mut assembly, mut ward) = (None, None, None);
+    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+        match k.as_ref() {
+            "state" => state = Some(v.into_owned()),
+            "assemblyNo" => assembly = Some(v.into_owned()),
+            "wardNo" => ward = Some(v.into_owned()),
+            _ => {}
+        }
+    }
+    let (Some(s), Some(a)) = (state, assembly) else {
+        return Err(ApiError::BadParam(crate::params::ParamError {
+            param: "state",
+            message: "state and assemblyNo are required".into(),
+        }));
+    };
+    let k = WardKey::parse(&s, &a, ward.as_deref().unwrap_or("0"))?;
+    let only = ward.as_ref().map(|_| k.ward.as_str());
+    let n = shared.cache.purge(&k.assembly_key(), only).await;
+    tracing::info!(state = %k.state, assembly = %k.assembly, ward = ?ward, purged = n, "purge");
+    Ok(json_response(StatusCode::OK, json!({"purged": n})))
 }
 
 /// Serves the admin port until `stop` fires. It stays up during the drain so probes see 503.

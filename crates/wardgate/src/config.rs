@@ -907,3 +907,4 @@ mod tests {
         assert!(out.contains("replica:3306"), "{out}");
     }
 }
+

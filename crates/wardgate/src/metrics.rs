@@ -9,39 +9,12 @@ use prometheus_client::registry::Registry;
 
 use crate::route::RouteClass;
 
-/// What the cache did for a request (`X-Cache` and the `cache` label).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, EncodeLabelValue)]
-#[allow(clippy::upper_case_acronyms)]
-pub enum CacheStatus {
-    /// Served from L1 or L2 within max age.
-    HIT,
-    /// Built (or joined a build) because nothing usable was cached.
-    MISS,
-    /// Served past max age: being renewed, or the upstream is failing.
-    STALE,
-    /// Not cacheable: forwarded to the upstream.
-    PASS,
-    /// Answered by wardgate itself without the cache (errors, rate limits).
-    NONE,
-}
-
-impl CacheStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CacheStatus::HIT => "HIT",
-            CacheStatus::MISS => "MISS",
-            CacheStatus::STALE => "STALE",
-            CacheStatus::PASS => "PASS",
-            CacheStatus::NONE => "NONE",
-        }
-    }
-}
-
 #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct RequestLabels {
     pub route_class: RouteClass,
     pub status: u16,
-    pub cache: CacheStatus,
+    /// `cache::CacheStatus::as_str`.
+    pub cache: &'static str,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]

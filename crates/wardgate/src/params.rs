@@ -53,18 +53,25 @@ impl WardKey {
 }
 
 impl WardKey {
-    /// The key standing for every ward of this ward's assembly (empty `ward`): the target of
-    /// watermarks raised by whole-assembly writes. Never built or cached itself.
-    pub fn assembly_scope(&self) -> WardKey {
-        WardKey {
+    /// The assembly this ward belongs to.
+    pub fn assembly_key(&self) -> AssemblyKey {
+        AssemblyKey {
             state: self.state.clone(),
             assembly: self.assembly.clone(),
-            ward: String::new(),
         }
     }
+}
 
-    pub fn is_assembly_scope(&self) -> bool {
-        self.ward.is_empty()
+/// An assembly constituency of a state: what `wardNo=-1` asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AssemblyKey {
+    pub state: String,
+    pub assembly: String,
+}
+
+impl std::fmt::Display for AssemblyKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.state, self.assembly)
     }
 }
 
@@ -80,7 +87,7 @@ pub enum Scope {
     /// One ward, served from its snapshot.
     Ward(WardKey),
     /// `wardNo=-1`: the whole assembly (only with `allow_assembly_wide`, always paginated).
-    Assembly { state: String, assembly: String },
+    Assembly(AssemblyKey),
 }
 
 /// A set of booth numbers, sorted and deduplicated (the SQL `IN (...)` has set semantics).
@@ -126,7 +133,9 @@ impl CitizensQuery {
         )?;
 
         let scope = match raw.get("wardNo") {
-            Some("-1") | None if policy.allow_assembly_wide => Scope::Assembly { state, assembly },
+            Some("-1") | None if policy.allow_assembly_wide => {
+                Scope::Assembly(AssemblyKey { state, assembly })
+            }
             None => return Err(bad("wardNo", "is required")),
             Some("-1") => {
                 return Err(bad(
@@ -182,7 +191,7 @@ impl CitizensQuery {
                     ),
                 ));
             }
-            if matches!(scope, Scope::Assembly { .. }) {
+            if matches!(scope, Scope::Assembly(_)) {
                 return Err(bad(
                     "page",
                     "whole-assembly reads (wardNo=-1) must be paginated: add page and size",
@@ -208,7 +217,7 @@ impl CitizensQuery {
     pub fn ward(&self) -> Option<&WardKey> {
         match &self.scope {
             Scope::Ward(w) => Some(w),
-            Scope::Assembly { .. } => None,
+            Scope::Assembly(_) => None,
         }
     }
 
@@ -224,7 +233,7 @@ impl CitizensQuery {
     pub fn to_upstream_query(&self) -> String {
         let (state, assembly, ward) = match &self.scope {
             Scope::Ward(w) => (&w.state, &w.assembly, w.ward.as_str()),
-            Scope::Assembly { state, assembly } => (state, assembly, "-1"),
+            Scope::Assembly(a) => (&a.state, &a.assembly, "-1"),
         };
         let mut q = form_urlencoded::Serializer::new(String::new());
         q.append_pair("state", state)

@@ -27,14 +27,16 @@ use http::{Method, Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use crate::cache::{CacheError, CacheKey, Entry};
+use crate::body::{full, Body};
+use crate::cache::{CacheError, CacheStatus, WriteScope};
+use crate::config::Live;
 use crate::limit::{self, Limiter};
-use crate::metrics::{CacheStatus, ClassLabels, Metrics, RequestLabels};
-use crate::params::{CitizensQuery, Scope, WardKey};
+use crate::metrics::{ClassLabels, Metrics, RequestLabels};
+use crate::params::{CitizensQuery, Scope};
 use crate::respond::{self, ApiError};
 use crate::route::{self, Route, RouteClass, CITIZENS_PATH};
-use crate::upstream::{Body, Upstream, UpstreamError};
-use crate::{Live, Shared};
+use crate::shared::Shared;
+use crate::upstream::{self as up, Upstream, UpstreamError};
 
 /// How a connection reached wardgate.
 #[derive(Clone, Copy, Debug)]
@@ -136,11 +138,7 @@ impl Proxy {
             Route::Citizens => self.citizens(req, class, ip, conn, trace).await,
             Route::Master(m, key) => {
                 let max_age = m.max_age(&cfg.cache.master_max_age);
-                (
-                    class,
-                    self.cached_blob(CacheKey::Blob(key), max_age, req.headers())
-                        .await,
-                )
+                (class, self.cached_blob(key, max_age, req.headers()).await)
             }
             Route::Passthrough => (class, self.pass_through(req, ip, conn, trace).await),
             Route::Preflight => {
@@ -216,22 +214,14 @@ impl Proxy {
                 let found = self
                     .shared
                     .cache
-                    .get(&CacheKey::Ward(w.clone()), max_age)
+                    .ward(w, max_age)
                     .await
                     .map_err(cache_error)?;
-                match found.entry {
-                    Entry::Snapshot(s) => {
-                        Ok(respond::snapshot_answer(s, &q, headers, found.status).await)
-                    }
-                    Entry::Blob(_) => Err(ApiError::Unavailable {
-                        reason: "cache entry of the wrong kind".into(),
-                        retry_after: Duration::from_secs(1),
-                    }),
-                }
+                Ok(respond::snapshot_answer(found.value, &q, headers, found.status).await)
             }
             // Whole-assembly pages are rare and bounded: cached as blobs of the upstream's answer.
-            Scope::Assembly { .. } => {
-                let key = CacheKey::Blob(format!("{CITIZENS_PATH}?{}", q.to_upstream_query()));
+            Scope::Assembly(_) => {
+                let key = format!("{CITIZENS_PATH}?{}", q.to_upstream_query());
                 self.cached_blob(key, max_age, headers).await
             }
         }
@@ -239,23 +229,17 @@ impl Proxy {
 
     async fn cached_blob(
         &self,
-        key: CacheKey,
+        key: String,
         max_age: Duration,
         headers: &http::HeaderMap,
     ) -> Answer {
         let found = self
             .shared
             .cache
-            .get(&key, max_age)
+            .blob(key, max_age)
             .await
             .map_err(cache_error)?;
-        match found.entry {
-            Entry::Blob(b) => Ok(respond::blob_answer(&b, headers, found.status)),
-            Entry::Snapshot(_) => Err(ApiError::Unavailable {
-                reason: "cache entry of the wrong kind".into(),
-                retry_after: Duration::from_secs(1),
-            }),
-        }
+        Ok(respond::blob_answer(&found.value, headers, found.status))
     }
 
     /// A sync POST with changes: validated, forwarded with the re-encoded query, and answered
@@ -272,10 +256,10 @@ impl Proxy {
         validate_sync_body(&body)?;
         let pq = format!("{CITIZENS_PATH}?{}", q.to_upstream_query());
         let mut headers = parts.headers;
-        crate::upstream::strip_hop_by_hop(&mut headers);
+        up::strip_hop_by_hop(&mut headers);
         headers.remove(header::HOST);
         headers.remove(header::CONTENT_LENGTH);
-        crate::upstream::add_forwarded(&mut headers, ip, if conn.tls { "https" } else { "http" });
+        up::add_forwarded(&mut headers, ip, if conn.tls { "https" } else { "http" });
         headers.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
@@ -287,7 +271,7 @@ impl Proxy {
         let mut attempt = 0;
         let resp = loop {
             attempt += 1;
-            let mut req = Request::new(crate::upstream::full(body.clone()));
+            let mut req = Request::new(full(body.clone()));
             *req.method_mut() = Method::POST;
             *req.uri_mut() = self.upstream().uri(&pq).map_err(ApiError::Upstream)?;
             *req.headers_mut() = headers.clone();
@@ -305,21 +289,12 @@ impl Proxy {
             // Before the client hears "ok": from here on no copy older than this write is
             // served, here or (through Redis) on any instance. A whole-assembly write (its rows'
             // wards are unknown) supersedes every ward of the assembly.
-            let key = match &q.scope {
-                Scope::Ward(w) => w.clone(),
-                Scope::Assembly { state, assembly } => WardKey {
-                    state: state.clone(),
-                    assembly: assembly.clone(),
-                    ward: String::new(),
-                },
+            let scope = match &q.scope {
+                Scope::Ward(w) => WriteScope::Ward(w.clone()),
+                Scope::Assembly(a) => WriteScope::Assembly(a.clone()),
             };
-            self.shared
-                .cache
-                .after_write(
-                    CacheKey::Ward(key),
-                    self.live().load().cache.snapshot_max_age.0,
-                )
-                .await;
+            let max_age = self.live().load().cache.snapshot_max_age.0;
+            self.shared.cache.after_write(scope, max_age).await;
         }
         Ok(relay(resp))
     }
@@ -341,9 +316,9 @@ impl Proxy {
             .to_string();
         parts.uri = self.upstream().uri(&pq).map_err(ApiError::Upstream)?;
         parts.version = http::Version::HTTP_11;
-        crate::upstream::strip_hop_by_hop(&mut parts.headers);
+        up::strip_hop_by_hop(&mut parts.headers);
         parts.headers.remove(header::HOST);
-        crate::upstream::add_forwarded(
+        up::add_forwarded(
             &mut parts.headers,
             ip,
             if conn.tls { "https" } else { "http" },
@@ -358,19 +333,13 @@ impl Proxy {
     /// 8. Count and log.
     fn finish(&self, class: RouteClass, resp: &Response<Body>, trace: &Trace) {
         let elapsed = trace.start.elapsed();
-        let cache = match resp.headers().get("x-cache").and_then(|v| v.to_str().ok()) {
-            Some("HIT") => CacheStatus::HIT,
-            Some("MISS") => CacheStatus::MISS,
-            Some("STALE") => CacheStatus::STALE,
-            Some("PASS") => CacheStatus::PASS,
-            _ => CacheStatus::NONE,
-        };
+        let cache = respond::cache_status(resp);
         let m = self.metrics();
         m.requests
             .get_or_create(&RequestLabels {
                 route_class: class,
                 status: resp.status().as_u16(),
-                cache,
+                cache: cache.as_str(),
             })
             .inc();
         m.request_duration
@@ -419,30 +388,17 @@ fn cache_error(e: CacheError) -> ApiError {
             reason,
             retry_after: Duration::from_secs(5),
         },
-        CacheError::Upstream(e) => match &*e {
-            UpstreamError::Status {
-                status,
-                content_type,
-                body,
-            } => ApiError::Upstream(UpstreamError::Status {
-                status: *status,
-                content_type: content_type.clone(),
-                body: body.clone(),
-            }),
-            other => ApiError::Unavailable {
-                reason: other.to_string(),
-                retry_after: Duration::from_secs(5),
-            },
-        },
+        CacheError::Upstream(e) => ApiError::Upstream(e),
     }
 }
 
 /// The upstream's response, relayed: hop-by-hop headers removed, stamped `PASS`.
 fn relay(resp: Response<Body>) -> Response<Body> {
     let (mut parts, body) = resp.into_parts();
-    crate::upstream::strip_hop_by_hop(&mut parts.headers);
-    respond::stamp(&mut parts.headers, CacheStatus::PASS);
-    Response::from_parts(parts, body)
+    up::strip_hop_by_hop(&mut parts.headers);
+    let mut resp = Response::from_parts(parts, body);
+    respond::stamp(&mut resp, CacheStatus::PASS);
+    resp
 }
 
 /// Whether a citizens request may carry changes (so it counts against the writes quota).

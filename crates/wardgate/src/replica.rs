@@ -1,4 +1,4 @@
-//! Builds ward snapshots straight from the MySQL read replica, rows streamed.
+//! The read replica: ward snapshots built straight from MySQL rows, streamed.
 //!
 //! Rows flow from the replica's result stream through a bounded channel into a builder on a
 //! blocking thread, which compresses each chunk as it closes: memory stays bounded by one ward
@@ -8,63 +8,98 @@ use futures_util::StreamExt;
 use mysql_async::prelude::Queryable;
 use mysql_async::{OptsBuilder, Pool, Row, Value};
 
-use crate::legacy::RowWriter;
+use crate::gate::Permit;
+use crate::legacy::{RowError, RowWriter};
 use crate::params::WardKey;
-use crate::snapshot::{Snapshot, SnapshotBuilder};
-use crate::upstream::UpstreamError;
-
-/// A pool whose connections read `DATETIME` as UTC, so `modifieddate` round-trips as epoch ms.
-pub fn pool(url: &str) -> Result<Pool, mysql_async::Error> {
-    let opts = mysql_async::Opts::from_url(url).map_err(mysql_async::Error::from)?;
-    Ok(Pool::new(
-        OptsBuilder::from_opts(opts).setup(vec!["SET time_zone = '+00:00'"]),
-    ))
-}
-
-fn replica_err(e: impl std::fmt::Display) -> UpstreamError {
-    UpstreamError::Replica(e.to_string())
-}
+use crate::snapshot::{Snapshot, SnapshotBuilder, SnapshotError};
+use crate::time::EpochMs;
 
 /// The query the backend runs for a whole ward, in its row order.
 const WARD_SQL: &str =
     "SELECT * FROM citizen WHERE state = ? AND assembly_no = ? AND ward_no = ? ORDER BY srno + 0, id";
 
-/// Reads one ward with the reference query and builds its snapshot.
-pub async fn build_ward(
-    pool: &Pool,
-    w: &WardKey,
-    built_at: i64,
-) -> Result<Snapshot, UpstreamError> {
-    let mut conn = pool.get_conn().await.map_err(replica_err)?;
-    let params = vec![
-        Value::from(w.state.as_str()),
-        Value::from(w.assembly.as_str()),
-        Value::from(w.ward.as_str()),
-    ];
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Row>(1024);
-    let mut result = conn
-        .exec_iter(WARD_SQL, params)
-        .await
-        .map_err(replica_err)?;
-    let writer = RowWriter::new(&result.columns().unwrap_or_default()).map_err(replica_err)?;
-    let key = w.clone();
-    let builder = tokio::task::spawn_blocking(move || {
-        let mut b = SnapshotBuilder::new(key);
-        let mut buf = Vec::with_capacity(512);
-        while let Some(row) = rx.blocking_recv() {
-            buf.clear();
-            let facts = writer.write(row, &mut buf).map_err(replica_err)?;
-            b.push_row(&buf, &facts.booth_no, facts.modified.0)?;
-        }
-        Ok::<_, UpstreamError>(b.finish(built_at))
-    });
-    if let Some(mut rows) = result.stream::<Row>().await.map_err(replica_err)? {
-        while let Some(row) = rows.next().await {
-            if tx.send(row.map_err(replica_err)?).await.is_err() {
-                break; // the builder failed; its error is reported below
+/// Why a ward could not be built from the replica.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicaError {
+    #[error("read replica: {0}")]
+    MySql(#[from] mysql_async::Error),
+    #[error("read replica row: {0}")]
+    Row(#[from] RowError),
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+    #[error("read replica: the builder task failed: {0}")]
+    Task(String),
+}
+
+/// A pool of replica connections whose `DATETIME`s read as UTC, so `modifieddate` round-trips
+/// as epoch ms.
+pub struct Replica {
+    pool: Pool,
+}
+
+impl Replica {
+    pub fn new(url: &str) -> Result<Replica, mysql_async::Error> {
+        let opts = mysql_async::Opts::from_url(url).map_err(mysql_async::Error::from)?;
+        let opts = OptsBuilder::from_opts(opts).setup(vec!["SET time_zone = '+00:00'"]);
+        Ok(Replica {
+            pool: Pool::new(opts),
+        })
+    }
+
+    /// Every ward of an assembly the replica holds (what `warm` builds when no wards are named).
+    pub async fn wards(&self, state: &str, assembly: &str) -> Result<Vec<String>, ReplicaError> {
+        let mut c = self.pool.get_conn().await?;
+        let sql = "SELECT DISTINCT ward_no FROM citizen WHERE state = ? AND assembly_no = ? ORDER BY ward_no + 0";
+        Ok(c.exec(sql, (state, assembly)).await?)
+    }
+
+    /// Reads one ward with the backend's query and builds its snapshot, under a gate permit.
+    pub async fn build_ward(
+        &self,
+        w: &WardKey,
+        built_at: EpochMs,
+        _permit: &Permit,
+    ) -> Result<Snapshot, ReplicaError> {
+        let mut conn = self.pool.get_conn().await?;
+        let params = vec![
+            Value::from(w.state.as_str()),
+            Value::from(w.assembly.as_str()),
+            Value::from(w.ward.as_str()),
+        ];
+        let mut result = conn.exec_iter(WARD_SQL, params).await?;
+        let writer = RowWriter::new(&result.columns().unwrap_or_default())?;
+        let (tx, rx) = tokio::sync::mpsc::channel::<Row>(1024);
+        let builder = tokio::task::spawn_blocking({
+            let key = w.clone();
+            move || build_from_rows(key, writer, rx, built_at)
+        });
+        if let Some(mut rows) = result.stream::<Row>().await? {
+            while let Some(row) = rows.next().await {
+                if tx.send(row?).await.is_err() {
+                    break; // the builder failed; its error is reported below
+                }
             }
         }
+        drop(tx);
+        builder
+            .await
+            .map_err(|e| ReplicaError::Task(e.to_string()))?
     }
-    drop(tx);
-    builder.await.map_err(replica_err)?
+}
+
+/// The blocking half of a build: each row written as the backend writes it, then chunked.
+fn build_from_rows(
+    key: WardKey,
+    writer: RowWriter,
+    mut rx: tokio::sync::mpsc::Receiver<Row>,
+    built_at: EpochMs,
+) -> Result<Snapshot, ReplicaError> {
+    let mut b = SnapshotBuilder::new(key);
+    let mut buf = Vec::with_capacity(512);
+    while let Some(row) = rx.blocking_recv() {
+        buf.clear();
+        let facts = writer.write(row, &mut buf)?;
+        b.push_row(&buf, &facts.booth_no, facts.modified.0)?;
+    }
+    Ok(b.finish(built_at.0))
 }

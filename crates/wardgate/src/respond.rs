@@ -12,11 +12,12 @@ use http_body_util::{BodyExt, StreamBody};
 use serde_json::json;
 
 use crate::blob::Blob;
+use crate::body::{empty, full, Body, BoxError};
+use crate::cache::CacheStatus;
 use crate::gzip::Assembler;
-use crate::metrics::CacheStatus;
 use crate::params::{CitizensQuery, ParamError};
 use crate::snapshot::{Picked, Selection, Snapshot};
-use crate::upstream::{full, Body, BoxError, UpstreamError};
+use crate::upstream::UpstreamError;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 const X_CACHE: &str = "x-cache";
@@ -153,7 +154,7 @@ impl ApiError {
             HeaderValue::from_static("application/json"),
         );
         h.extend(extra);
-        stamp(h, CacheStatus::NONE);
+        stamp(&mut resp, CacheStatus::NONE);
         resp
     }
 }
@@ -164,10 +165,21 @@ fn put(h: &mut HeaderMap, name: &'static str, value: &str) {
     }
 }
 
-/// Headers every response carries: the cache result and the version (canaries are told apart).
-pub fn stamp(h: &mut HeaderMap, cache: CacheStatus) {
+/// What every response carries: the cache result (as `X-Cache`, and as a typed extension
+/// that the access log and metrics read) and the version (canaries are told apart).
+pub fn stamp<B>(resp: &mut Response<B>, cache: CacheStatus) {
+    let h = resp.headers_mut();
     h.insert(X_CACHE, HeaderValue::from_static(cache.as_str()));
     h.insert(X_VERSION, HeaderValue::from_static(VERSION));
+    resp.extensions_mut().insert(cache);
+}
+
+/// The cache result `stamp` recorded on a response.
+pub fn cache_status<B>(resp: &Response<B>) -> CacheStatus {
+    resp.extensions()
+        .get::<CacheStatus>()
+        .copied()
+        .unwrap_or(CacheStatus::NONE)
 }
 
 /// Whether the client accepts gzip (`Accept-Encoding`, honouring `q=0`).
@@ -250,11 +262,7 @@ fn cached_response(
 ) -> Response<Body> {
     let fresh = not_modified(req, &rep.etag);
     let (parts, len) = if fresh { (Vec::new(), 0) } else { body() };
-    let mut resp = Response::new(if fresh {
-        crate::upstream::empty()
-    } else {
-        parts_body(parts)
-    });
+    let mut resp = Response::new(if fresh { empty() } else { parts_body(parts) });
     if fresh {
         *resp.status_mut() = StatusCode::NOT_MODIFIED;
     }
@@ -272,7 +280,7 @@ fn cached_response(
             h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
         }
     }
-    stamp(h, cache);
+    stamp(&mut resp, cache);
     resp
 }
 

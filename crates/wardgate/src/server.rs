@@ -3,21 +3,22 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::cache::l2::L2;
-use crate::cache::{Cache, CacheKey};
-use crate::config::Config;
+use crate::cache::{Builder, Cache};
+use crate::config::{Config, Live};
 use crate::limit::Limiter;
 use crate::metrics::Metrics;
 use crate::params::WardKey;
 use crate::proxy::Proxy;
+use crate::replica::Replica;
+use crate::shared::Shared;
 use crate::upstream::Upstream;
-use crate::{accept, admin, Live, Shared};
+use crate::{accept, admin};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -95,15 +96,16 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         ),
         None => None,
     };
-    let cache = Cache::new(l2.clone(), upstream.clone(), live.clone(), metrics.clone());
+    let replica = match &cfg.mysql_url {
+        Some(url) => Some(
+            Replica::new(url.expose()).map_err(|e| StartError::Setup(format!("mysql_url: {e}")))?,
+        ),
+        None => None,
+    };
+    let builder = Builder::new(upstream.clone(), replica, live.clone(), metrics.clone());
+    let cache = Cache::new(l2.clone(), builder, live.clone(), metrics.clone());
     if let (Some(l2), Some(url)) = (&l2, &cfg.redis_url) {
-        let weak = Arc::downgrade(&cache);
-        l2.subscribe(url.expose(), move |key, at| {
-            if let Some(c) = weak.upgrade() {
-                c.raise_watermark(&key, at);
-            }
-        });
-        spawn_watermark_recheck(Arc::downgrade(&cache), l2.clone());
+        cache.follow_watermarks(l2, url.expose());
     }
     let targets = match &cfg.ready.warm_targets {
         Some(p) => read_ward_targets(p).map_err(StartError::Setup)?,
@@ -162,39 +164,6 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         stop,
         tasks,
     })
-}
-
-/// Pub/sub can lose messages (a reconnect, say): every few seconds the watermarks of the wards
-/// held in L1 are re-read from Redis, bounding how long a missed write can go unnoticed.
-fn spawn_watermark_recheck(cache: std::sync::Weak<Cache>, l2: Arc<L2>) {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(5));
-        loop {
-            tick.tick().await;
-            let Some(cache) = cache.upgrade() else { return };
-            let held = cache.ward_keys();
-            // The wards held, and the assemblies they belong to (whole-assembly writes).
-            let mut keys: Vec<CacheKey> = held.iter().map(|(k, _)| k.clone()).collect();
-            let mut scopes: Vec<CacheKey> = held
-                .iter()
-                .filter_map(|(k, _)| match k {
-                    CacheKey::Ward(w) => Some(CacheKey::Ward(w.assembly_scope())),
-                    CacheKey::Blob(_) => None,
-                })
-                .collect();
-            scopes.sort_by_key(|k| k.to_string());
-            scopes.dedup();
-            keys.extend(scopes);
-            for batch in keys.chunks(500) {
-                let keys: Vec<CacheKey> = batch.to_vec();
-                for (k, wm) in keys.iter().zip(l2.watermarks(&keys).await) {
-                    if let Some(at) = wm {
-                        cache.raise_watermark(k, at);
-                    }
-                }
-            }
-        }
-    });
 }
 
 impl Running {

@@ -1,12 +1,10 @@
-//! The upstream stage: the pooled client to the legacy backend, its concurrency gate, and the
-//! builders that turn its answers (or the read replica's rows) into snapshots and blobs.
+//! The upstream: the pooled HTTP client to the legacy backend, behind the gate.
 //!
-//! **Invariant:** only this module (and `replica`, which it calls) opens backend connections,
-//! and every backend request passes the gate: the backend never sees more than
+//! **Invariant:** only this module and `replica` open backend connections, and each of their
+//! requests holds a [`Permit`] of the one [`Gate`]: the backend never sees more than
 //! `limits.upstream_max_inflight` concurrent requests from one instance.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -16,37 +14,20 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, Scheme};
 use http::{Method, Request, Response, StatusCode, Uri};
 use http_body::{Body as HttpBody, Frame};
-use http_body_util::{BodyExt, Empty, Full};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::blob::Blob;
-use crate::cache::{now_ms, CacheKey, Entry};
-use crate::config::Config;
+use crate::body::{collect, empty, Body, BodyError, BoxError};
+use crate::config::{Config, Live};
+use crate::gate::{Gate, Permit};
 use crate::metrics::{Metrics, Outcome, OutcomeLabels};
-use crate::params::{CitizensQuery, Scope, WardKey};
-use crate::route::CITIZENS_PATH;
-use crate::snapshot::{Snapshot, SnapshotError};
-use crate::Live;
-
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-/// The body type of every request and response wardgate handles.
-pub type Body = http_body_util::combinators::BoxBody<Bytes, BoxError>;
 
 /// Largest upstream answer wardgate buffers to build a snapshot or blob (a ward is ~4 MB).
-const MAX_BUILD_BYTES: usize = 256 << 20;
-
-pub fn full(b: impl Into<Bytes>) -> Body {
-    Full::new(b.into()).map_err(|e| match e {}).boxed()
-}
-
-pub fn empty() -> Body {
-    Empty::new().map_err(|e| match e {}).boxed()
-}
+pub const MAX_BUILD_BYTES: usize = 256 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
@@ -67,49 +48,36 @@ pub enum UpstreamError {
     },
     #[error("the upstream answer exceeds {0} bytes")]
     TooLarge(usize),
-    #[error(transparent)]
-    Snapshot(#[from] SnapshotError),
-    #[error("read replica: {0}")]
-    Replica(String),
 }
 
-/// Bounds concurrent upstream requests and the queue in front of them.
-struct Gate {
-    permits: Arc<Semaphore>,
-    size: AtomicUsize,
-    queued: AtomicUsize,
+impl From<BodyError> for UpstreamError {
+    fn from(e: BodyError) -> Self {
+        match e {
+            BodyError::TooLarge(n) => UpstreamError::TooLarge(n),
+            BodyError::Timeout(t) => UpstreamError::Timeout(t),
+            BodyError::Failed(m) => UpstreamError::Failed(m),
+        }
+    }
 }
 
-impl Gate {
-    fn new(n: usize) -> Gate {
-        Gate {
-            permits: Arc::new(Semaphore::new(n)),
-            size: AtomicUsize::new(n),
-            queued: AtomicUsize::new(0),
-        }
-    }
+/// A buffered answer of the upstream.
+pub struct Fetched {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
 
-    /// Follows a reloaded cap: adds permits, or retires free ones (busy ones retire as they end).
-    fn resize(&self, n: usize) {
-        let old = self.size.swap(n, Ordering::SeqCst);
-        if n > old {
-            self.permits.add_permits(n - old);
-        } else if n < old {
-            self.permits.forget_permits(old - n);
+impl Fetched {
+    /// The answer if it is a 200; any other status as the error that relays it.
+    pub fn ok(self) -> Result<Fetched, UpstreamError> {
+        if self.status == StatusCode::OK {
+            return Ok(self);
         }
-    }
-
-    async fn enter(&self, max_queued: usize) -> Result<OwnedSemaphorePermit, UpstreamError> {
-        if let Ok(p) = self.permits.clone().try_acquire_owned() {
-            return Ok(p);
-        }
-        if self.queued.fetch_add(1, Ordering::SeqCst) >= max_queued {
-            self.queued.fetch_sub(1, Ordering::SeqCst);
-            return Err(UpstreamError::Shed);
-        }
-        let p = self.permits.clone().acquire_owned().await;
-        self.queued.fetch_sub(1, Ordering::SeqCst);
-        p.map_err(|_| UpstreamError::Shed)
+        Err(UpstreamError::Status {
+            status: self.status,
+            content_type: self.headers.get(header::CONTENT_TYPE).cloned(),
+            body: self.body,
+        })
     }
 }
 
@@ -119,7 +87,7 @@ pin_project_lite::pin_project! {
     struct Permitted {
         #[pin]
         inner: Incoming,
-        permit: Option<OwnedSemaphorePermit>,
+        permit: Option<Permit>,
     }
 }
 
@@ -154,8 +122,7 @@ pub struct Upstream {
     authority: Authority,
     /// Path prefix of the upstream URL (`http://backend/app` → `/app`), without trailing `/`.
     prefix: String,
-    gate: Gate,
-    replica: Option<mysql_async::Pool>,
+    gate: Arc<Gate>,
     live: Live,
     metrics: Arc<Metrics>,
 }
@@ -172,7 +139,7 @@ impl Upstream {
         http.set_nodelay(true);
         http.set_connect_timeout(Some(cfg.limits.upstream_connect_timeout.0));
         http.set_keepalive(Some(Duration::from_secs(60)));
-        let tls = crate::accept::tls_client_config(cfg.upstream_ca.as_deref())?;
+        let tls = crate::tls::tls_client_config(cfg.upstream_ca.as_deref())?;
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()
@@ -183,22 +150,20 @@ impl Upstream {
             .pool_max_idle_per_host(cfg.limits.upstream_max_inflight as usize)
             .build(https);
 
-        let replica = match &cfg.mysql_url {
-            Some(url) => {
-                Some(crate::replica::pool(url.expose()).map_err(|e| format!("mysql_url: {e}"))?)
-            }
-            None => None,
-        };
         Ok(Upstream {
             client,
             scheme,
             authority,
             prefix,
-            gate: Gate::new(cfg.limits.upstream_max_inflight as usize),
-            replica,
+            gate: Arc::new(Gate::new(cfg.limits.upstream_max_inflight as usize)),
             live,
             metrics,
         })
+    }
+
+    /// The gate in front of the backend, shared with the replica's builds.
+    pub fn gate(&self) -> &Arc<Gate> {
+        &self.gate
     }
 
     /// Applies reloadable limits.
@@ -216,189 +181,87 @@ impl Upstream {
             .map_err(|e| UpstreamError::Failed(format!("bad upstream URI: {e}")))
     }
 
-    fn outcome(&self, o: Outcome) {
+    pub fn outcome(&self, o: Outcome) {
         self.metrics
             .upstream_requests
             .get_or_create(&OutcomeLabels { outcome: o })
             .inc();
     }
 
-    /// Sends one request through the gate, with the response-head timeout.
+    /// Sends one request through the gate, with the response-head timeout (writes and
+    /// pass-through; builds enter the gate themselves, see `cache::build`).
     pub async fn send(&self, req: Request<Body>) -> Result<Response<Body>, UpstreamError> {
-        let cfg = self.live.load();
-        let permit = match self
-            .gate
-            .enter(cfg.limits.max_queued_upstream as usize)
-            .await
-        {
-            Ok(p) => p,
-            Err(e) => {
-                self.outcome(Outcome::shed);
-                return Err(e);
-            }
-        };
-        let t = cfg.limits.upstream_timeout.0;
+        let max_queued = self.live.load().limits.max_queued_upstream as usize;
+        let permit = self.gate.enter(max_queued).await.map_err(|_| {
+            self.outcome(Outcome::shed);
+            UpstreamError::Shed
+        })?;
+        self.send_permitted(req, permit).await
+    }
+
+    async fn send_permitted(
+        &self,
+        req: Request<Body>,
+        permit: Permit,
+    ) -> Result<Response<Body>, UpstreamError> {
+        let t = self.live.load().limits.upstream_timeout.0;
         let start = Instant::now();
         let r = tokio::time::timeout(t, self.client.request(req)).await;
         self.metrics
             .upstream_duration
             .observe(start.elapsed().as_secs_f64());
-        match r {
+        let resp = match r {
             Err(_) => {
                 self.outcome(Outcome::timeout);
-                Err(UpstreamError::Timeout(t))
+                return Err(UpstreamError::Timeout(t));
             }
             Ok(Err(e)) => {
                 self.outcome(Outcome::error);
                 let msg = error_chain(&e);
-                if e.is_connect() {
-                    Err(UpstreamError::Connect(msg))
+                return Err(if e.is_connect() {
+                    UpstreamError::Connect(msg)
                 } else {
-                    Err(UpstreamError::Failed(msg))
-                }
-            }
-            Ok(Ok(resp)) => {
-                self.outcome(if resp.status().is_server_error() {
-                    Outcome::error
-                } else {
-                    Outcome::ok
+                    UpstreamError::Failed(msg)
                 });
-                Ok(resp.map(|b| {
-                    Permitted {
-                        inner: b,
-                        permit: Some(permit),
-                    }
-                    .boxed()
-                }))
             }
-        }
+            Ok(Ok(resp)) => resp,
+        };
+        self.outcome(if resp.status().is_server_error() {
+            Outcome::error
+        } else {
+            Outcome::ok
+        });
+        Ok(resp.map(|b| {
+            Permitted {
+                inner: b,
+                permit: Some(permit),
+            }
+            .boxed()
+        }))
     }
 
-    /// GETs a path and buffers the answer (builds only).
-    async fn get_bytes(
+    /// GETs a path and buffers the answer: a build's read, under the permit it entered with.
+    pub async fn fetch(
         &self,
         path_and_query: &str,
-    ) -> Result<(StatusCode, HeaderMap, Bytes), UpstreamError> {
+        permit: Permit,
+    ) -> Result<Fetched, UpstreamError> {
         let req = Request::builder()
             .method(Method::GET)
             .uri(self.uri(path_and_query)?)
             .header(header::ACCEPT, "application/json")
             .body(empty())
             .map_err(|e| UpstreamError::Failed(e.to_string()))?;
-        let resp = self.send(req).await?;
+        let resp = self.send_permitted(req, permit).await?;
         let (parts, body) = resp.into_parts();
-        let bytes = collect(
+        let within = self.live.load().limits.upstream_timeout.0;
+        let body = collect(body, MAX_BUILD_BYTES, within).await?;
+        Ok(Fetched {
+            status: parts.status,
+            headers: parts.headers,
             body,
-            MAX_BUILD_BYTES,
-            self.live.load().limits.upstream_timeout.0,
-        )
-        .await?;
-        Ok((parts.status, parts.headers, bytes))
+        })
     }
-
-    /// Builds the entry for a cache key from the source: the read replica when configured
-    /// (wards only), the upstream otherwise.
-    pub async fn build(&self, key: &CacheKey) -> Result<Entry, UpstreamError> {
-        // Taken before the source is read: a snapshot never claims to be newer than its rows.
-        let built_at = now_ms();
-        match key {
-            CacheKey::Ward(w) => {
-                let snap = match &self.replica {
-                    Some(pool) => {
-                        self.metrics
-                            .builds
-                            .get_or_create(&crate::metrics::SourceLabels { source: "replica" })
-                            .inc();
-                        crate::replica::build_ward(pool, w, built_at).await?
-                    }
-                    None => {
-                        self.metrics
-                            .builds
-                            .get_or_create(&crate::metrics::SourceLabels { source: "upstream" })
-                            .inc();
-                        self.ward_from_upstream(w, built_at).await?
-                    }
-                };
-                Ok(Entry::Snapshot(Arc::new(snap)))
-            }
-            CacheKey::Blob(pq) => {
-                self.metrics
-                    .builds
-                    .get_or_create(&crate::metrics::SourceLabels { source: "upstream" })
-                    .inc();
-                let (status, headers, body) = self.get_bytes(pq).await?;
-                if status != StatusCode::OK {
-                    return Err(UpstreamError::Status {
-                        status,
-                        content_type: headers.get(header::CONTENT_TYPE).cloned(),
-                        body,
-                    });
-                }
-                let ct = headers
-                    .get(header::CONTENT_TYPE)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("application/json")
-                    .to_string();
-                let blob = tokio::task::spawn_blocking(move || Blob::new(body, ct, built_at))
-                    .await
-                    .map_err(|e| UpstreamError::Failed(e.to_string()))?;
-                Ok(Entry::Blob(Arc::new(blob)))
-            }
-        }
-    }
-
-    async fn ward_from_upstream(
-        &self,
-        w: &WardKey,
-        built_at: i64,
-    ) -> Result<Snapshot, UpstreamError> {
-        let q = CitizensQuery {
-            scope: Scope::Ward(w.clone()),
-            booths: None,
-            since_ms: None,
-            page: None,
-        };
-        let (status, headers, body) = self
-            .get_bytes(&format!("{CITIZENS_PATH}?{}", q.to_upstream_query()))
-            .await?;
-        if status != StatusCode::OK {
-            return Err(UpstreamError::Status {
-                status,
-                content_type: headers.get(header::CONTENT_TYPE).cloned(),
-                body,
-            });
-        }
-        let key = w.clone();
-        // Compressing ~4 MB takes tens of ms: keep it off the async workers.
-        tokio::task::spawn_blocking(move || Snapshot::from_legacy_json(key, &body, built_at))
-            .await
-            .map_err(|e| UpstreamError::Failed(e.to_string()))?
-            .map_err(UpstreamError::from)
-    }
-}
-
-/// Buffers a body up to `limit` bytes within `within`.
-pub async fn collect(
-    mut body: Body,
-    limit: usize,
-    within: Duration,
-) -> Result<Bytes, UpstreamError> {
-    let read = async {
-        let mut buf = bytes::BytesMut::new();
-        while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|e| UpstreamError::Failed(e.to_string()))?;
-            if let Ok(data) = frame.into_data() {
-                if buf.len() + data.len() > limit {
-                    return Err(UpstreamError::TooLarge(limit));
-                }
-                buf.extend_from_slice(&data);
-            }
-        }
-        Ok(buf.freeze())
-    };
-    tokio::time::timeout(within, read)
-        .await
-        .map_err(|_| UpstreamError::Timeout(within))?
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -479,21 +342,5 @@ mod tests {
         add_forwarded(&mut h, "10.9.9.9".parse().unwrap(), "https");
         assert_eq!(h["x-forwarded-for"], "10.1.2.3, 10.9.9.9");
         assert_eq!(h["x-forwarded-proto"], "https");
-    }
-
-    #[tokio::test]
-    async fn the_gate_sheds_beyond_its_queue() {
-        let g = Arc::new(Gate::new(1));
-        let held = g.enter(0).await.unwrap();
-        assert!(matches!(g.enter(0).await, Err(UpstreamError::Shed)));
-        let g2 = g.clone();
-        let waiter = tokio::spawn(async move { g2.enter(1).await.map(|_| ()) });
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        assert!(
-            matches!(g.enter(1).await, Err(UpstreamError::Shed)),
-            "queue of 1 is full"
-        );
-        drop(held);
-        assert!(waiter.await.unwrap().is_ok());
     }
 }

@@ -14,13 +14,14 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use clap::Args;
 use futures_util::StreamExt;
-use mysql_async::prelude::Queryable;
 
 use crate::cache::l2::L2;
-use crate::cache::{now_ms, CacheKey, Entry};
+use crate::cache::{Builder, CacheKey, Entry};
 use crate::config::{Config, Dur, Secret};
 use crate::metrics::Metrics;
 use crate::params::WardKey;
+use crate::replica::Replica;
+use crate::time::EpochMs;
 use crate::upstream::Upstream;
 
 /// `wardgate warm`.
@@ -104,23 +105,8 @@ fn parse_wards(spec: &str) -> Result<Vec<String>, String> {
     Ok(out)
 }
 
-/// Every ward of an assembly the replica holds.
-async fn replica_wards(
-    pool: &mysql_async::Pool,
-    state: &str,
-    assembly: &str,
-) -> Result<Vec<String>, String> {
-    let mut c = pool.get_conn().await.map_err(|e| e.to_string())?;
-    c.exec("SELECT DISTINCT ward_no FROM citizen WHERE state = ? AND assembly_no = ? ORDER BY ward_no + 0", (state, assembly))
-        .await
-        .map_err(|e| e.to_string())
-}
-
 /// Resolves the ward list from the arguments, validating every name.
-async fn targets(
-    args: &WarmArgs,
-    pool: Option<&mysql_async::Pool>,
-) -> Result<Vec<WardKey>, String> {
+async fn targets(args: &WarmArgs, replica: Option<&Replica>) -> Result<Vec<WardKey>, String> {
     let mut assemblies: Vec<(String, String, Option<String>)> = Vec::new();
     if let Some(p) = &args.targets {
         assemblies.extend(crate::server::read_targets(p)?);
@@ -152,10 +138,10 @@ async fn targets(
     };
     let mut out = Vec::new();
     for (s, a, w) in assemblies {
-        let wards = match (w, &ranged, pool) {
+        let wards = match (w, &ranged, replica) {
             (Some(w), _, _) => vec![w],
             (None, Some(r), _) => r.clone(),
-            (None, None, Some(pool)) => replica_wards(pool, &s, &a).await?,
+            (None, None, Some(replica)) => replica.wards(&s, &a).await.map_err(|e| e.to_string())?,
             (None, None, None) => return Err(format!("{s}/{a}: name the wards (--wards 1-100, or ward lines in --targets) when warming from the upstream")),
         };
         for w in wards {
@@ -168,18 +154,59 @@ async fn targets(
 }
 
 pub async fn run(args: &WarmArgs) -> Result<WarmReport, String> {
-    let cfg = Config {
+    let cfg = warm_config(args)?;
+    let metrics = Arc::new(Metrics::new());
+    let live = Arc::new(ArcSwap::from_pointee(cfg.clone()));
+    let upstream = Arc::new(Upstream::new(&cfg, live.clone(), metrics.clone())?);
+    let l2 = L2::start(&args.redis_url, &args.redis_prefix, metrics.clone())
+        .map_err(|e| e.to_string())?;
+    wait_for_redis(&l2).await?;
+    let replica = match &args.mysql_url {
+        Some(u) => Some(Replica::new(u).map_err(|e| e.to_string())?),
+        None => None,
+    };
+    let wards = targets(args, replica.as_ref()).await?;
+    let source = if replica.is_some() {
+        "replica"
+    } else {
+        "upstream"
+    };
+    tracing::info!(wards = wards.len(), source, "warming");
+    let builder = Arc::new(Builder::new(upstream, replica, live, metrics));
+
+    let progress = Progress::start(wards.len());
+    let results: Vec<(WardKey, Result<Option<usize>, String>)> = futures_util::stream::iter(wards)
+        .map(|w| {
+            let (builder, l2, progress) = (builder.clone(), l2.clone(), &progress);
+            async move {
+                let r = warm_one(&builder, &l2, &w, args).await;
+                progress.ward_done(&r);
+                (w, r)
+            }
+        })
+        .buffer_unordered(args.concurrency.max(1))
+        .collect()
+        .await;
+    Ok(progress.finish(results))
+}
+
+/// The configuration of the warm's own builder: its sources, and a backend gate as wide as
+/// `--concurrency`, so that no ward waits behind the gate's queue.
+fn warm_config(args: &WarmArgs) -> Result<Config, String> {
+    let mut cfg = Config {
         upstream: args.upstream.clone(),
         mysql_url: args.mysql_url.clone().map(Secret),
         redis_url: Some(Secret(args.redis_url.clone())),
         redis_prefix: args.redis_prefix.clone(),
         ..Config::default()
     };
+    let concurrency = u32::try_from(args.concurrency.max(1)).unwrap_or(u32::MAX);
+    cfg.limits.upstream_max_inflight = cfg.limits.upstream_max_inflight.max(concurrency);
     cfg.validate().map_err(|e| e.to_string())?;
-    let metrics = Arc::new(Metrics::new());
-    let live = Arc::new(ArcSwap::from_pointee(cfg.clone()));
-    let upstream = Arc::new(Upstream::new(&cfg, live, metrics.clone())?);
-    let l2 = L2::start(&args.redis_url, &args.redis_prefix, metrics).map_err(|e| e.to_string())?;
+    Ok(cfg)
+}
+
+async fn wait_for_redis(l2: &L2) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(10);
     while !l2.ping().await {
         if Instant::now() > deadline {
@@ -187,118 +214,114 @@ pub async fn run(args: &WarmArgs) -> Result<WarmReport, String> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let pool = match &args.mysql_url {
-        Some(u) => Some(crate::replica::pool(u).map_err(|e| e.to_string())?),
-        None => None,
-    };
-    let wards = targets(args, pool.as_ref()).await?;
-    tracing::info!(
-        wards = wards.len(),
-        source = if pool.is_some() {
-            "replica"
-        } else {
-            "upstream"
-        },
-        "warming"
-    );
+    Ok(())
+}
 
-    let start = Instant::now();
-    let rows = Arc::new(AtomicU64::new(0));
-    let done = Arc::new(AtomicU64::new(0));
-    let bar = if std::io::stderr().is_terminal() {
-        let b = indicatif::ProgressBar::new(wards.len() as u64);
-        b.set_style(
-            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} wards  {msg}  ETA {eta}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        Some(b)
-    } else {
-        None
-    };
-    // Off a terminal: a log line every 5 s instead of a bar.
-    let ticker = {
-        let (rows, done, total) = (rows.clone(), done.clone(), wards.len());
-        tokio::spawn(async move {
-            let mut t = tokio::time::interval(Duration::from_secs(5));
-            t.tick().await;
-            loop {
-                t.tick().await;
-                let r = rows.load(Ordering::Relaxed);
-                tracing::info!(
-                    done = done.load(Ordering::Relaxed),
-                    total,
-                    rows = r,
-                    rows_per_sec = (r as f64 / start.elapsed().as_secs_f64()) as u64,
-                    "warming"
-                );
-            }
-        })
-    };
+/// Builds one ward into Redis unless a fresh copy is there (`--force` rebuilds); the rows
+/// built, or `None` when skipped.
+async fn warm_one(
+    builder: &Builder,
+    l2: &L2,
+    w: &WardKey,
+    args: &WarmArgs,
+) -> Result<Option<usize>, String> {
+    let key = CacheKey::Ward(w.clone());
     let max_age = args.snapshot_max_age.0;
-    let ttl = max_age + args.max_stale.0;
-    let results: Vec<(WardKey, Result<Option<usize>, String>)> = futures_util::stream::iter(wards)
-        .map(|w| {
-            let (upstream, l2, rows, done, bar) = (
-                upstream.clone(),
-                l2.clone(),
-                rows.clone(),
-                done.clone(),
-                bar.clone(),
-            );
-            async move {
-                let key = CacheKey::Ward(w.clone());
-                let r = async {
-                    if !args.force {
-                        if let Some(e) = l2.get(&key).await {
-                            if now_ms() - e.built_at_ms() <= max_age.as_millis() as i64 {
-                                return Ok(None);
-                            }
-                        }
-                    }
-                    let entry = upstream.build(&key).await.map_err(|e| e.to_string())?;
-                    let n = match &entry {
-                        Entry::Snapshot(s) => s.rows(),
-                        Entry::Blob(_) => 0,
-                    };
-                    l2.put(&key, &entry, ttl).await;
-                    Ok(Some(n))
-                }
-                .await;
-                if let Ok(Some(n)) = r {
-                    rows.fetch_add(n as u64, Ordering::Relaxed);
-                }
-                done.fetch_add(1, Ordering::Relaxed);
-                if let Some(b) = &bar {
-                    let r = rows.load(Ordering::Relaxed);
-                    b.set_message(format!(
-                        "{r} rows, {:.0} rows/s",
-                        r as f64 / start.elapsed().as_secs_f64()
-                    ));
-                    b.inc(1);
-                }
-                (w, r)
+    if !args.force {
+        if let Some(e) = l2.get(&key).await {
+            if EpochMs::now().0 - e.built_at().0 <= max_age.as_millis() as i64 {
+                return Ok(None);
             }
-        })
-        .buffer_unordered(args.concurrency.max(1))
-        .collect()
-        .await;
-    ticker.abort();
-    if let Some(b) = bar {
-        b.finish();
-    }
-    let mut report = WarmReport {
-        elapsed: start.elapsed(),
-        rows: rows.load(Ordering::Relaxed),
-        ..WarmReport::default()
-    };
-    for (w, r) in results {
-        match r {
-            Ok(Some(_)) => report.built += 1,
-            Ok(None) => report.skipped += 1,
-            Err(e) => report.failed.push((w, e)),
         }
     }
-    Ok(report)
+    let entry = builder.build(&key).await.map_err(|e| e.to_string())?;
+    let rows = match &entry {
+        Entry::Snapshot(s) => s.rows(),
+        Entry::Blob(_) => 0,
+    };
+    l2.put(&key, &entry, max_age + args.max_stale.0).await;
+    Ok(Some(rows))
+}
+
+/// Progress of a run: a bar on a terminal, else a log line every 5 s; then the report.
+struct Progress {
+    start: Instant,
+    rows: Arc<AtomicU64>,
+    done: Arc<AtomicU64>,
+    bar: Option<indicatif::ProgressBar>,
+    ticker: tokio::task::JoinHandle<()>,
+}
+
+impl Progress {
+    fn start(total: usize) -> Progress {
+        let start = Instant::now();
+        let rows = Arc::new(AtomicU64::new(0));
+        let done = Arc::new(AtomicU64::new(0));
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let b = indicatif::ProgressBar::new(total as u64);
+            b.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{bar:40} {pos}/{len} wards  {msg}  ETA {eta}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            b
+        });
+        let ticker = {
+            let (rows, done) = (rows.clone(), done.clone());
+            tokio::spawn(async move {
+                let mut t = tokio::time::interval(Duration::from_secs(5));
+                t.tick().await;
+                loop {
+                    t.tick().await;
+                    let r = rows.load(Ordering::Relaxed);
+                    let done = done.load(Ordering::Relaxed);
+                    let rows_per_sec = (r as f64 / start.elapsed().as_secs_f64()) as u64;
+                    tracing::info!(done, total, rows = r, rows_per_sec, "warming");
+                }
+            })
+        };
+        Progress {
+            start,
+            rows,
+            done,
+            bar,
+            ticker,
+        }
+    }
+
+    fn ward_done(&self, r: &Result<Option<usize>, String>) {
+        if let Ok(Some(n)) = r {
+            self.rows.fetch_add(*n as u64, Ordering::Relaxed);
+        }
+        self.done.fetch_add(1, Ordering::Relaxed);
+        if let Some(b) = &self.bar {
+            let r = self.rows.load(Ordering::Relaxed);
+            let per_sec = r as f64 / self.start.elapsed().as_secs_f64();
+            b.set_message(format!("{r} rows, {per_sec:.0} rows/s"));
+            b.inc(1);
+        }
+    }
+
+    fn finish(self, results: Vec<(WardKey, Result<Option<usize>, String>)>) -> WarmReport {
+        self.ticker.abort();
+        if let Some(b) = &self.bar {
+            b.finish();
+        }
+        let mut report = WarmReport {
+            elapsed: self.start.elapsed(),
+            rows: self.rows.load(Ordering::Relaxed),
+            ..WarmReport::default()
+        };
+        for (w, r) in results {
+            match r {
+                Ok(Some(_)) => report.built += 1,
+                Ok(None) => report.skipped += 1,
+                Err(e) => report.failed.push((w, e)),
+            }
+        }
+        report
+    }
 }
 
 #[cfg(test)]

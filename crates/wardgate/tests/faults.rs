@@ -30,7 +30,7 @@ async fn sync(c: &reqwest::Client, url: String, copy: &mut HashMap<i64, Value>) 
 }
 
 fn now_ms() -> i64 {
-    wardgate::cache::now_ms()
+    wardgate::time::EpochMs::now().0
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

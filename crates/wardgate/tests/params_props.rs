@@ -31,7 +31,7 @@ fn encode(pairs: &[(String, String)]) -> String {
 fn expected_upstream(q: &CitizensQuery) -> Vec<(String, String)> {
     let (state, assembly, ward) = match &q.scope {
         Scope::Ward(w) => (w.state.clone(), w.assembly.clone(), w.ward.clone()),
-        Scope::Assembly { state, assembly } => (state.clone(), assembly.clone(), "-1".into()),
+        Scope::Assembly(a) => (a.state.clone(), a.assembly.clone(), "-1".into()),
     };
     let mut out = vec![
         ("state".to_string(), state),
@@ -62,10 +62,10 @@ fn assert_within_contract(q: &CitizensQuery, policy: &CitizensConfig) -> Result<
             prop_assert!(is_number(&w.ward), "wardNo {:?}", w.ward);
             (&w.state, &w.assembly)
         }
-        Scope::Assembly { state, assembly } => {
+        Scope::Assembly(a) => {
             prop_assert!(policy.allow_assembly_wide);
             prop_assert!(q.page.is_some(), "assembly-wide read without a page");
-            (state, assembly)
+            (&a.state, &a.assembly)
         }
     };
     prop_assert!(is_state(state), "state {:?}", state);
@@ -286,9 +286,9 @@ proptest! {
                 prop_assert_eq!(&w.assembly, &v.assembly);
                 prop_assert_eq!(&w.ward, ward);
             }
-            (Scope::Assembly { state, assembly }, None) => {
-                prop_assert_eq!(state, &v.state.to_ascii_lowercase());
-                prop_assert_eq!(assembly, &v.assembly);
+            (Scope::Assembly(a), None) => {
+                prop_assert_eq!(&a.state, &v.state.to_ascii_lowercase());
+                prop_assert_eq!(&a.assembly, &v.assembly);
             }
             (s, w) => prop_assert!(false, "scope {:?} for wardNo {:?}", s, w),
         }

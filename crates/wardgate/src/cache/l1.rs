@@ -4,7 +4,7 @@ use std::sync::Mutex;
 
 use lru::LruCache;
 
-use super::{CacheKey, Entry};
+use super::key::{CacheKey, Entry};
 
 pub struct L1 {
     inner: Mutex<Inner>,

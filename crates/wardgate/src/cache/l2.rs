@@ -12,10 +12,11 @@ use bytes::Bytes;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::AsyncCommands;
 
-use super::{CacheKey, Entry};
+use super::key::{CacheKey, Entry, WriteScope};
 use crate::blob::{self, Blob};
 use crate::metrics::Metrics;
 use crate::snapshot::{self, Snapshot};
+use crate::time::EpochMs;
 
 /// Bound on any one Redis command, so a sick Redis costs a request at most this.
 const OP_TIMEOUT: Duration = Duration::from_millis(500);
@@ -98,23 +99,35 @@ impl L2 {
         }
     }
 
-    fn watermark_key(&self, key: &CacheKey) -> String {
-        format!("{}:wm:{}", self.prefix, self.data_key(key))
+    /// `{prefix}:wm:` and the data key of the ward; an assembly's has an empty ward number.
+    fn watermark_key(&self, scope: &WriteScope) -> String {
+        let (a, ward) = match scope {
+            WriteScope::Ward(w) => (w.assembly_key(), w.ward.as_str()),
+            WriteScope::Assembly(a) => (a.clone(), ""),
+        };
+        let (prefix, v) = (&self.prefix, snapshot::FORMAT_VERSION);
+        format!(
+            "{prefix}:wm:{prefix}:s{v}:ward:{}:{}:{ward}",
+            a.state, a.assembly
+        )
     }
 
     fn channel(&self) -> String {
         format!("{}:watermarks", self.prefix)
     }
 
-    /// Records and announces that copies of `key` built before `at_ms` are superseded.
-    pub async fn publish_watermark(&self, key: &CacheKey, at_ms: i64) {
+    /// Records and announces that copies of `scope` built before `at` are superseded.
+    pub async fn publish_watermark(&self, scope: &WriteScope, at: EpochMs) {
         let Some(mut c) = self.conn() else { return };
-        let CacheKey::Ward(w) = key else { return };
-        let msg = format!("{at_ms}\x1f{}\x1f{}\x1f{}", w.state, w.assembly, w.ward);
+        let (a, ward) = match scope {
+            WriteScope::Ward(w) => (w.assembly_key(), w.ward.as_str()),
+            WriteScope::Assembly(a) => (a.clone(), ""),
+        };
+        let msg = format!("{at}\x1f{}\x1f{}\x1f{ward}", a.state, a.assembly);
         let mut pipe = redis::pipe();
         pipe.cmd("SET")
-            .arg(self.watermark_key(key))
-            .arg(at_ms)
+            .arg(self.watermark_key(scope))
+            .arg(at.0)
             .arg("EX")
             .arg(7 * 86_400)
             .ignore();
@@ -128,13 +141,13 @@ impl L2 {
         }
     }
 
-    /// The recorded watermark of `key`, if any.
-    pub async fn watermark(&self, key: &CacheKey) -> Option<i64> {
+    /// The recorded watermark of `scope`, if any.
+    pub async fn watermark(&self, scope: &WriteScope) -> Option<EpochMs> {
         let mut c = self.conn()?;
         let r: Result<Result<Option<i64>, _>, _> =
-            tokio::time::timeout(OP_TIMEOUT, c.get(self.watermark_key(key))).await;
+            tokio::time::timeout(OP_TIMEOUT, c.get(self.watermark_key(scope))).await;
         match r {
-            Ok(Ok(v)) => v,
+            Ok(Ok(v)) => v.map(EpochMs),
             Ok(Err(e)) => {
                 self.failed("GET watermark", e);
                 None
@@ -144,7 +157,7 @@ impl L2 {
     }
 
     /// Watermarks of many keys at once (the periodic re-check that covers lost messages).
-    pub async fn watermarks(&self, keys: &[CacheKey]) -> Vec<Option<i64>> {
+    pub async fn watermarks(&self, keys: &[WriteScope]) -> Vec<Option<EpochMs>> {
         let Some(mut c) = self.conn() else {
             return vec![None; keys.len()];
         };
@@ -158,7 +171,7 @@ impl L2 {
         )
         .await;
         match r {
-            Ok(Ok(v)) => v,
+            Ok(Ok(v)) => v.into_iter().map(|v| v.map(EpochMs)).collect(),
             Ok(Err(e)) => {
                 self.failed("MGET watermarks", e);
                 vec![None; keys.len()]
@@ -171,7 +184,7 @@ impl L2 {
     pub fn subscribe(
         self: &Arc<Self>,
         url: &str,
-        on: impl Fn(CacheKey, i64) + Send + Sync + 'static,
+        on: impl Fn(WriteScope, EpochMs) + Send + Sync + 'static,
     ) {
         let Ok(client) = redis::Client::open(url) else {
             return;
@@ -201,16 +214,8 @@ impl L2 {
                                     continue;
                                 };
                                 let Ok(at) = at.parse::<i64>() else { continue };
-                                // An empty ward is a whole-assembly watermark.
-                                if let Ok(mut key) = crate::params::WardKey::parse(
-                                    s,
-                                    a,
-                                    if w.is_empty() { "0" } else { w },
-                                ) {
-                                    if w.is_empty() {
-                                        key = key.assembly_scope();
-                                    }
-                                    on(CacheKey::Ward(key), at);
+                                if let Some(scope) = parse_scope(s, a, w) {
+                                    on(scope, EpochMs(at));
                                 }
                             }
                         }
@@ -348,7 +353,7 @@ impl L2 {
         let token = format!(
             "{}-{}-{}",
             std::process::id(),
-            super::now_ms(),
+            EpochMs::now().0,
             TAKEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         );
         let opts = redis::SetOptions::default()
@@ -400,4 +405,17 @@ pub enum Lock {
     Busy,
     /// No Redis to coordinate through: every instance builds for itself.
     Unavailable,
+}
+
+/// The scope of a published watermark, validated like any client input; an empty ward
+/// number is a whole-assembly watermark.
+fn parse_scope(state: &str, assembly: &str, ward: &str) -> Option<WriteScope> {
+    let w =
+        crate::params::WardKey::parse(state, assembly, if ward.is_empty() { "0" } else { ward })
+            .ok()?;
+    Some(if ward.is_empty() {
+        WriteScope::Assembly(w.assembly_key())
+    } else {
+        WriteScope::Ward(w)
+    })
 }

@@ -10,69 +10,39 @@
 //! | older, absent or superseded  | wait (bounded) for the one build        | `MISS`    |
 //!
 //! A copy is *superseded* when a write to its ward was acknowledged after the copy was read from
-//! the source (its watermark, see `invalidate`): it is never served again, anywhere.
+//! the source (its watermark, see `watermark`): it is never served again, anywhere.
 
+pub mod build;
 pub mod coalesce;
+pub mod key;
 pub mod l1;
 pub mod l2;
+mod status;
+mod sync;
+pub mod watermark;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::blob::Blob;
-use crate::config::Config;
-use crate::metrics::{CacheStatus, Metrics};
-use crate::params::WardKey;
+use crate::config::{Config, Dur, Live};
+use crate::metrics::Metrics;
+use crate::params::{AssemblyKey, WardKey};
 use crate::snapshot::Snapshot;
-use crate::upstream::{Upstream, UpstreamError};
-use crate::Live;
+use crate::time::EpochMs;
+use crate::upstream::UpstreamError;
+pub use build::{BuildError, Builder};
 use coalesce::{Coalescer, WaitError};
+pub use key::{CacheKey, Entry, Kind, WriteScope};
 use l1::L1;
 use l2::L2;
+pub use status::CacheStatus;
+use watermark::Watermarks;
 
-/// What is cached: a ward's snapshot or a blob keyed by path and normalized query.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum CacheKey {
-    Ward(WardKey),
-    Blob(String),
-}
-
-impl std::fmt::Display for CacheKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            CacheKey::Ward(w) => write!(f, "ward:{w}"),
-            CacheKey::Blob(b) => write!(f, "blob:{b}"),
-        }
-    }
-}
-
-/// A cached value. Cloning is an `Arc` clone.
-#[derive(Clone, Debug)]
-pub enum Entry {
-    Snapshot(Arc<Snapshot>),
-    Blob(Arc<Blob>),
-}
-
-impl Entry {
-    pub fn built_at_ms(&self) -> i64 {
-        match self {
-            Entry::Snapshot(s) => s.built_at_ms,
-            Entry::Blob(b) => b.built_at_ms,
-        }
-    }
-
-    pub fn weight(&self) -> usize {
-        match self {
-            Entry::Snapshot(s) => s.weight(),
-            Entry::Blob(b) => b.weight(),
-        }
-    }
-}
-
-/// An entry and how it was found.
-pub struct Found {
-    pub entry: Entry,
+/// A cached value and how it was found.
+pub struct Found<T> {
+    pub value: T,
     pub status: CacheStatus,
 }
 
@@ -82,53 +52,25 @@ pub enum CacheError {
     /// Nothing servable and no build finished in time (or the build failed): 503 + Retry-After.
     Unavailable { reason: String },
     /// The upstream gave a definite answer that is not cacheable (e.g. 404): relayed as is.
-    Upstream(Arc<UpstreamError>),
+    Upstream(UpstreamError),
 }
 
 /// After a failed build, how long before another build of the same key is started.
 const RETRY_BUILD_AFTER: Duration = Duration::from_secs(1);
 
-/// The (state, assembly) of a whole-assembly citizens page cached as a blob (its key is the
-/// path and the normalized query wardgate itself built), or `None` for any other blob.
-fn assembly_of_page(blob_key: &str) -> Option<(String, String)> {
-    let query = blob_key
-        .strip_prefix(crate::route::CITIZENS_PATH)?
-        .strip_prefix('?')?;
-    let mut state = None;
-    let mut assembly = None;
-    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
-        match k.as_ref() {
-            "state" => state = Some(v.into_owned()),
-            "assemblyNo" => assembly = Some(v.into_owned()),
-            _ => {}
-        }
-    }
-    Some((state?, assembly?))
-}
-
-/// Current time, epoch ms.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+type Build = tokio::sync::watch::Receiver<coalesce::Outcome<Entry, BuildError>>;
 
 pub struct Cache {
     pub l1: L1,
     pub l2: Option<Arc<L2>>,
-    builds: Arc<Coalescer<CacheKey, Entry, UpstreamError>>,
-    /// Per key, the earliest build time a copy must have (set by acknowledged writes).
-    watermarks: Mutex<HashMap<CacheKey, i64>>,
-    /// Per assembly (state, assembly), the latest watermark of any of its wards: whole-assembly
-    /// pages (cached as blobs) hold rows of every ward, so any write supersedes them.
-    assembly_writes: Mutex<HashMap<(String, String), i64>>,
+    builds: Arc<Coalescer<CacheKey, Entry, BuildError>>,
+    marks: Watermarks,
     /// Keys with a post-write renewal waiting for the running build to end.
     renewals: Mutex<HashSet<CacheKey>>,
     /// When the last build of a key failed: no new build is started for `RETRY_BUILD_AFTER`,
     /// so a failing backend is not asked again at the rate requests arrive.
     failed: Mutex<HashMap<CacheKey, Instant>>,
-    source: Arc<Upstream>,
+    builder: Builder,
     live: Live,
     metrics: Arc<Metrics>,
 }
@@ -136,7 +78,7 @@ pub struct Cache {
 impl Cache {
     pub fn new(
         l2: Option<Arc<L2>>,
-        source: Arc<Upstream>,
+        builder: Builder,
         live: Live,
         metrics: Arc<Metrics>,
     ) -> Arc<Cache> {
@@ -144,111 +86,124 @@ impl Cache {
             l1: L1::default(),
             l2,
             builds: Arc::default(),
-            watermarks: Mutex::new(HashMap::new()),
-            assembly_writes: Mutex::new(HashMap::new()),
+            marks: Watermarks::default(),
             renewals: Mutex::new(HashSet::new()),
             failed: Mutex::new(HashMap::new()),
-            source,
+            builder,
             live,
             metrics,
         })
     }
 
-    /// The watermark of `key`: its own, or its assembly's if a whole-assembly write was later.
-    /// A whole-assembly page is superseded by a write to any ward of the assembly.
-    fn watermark(&self, key: &CacheKey) -> i64 {
-        if let CacheKey::Blob(b) = key {
-            return assembly_of_page(b)
-                .and_then(|sa| self.assembly_writes.lock().ok()?.get(&sa).copied())
-                .unwrap_or(i64::MIN);
-        }
-        let Ok(m) = self.watermarks.lock() else {
-            return i64::MIN;
-        };
-        let own = m.get(key).copied().unwrap_or(i64::MIN);
-        let wide = match key {
-            CacheKey::Ward(w) if !w.is_assembly_scope() => m
-                .get(&CacheKey::Ward(w.assembly_scope()))
-                .copied()
-                .unwrap_or(i64::MIN),
-            _ => i64::MIN,
-        };
-        own.max(wide)
+    /// A ward's snapshot, whose copies are fresh for `max_age`.
+    pub async fn ward(
+        self: &Arc<Self>,
+        w: &WardKey,
+        max_age: Duration,
+    ) -> Result<Found<Arc<Snapshot>>, CacheError> {
+        self.lookup(&CacheKey::Ward(w.clone()), max_age).await
     }
 
-    /// Raises the watermark of `key`: copies built before `at_ms` are superseded.
-    pub fn raise_watermark(&self, key: &CacheKey, at_ms: i64) {
-        if let Ok(mut m) = self.watermarks.lock() {
-            let w = m.entry(key.clone()).or_insert(i64::MIN);
-            *w = (*w).max(at_ms);
+    /// A blob (master data, whole-assembly pages) by its path and normalized query.
+    pub async fn blob(
+        self: &Arc<Self>,
+        path_and_query: String,
+        max_age: Duration,
+    ) -> Result<Found<Arc<Blob>>, CacheError> {
+        self.lookup(&CacheKey::Blob(path_and_query), max_age).await
+    }
+
+    async fn lookup<T: Kind>(
+        self: &Arc<Self>,
+        key: &CacheKey,
+        max_age: Duration,
+    ) -> Result<Found<T>, CacheError> {
+        let (entry, status) = self.get(key, max_age).await?;
+        match T::from_entry(entry) {
+            Some(value) => Ok(Found { value, status }),
+            // Entries are built and decoded by their key's kind: this cannot happen.
+            None => Err(CacheError::Unavailable {
+                reason: format!("{key} holds an entry of another kind"),
+            }),
         }
-        if let (CacheKey::Ward(w), Ok(mut m)) = (key, self.assembly_writes.lock()) {
-            let latest = m
-                .entry((w.state.clone(), w.assembly.clone()))
-                .or_insert(i64::MIN);
-            *latest = (*latest).max(at_ms);
-        }
-        match key {
-            // A whole-assembly write supersedes every ward of the assembly held here.
-            CacheKey::Ward(scope) if scope.is_assembly_scope() => {
-                for (k, built) in self.ward_keys() {
-                    let same = matches!(&k, CacheKey::Ward(w) if w.state == scope.state && w.assembly == scope.assembly);
-                    if same && built < at_ms {
+    }
+
+    /// The floor a copy of `key` must reach to be served (see `watermark`).
+    fn floor(&self, key: &CacheKey) -> EpochMs {
+        self.marks.floor(key)
+    }
+
+    /// Raises the watermark of `scope`: copies built before `at` are superseded, and dropped
+    /// from L1 at once.
+    pub fn raise_watermark(&self, scope: &WriteScope, at: EpochMs) {
+        self.marks.raise(scope, at);
+        match scope {
+            WriteScope::Ward(w) => {
+                let key = CacheKey::Ward(w.clone());
+                if self.l1.get(&key).is_some_and(|e| e.built_at() < at) {
+                    self.l1.remove(&key);
+                }
+            }
+            WriteScope::Assembly(a) => {
+                let of_assembly = |k: &CacheKey| matches!(k, CacheKey::Ward(w) if w.state == a.state && w.assembly == a.assembly);
+                for (k, built) in self.ward_keys_where(of_assembly) {
+                    if built < at {
                         self.l1.remove(&k);
                     }
                 }
             }
-            _ => {
-                if self.l1.get(key).is_some_and(|e| e.built_at_ms() < at_ms) {
-                    self.l1.remove(key);
-                }
-            }
         }
     }
 
-    /// The entry for `key`, whose copies are fresh for `max_age`.
-    pub async fn get(
+    /// L1's copy of `key` if it may be served now, with its status; starts the renewal of a
+    /// stale one. Otherwise the build time of any copy held (a build must do better).
+    fn l1_answer(
         self: &Arc<Self>,
         key: &CacheKey,
         max_age: Duration,
-    ) -> Result<Found, CacheError> {
-        let cfg = self.live.load();
+        cfg: &Config,
+    ) -> Result<(Entry, CacheStatus), Option<EpochMs>> {
+        let Some(e) = self.l1.get(key) else {
+            return Err(None);
+        };
+        let age_ms = EpochMs::now().0 - e.built_at().0;
         let max_age_ms = max_age.as_millis() as i64;
         let stale_ms = max_age_ms + cfg.cache.max_stale.0.as_millis() as i64;
-        let floor = self.watermark(key);
-        let mut have = None;
-        if let Some(e) = self.l1.get(key) {
-            let age = now_ms() - e.built_at_ms();
-            if e.built_at_ms() >= floor {
-                if age <= max_age_ms {
-                    return Ok(Found {
-                        entry: e,
-                        status: CacheStatus::HIT,
-                    });
-                }
-                if age <= stale_ms {
-                    self.renew(key, max_age);
-                    return Ok(Found {
-                        entry: e,
-                        status: CacheStatus::STALE,
-                    });
-                }
+        if e.built_at() >= self.floor(key) {
+            if age_ms <= max_age_ms {
+                return Ok((e, CacheStatus::HIT));
             }
-            have = Some(e.built_at_ms());
+            if age_ms <= stale_ms {
+                self.renew(key, max_age);
+                return Ok((e, CacheStatus::STALE));
+            }
         }
+        Err(Some(e.built_at()))
+    }
 
+    /// The entry for `key`, whose copies are fresh for `max_age`.
+    async fn get(
+        self: &Arc<Self>,
+        key: &CacheKey,
+        max_age: Duration,
+    ) -> Result<(Entry, CacheStatus), CacheError> {
+        let cfg = self.live.load_full();
+        let mut have = match self.l1_answer(key, max_age, &cfg) {
+            Ok(found) => return Ok(found),
+            Err(have) => have,
+        };
         // The backend just failed this key: answer 503 at once rather than ask it again.
         if self.recently_failed(key) && !self.builds.is_running(key) {
-            return Err(CacheError::Unavailable {
-                reason: format!("{key} cannot be built now: the upstream failed moments ago"),
-            });
+            return Err(unavailable(format!(
+                "{key} cannot be built now: the upstream failed moments ago"
+            )));
         }
         // Join (or start) the one build; a result older than the watermark (a build that began
         // before a write was acknowledged) is not good enough: wait for the next one.
         let deadline = Instant::now() + cfg.cache.miss_wait.0;
         let mut joined_other = false;
         loop {
-            let floor = self.watermark(key);
+            let floor = self.floor(key);
             let (rx, started) = self.join(key, max_age, have);
             if !started && !joined_other {
                 joined_other = true;
@@ -256,58 +211,30 @@ impl Cache {
             }
             let left = deadline.saturating_duration_since(Instant::now());
             match coalesce::wait(rx, left).await {
-                Ok(e) if e.built_at_ms() >= floor => {
-                    return Ok(Found {
-                        entry: e,
-                        status: CacheStatus::MISS,
-                    })
-                }
-                Ok(e) => have = Some(e.built_at_ms()),
-                Err(WaitError::TimedOut) => {
-                    return Err(CacheError::Unavailable {
-                        reason: format!(
-                            "{key} is being built; it took longer than {}",
-                            crate::config::Dur(cfg.cache.miss_wait.0)
-                        ),
-                    })
-                }
-                Err(WaitError::Failed(e)) => {
-                    return Err(match &*e {
-                        UpstreamError::Status { status, .. } if status.is_client_error() => {
-                            CacheError::Upstream(e)
-                        }
-                        other => CacheError::Unavailable {
-                            reason: format!("cannot build {key}: {other}"),
-                        },
-                    })
-                }
-                Err(WaitError::Aborted) => {
-                    return Err(CacheError::Unavailable {
-                        reason: format!("the build of {key} was aborted"),
-                    })
-                }
+                Ok(e) if e.built_at() >= floor => return Ok((e, CacheStatus::MISS)),
+                Ok(e) => have = Some(e.built_at()),
+                Err(e) => return Err(wait_error(key, e, cfg.cache.miss_wait)),
             }
             if Instant::now() >= deadline {
-                return Err(CacheError::Unavailable {
-                    reason: format!("{key} is being renewed after a write"),
-                });
+                return Err(unavailable(format!("{key} is being renewed after a write")));
             }
         }
     }
 
-    /// After the backend acknowledged a write to `key`'s ward: supersede every older copy, here
-    /// and (through Redis) on every instance, then renew it. Renewals are coalesced: however
-    /// many writes arrive, at most one build runs for the key, and one more is queued behind it
-    /// so the last write is always included.
-    pub async fn after_write(self: &Arc<Self>, key: CacheKey, max_age: Duration) {
-        let at = now_ms();
-        self.raise_watermark(&key, at);
+    /// After the backend acknowledged a write to `scope`: supersede every older copy, here
+    /// and (through Redis) on every instance, then renew its ward. Renewals are coalesced:
+    /// however many writes arrive, at most one build runs for the key, and one more is queued
+    /// behind it so the last write is always included.
+    pub async fn after_write(self: &Arc<Self>, scope: WriteScope, max_age: Duration) {
+        let at = EpochMs::now();
+        self.raise_watermark(&scope, at);
         if let Some(l2) = &self.l2 {
-            l2.publish_watermark(&key, at).await;
+            l2.publish_watermark(&scope, at).await;
         }
-        if matches!(&key, CacheKey::Ward(w) if w.is_assembly_scope()) {
-            return; // its wards are renewed as they are read
-        }
+        let WriteScope::Ward(w) = scope else {
+            return; // the assembly's wards are renewed as they are read
+        };
+        let key = CacheKey::Ward(w);
         let queued = self
             .renewals
             .lock()
@@ -332,12 +259,16 @@ impl Cache {
     }
 
     /// Copies of the wards held here, with their build times (for the watermark re-check).
-    pub fn ward_keys(&self) -> Vec<(CacheKey, i64)> {
+    pub fn ward_keys(&self) -> Vec<(CacheKey, EpochMs)> {
+        self.ward_keys_where(|_| true)
+    }
+
+    fn ward_keys_where(&self, keep: impl Fn(&CacheKey) -> bool) -> Vec<(CacheKey, EpochMs)> {
         self.l1
             .entries()
             .into_iter()
-            .filter(|(k, _)| matches!(k, CacheKey::Ward(_)))
-            .map(|(k, e)| (k, e.built_at_ms()))
+            .filter(|(k, _)| matches!(k, CacheKey::Ward(_)) && keep(k))
+            .map(|(k, e)| (k, e.built_at()))
             .collect()
     }
 
@@ -347,7 +278,7 @@ impl Cache {
         if self.recently_failed(key) {
             return;
         }
-        let have = self.l1.get(key).map(|e| e.built_at_ms());
+        let have = self.l1.get(key).map(|e| e.built_at());
         let _ = self.join(key, max_age, have);
     }
 
@@ -363,11 +294,8 @@ impl Cache {
         self: &Arc<Self>,
         key: &CacheKey,
         max_age: Duration,
-        have: Option<i64>,
-    ) -> (
-        tokio::sync::watch::Receiver<coalesce::Outcome<Entry, UpstreamError>>,
-        bool,
-    ) {
+        have: Option<EpochMs>,
+    ) -> (Build, bool) {
         let this = self.clone();
         let k = key.clone();
         self.builds.join(
@@ -382,117 +310,153 @@ impl Cache {
         self: Arc<Self>,
         key: CacheKey,
         max_age: Duration,
-        have: Option<i64>,
-    ) -> Result<Entry, UpstreamError> {
+        have: Option<EpochMs>,
+    ) -> Result<Entry, BuildError> {
         let cfg: Arc<Config> = self.live.load_full();
         let usable = |e: &Entry| {
-            e.built_at_ms() > have.unwrap_or(i64::MIN)
-                && e.built_at_ms() >= self.watermark(&key)
-                && now_ms() - e.built_at_ms() <= max_age.as_millis() as i64
+            Some(e.built_at()) > have
+                && e.built_at() >= self.floor(&key)
+                && EpochMs::now().0 - e.built_at().0 <= max_age.as_millis() as i64
         };
         let mut lock = l2::Lock::Unavailable;
         if let Some(l2) = &self.l2 {
-            // A write acknowledged by another instance may not have reached us by pub/sub.
-            if let Some(at) = l2.watermark(&key).await {
-                self.raise_watermark(&key, at);
-            }
-            if let CacheKey::Ward(w) = &key {
-                let scope = CacheKey::Ward(w.assembly_scope());
-                if let Some(at) = l2.watermark(&scope).await {
-                    self.raise_watermark(&scope, at);
-                }
-            }
-            if let Some(e) = l2.get(&key).await.filter(|e| usable(e)) {
-                self.keep(&key, &e, &cfg);
+            if let Some(e) = self.l2_copy(l2, &key, &cfg, &usable, &mut lock).await {
                 return Ok(e);
             }
-            lock = l2.try_lock(&key, cfg.cache.miss_wait.0).await;
-            if matches!(lock, l2::Lock::Busy) {
-                // Another instance is building it: wait for it to appear rather than build too.
-                let deadline = Instant::now() + cfg.cache.miss_wait.0;
-                while Instant::now() < deadline {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    if let Some(e) = l2.get(&key).await.filter(|e| usable(e)) {
-                        self.keep(&key, &e, &cfg);
-                        return Ok(e);
-                    }
-                }
-            }
         }
-        let started = Instant::now();
-        let built = self.source.build(&key).await;
-        self.metrics
-            .build_duration
-            .observe(started.elapsed().as_secs_f64());
-        let result = match built {
-            Ok(e) => {
-                if let Ok(mut m) = self.failed.lock() {
-                    m.remove(&key);
-                }
-                if let Entry::Snapshot(s) = &e {
-                    self.metrics.build_rows.inc_by(s.rows() as u64);
-                    tracing::info!(key = %key, rows = s.rows(), gzip_bytes = s.gzip_bytes(), ms = started.elapsed().as_millis() as u64, "snapshot built");
-                }
-                self.keep(&key, &e, &cfg);
-                if let Some(l2) = &self.l2 {
-                    l2.put(&key, &e, max_age + cfg.cache.max_stale.0).await;
-                }
-                Ok(e)
-            }
-            Err(e) => {
-                tracing::warn!(key = %key, error = %e, "build failed");
-                if let Ok(mut m) = self.failed.lock() {
-                    // Entries matter for a second only: sweep them so the map stays small.
-                    if m.len() > 10_000 {
-                        m.retain(|_, t| t.elapsed() < RETRY_BUILD_AFTER);
-                    }
-                    m.insert(key.clone(), Instant::now());
-                }
-                Err(e)
-            }
-        };
+        let result = self.build_and_keep(&key, max_age, &cfg).await;
         if let (Some(l2), l2::Lock::Held(token)) = (&self.l2, &lock) {
             l2.unlock(&key, token).await;
         }
         result
     }
 
+    /// A usable copy from Redis: there now, or built by the instance that holds the build lock
+    /// while we wait for it. Leaves `lock` held when this instance is to build.
+    async fn l2_copy(
+        &self,
+        l2: &L2,
+        key: &CacheKey,
+        cfg: &Config,
+        usable: &impl Fn(&Entry) -> bool,
+        lock: &mut l2::Lock,
+    ) -> Option<Entry> {
+        // A write acknowledged by another instance may not have reached us by pub/sub.
+        if let CacheKey::Ward(w) = key {
+            let scopes = [
+                WriteScope::Ward(w.clone()),
+                WriteScope::Assembly(w.assembly_key()),
+            ];
+            for scope in scopes {
+                if let Some(at) = l2.watermark(&scope).await {
+                    self.raise_watermark(&scope, at);
+                }
+            }
+        }
+        if let Some(e) = l2.get(key).await.filter(|e| usable(e)) {
+            self.keep(key, &e, cfg);
+            return Some(e);
+        }
+        *lock = l2.try_lock(key, cfg.cache.miss_wait.0).await;
+        if !matches!(lock, l2::Lock::Busy) {
+            return None;
+        }
+        // Another instance is building it: wait for it to appear rather than build too.
+        let deadline = Instant::now() + cfg.cache.miss_wait.0;
+        while Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if let Some(e) = l2.get(key).await.filter(|e| usable(e)) {
+                self.keep(key, &e, cfg);
+                return Some(e);
+            }
+        }
+        None
+    }
+
+    /// Builds `key` from the source and keeps it in L1 and L2; a failure is remembered for
+    /// `RETRY_BUILD_AFTER`.
+    async fn build_and_keep(
+        &self,
+        key: &CacheKey,
+        max_age: Duration,
+        cfg: &Config,
+    ) -> Result<Entry, BuildError> {
+        let started = Instant::now();
+        let built = self.builder.build(key).await;
+        self.metrics
+            .build_duration
+            .observe(started.elapsed().as_secs_f64());
+        self.note_outcome(key, &built);
+        let e = built?;
+        if let Entry::Snapshot(s) = &e {
+            self.metrics.build_rows.inc_by(s.rows() as u64);
+            tracing::info!(key = %key, rows = s.rows(), gzip_bytes = s.gzip_bytes(), ms = started.elapsed().as_millis() as u64, "snapshot built");
+        }
+        self.keep(key, &e, cfg);
+        if let Some(l2) = &self.l2 {
+            l2.put(key, &e, max_age + cfg.cache.max_stale.0).await;
+        }
+        Ok(e)
+    }
+
+    /// Remembers a failed build for `RETRY_BUILD_AFTER`, forgets it on success.
+    fn note_outcome(&self, key: &CacheKey, built: &Result<Entry, BuildError>) {
+        let Ok(mut failed) = self.failed.lock() else {
+            return;
+        };
+        match built {
+            Ok(_) => {
+                failed.remove(key);
+            }
+            Err(e) => {
+                tracing::warn!(key = %key, error = %e, "build failed");
+                // Entries matter for a second only: sweep them so the map stays small.
+                if failed.len() > 10_000 {
+                    failed.retain(|_, t| t.elapsed() < RETRY_BUILD_AFTER);
+                }
+                failed.insert(key.clone(), Instant::now());
+            }
+        }
+    }
+
     fn keep(&self, key: &CacheKey, e: &Entry, cfg: &Config) {
-        if e.built_at_ms() < self.watermark(key) {
+        if e.built_at() < self.floor(key) {
             return;
         }
         self.l1
             .insert(key.clone(), e.clone(), cfg.cache.l1_max_bytes.0 as usize);
+        self.count_l1();
+    }
+
+    fn count_l1(&self) {
         let (bytes, entries) = self.l1.usage();
         self.metrics.l1_bytes.set(bytes as i64);
         self.metrics.l1_entries.set(entries as i64);
     }
 
     /// Drops every cached copy of the matching wards, here and in Redis (admin purge).
-    pub async fn purge(&self, state: &str, assembly: &str, ward: Option<&str>) -> usize {
+    pub async fn purge(&self, a: &AssemblyKey, ward: Option<&str>) -> usize {
         let n = self.l1.remove_where(|k| match k {
             CacheKey::Ward(w) => {
-                w.state == state && w.assembly == assembly && ward.is_none_or(|x| x == w.ward)
+                w.state == a.state && w.assembly == a.assembly && ward.is_none_or(|x| x == w.ward)
             }
             CacheKey::Blob(_) => false,
         });
         let mut m = n;
         if let Some(l2) = &self.l2 {
             let tail = match ward {
-                Some(w) => format!("{state}:{assembly}:{w}"),
-                None => format!("{state}:{assembly}:*"),
+                Some(w) => format!("{}:{}:{w}", a.state, a.assembly),
+                None => format!("{}:{}:*", a.state, a.assembly),
             };
             m = m.max(l2.delete_matching(&tail).await);
         }
-        let (bytes, entries) = self.l1.usage();
-        self.metrics.l1_bytes.set(bytes as i64);
-        self.metrics.l1_entries.set(entries as i64);
+        self.count_l1();
         m
     }
 
     /// Whether a fresh copy of `key` is held here or in Redis (readiness, `warm`).
     pub async fn has_fresh(&self, key: &CacheKey, max_age: Duration) -> bool {
-        let fresh = |e: &Entry| now_ms() - e.built_at_ms() <= max_age.as_millis() as i64;
+        let fresh = |e: &Entry| EpochMs::now().0 - e.built_at().0 <= max_age.as_millis() as i64;
         if self.l1.get(key).is_some_and(|e| fresh(&e)) {
             return true;
         }
@@ -500,5 +464,31 @@ impl Cache {
             Some(l2) => l2.get(key).await.is_some_and(|e| fresh(&e)),
             None => false,
         }
+    }
+}
+
+fn unavailable(reason: String) -> CacheError {
+    CacheError::Unavailable { reason }
+}
+
+/// What a requester that waited for a build answers when the build gave nothing usable.
+fn wait_error(key: &CacheKey, e: WaitError<BuildError>, miss_wait: Dur) -> CacheError {
+    match e {
+        WaitError::TimedOut => unavailable(format!(
+            "{key} is being built; it took longer than {miss_wait}"
+        )),
+        WaitError::Failed(e) => match &*e {
+            BuildError::Upstream(UpstreamError::Status {
+                status,
+                content_type,
+                body,
+            }) if status.is_client_error() => CacheError::Upstream(UpstreamError::Status {
+                status: *status,
+                content_type: content_type.clone(),
+                body: body.clone(),
+            }),
+            other => unavailable(format!("cannot build {key}: {other}")),
+        },
+        WaitError::Aborted => unavailable(format!("the build of {key} was aborted")),
     }
 }

@@ -217,7 +217,7 @@ impl Gate {
         self.url(&format!("/open/volunteer/citizens?{query}"))
     }
 
-    pub fn shared(&self) -> &Arc<wardgate::Shared> {
+    pub fn shared(&self) -> &Arc<wardgate::shared::Shared> {
         &self.running.as_ref().unwrap().shared
     }
 

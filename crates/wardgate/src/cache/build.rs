@@ -1,0 +1,145 @@
+//! The one builder every cache fill goes through: a gate permit, a timeout, then the source.
+//!
+//! **Invariant:** every build, from the upstream or from the read replica, holds a permit of
+//! the upstream's gate for as long as it reads the source, and ends within its time bound.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::key::{CacheKey, Entry};
+use crate::blob::Blob;
+use crate::config::Live;
+use crate::gate::Permit;
+use crate::metrics::{Metrics, Outcome, SourceLabels};
+use crate::params::{CitizensQuery, Scope, WardKey};
+use crate::replica::{Replica, ReplicaError};
+use crate::route::CITIZENS_PATH;
+use crate::snapshot::{Snapshot, SnapshotError};
+use crate::time::EpochMs;
+use crate::upstream::{Upstream, UpstreamError};
+
+/// Why a build produced nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    #[error(transparent)]
+    Replica(#[from] ReplicaError),
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+    #[error("the backend is at its concurrency limit")]
+    Shed,
+    #[error("the build did not finish within {0:?}")]
+    Timeout(Duration),
+    #[error("the build task failed: {0}")]
+    Task(String),
+}
+
+/// Where entries come from.
+pub struct Builder {
+    upstream: Arc<Upstream>,
+    /// Wards are read from here when set (`mysql_url`), blobs always from the upstream.
+    replica: Option<Replica>,
+    live: Live,
+    metrics: Arc<Metrics>,
+}
+
+impl Builder {
+    pub fn new(
+        upstream: Arc<Upstream>,
+        replica: Option<Replica>,
+        live: Live,
+        metrics: Arc<Metrics>,
+    ) -> Builder {
+        Builder {
+            upstream,
+            replica,
+            live,
+            metrics,
+        }
+    }
+
+    /// Builds the entry for `key`. A build waits for a gate slot like any backend request,
+    /// then has twice the upstream timeout: one for the answer's head, one for its body.
+    pub async fn build(&self, key: &CacheKey) -> Result<Entry, BuildError> {
+        let (max_queued, timeout) = {
+            let cfg = self.live.load();
+            (
+                cfg.limits.max_queued_upstream as usize,
+                cfg.limits.upstream_timeout.0,
+            )
+        };
+        let permit = match self.upstream.gate().enter(max_queued).await {
+            Ok(p) => p,
+            Err(_) => {
+                self.upstream.outcome(Outcome::shed);
+                return Err(BuildError::Shed);
+            }
+        };
+        // Taken before the source is read: a snapshot never claims to be newer than its rows.
+        let built_at = EpochMs::now();
+        let within = timeout * 2;
+        tokio::time::timeout(within, self.read(key, built_at, permit))
+            .await
+            .map_err(|_| BuildError::Timeout(within))?
+    }
+
+    async fn read(&self, key: &CacheKey, at: EpochMs, permit: Permit) -> Result<Entry, BuildError> {
+        let source = match (key, &self.replica) {
+            (CacheKey::Ward(_), Some(_)) => "replica",
+            _ => "upstream",
+        };
+        self.metrics
+            .builds
+            .get_or_create(&SourceLabels { source })
+            .inc();
+        match key {
+            CacheKey::Ward(w) => {
+                let snap = match &self.replica {
+                    Some(r) => r.build_ward(w, at, &permit).await?,
+                    None => self.ward_from_upstream(w, at, permit).await?,
+                };
+                Ok(Entry::Snapshot(Arc::new(snap)))
+            }
+            CacheKey::Blob(pq) => {
+                let got = self.upstream.fetch(pq, permit).await?.ok()?;
+                let ct = got
+                    .headers
+                    .get(http::header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("application/json")
+                    .to_string();
+                let body = got.body;
+                let blob = off_workers(move || Blob::new(body, ct, at.0)).await?;
+                Ok(Entry::Blob(Arc::new(blob)))
+            }
+        }
+    }
+
+    async fn ward_from_upstream(
+        &self,
+        w: &WardKey,
+        at: EpochMs,
+        permit: Permit,
+    ) -> Result<Snapshot, BuildError> {
+        let q = CitizensQuery {
+            scope: Scope::Ward(w.clone()),
+            booths: None,
+            since_ms: None,
+            page: None,
+        };
+        let pq = format!("{CITIZENS_PATH}?{}", q.to_upstream_query());
+        let body = self.upstream.fetch(&pq, permit).await?.ok()?.body;
+        let key = w.clone();
+        Ok(off_workers(move || Snapshot::from_legacy_json(key, &body, at.0)).await??)
+    }
+}
+
+/// Runs CPU-heavy work (compressing ~4 MB takes tens of ms) off the async workers.
+async fn off_workers<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, BuildError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| BuildError::Task(e.to_string()))
+}

@@ -1,0 +1,97 @@
+//! What the cache holds: its keys, its entries, and what a write supersedes.
+
+use std::sync::Arc;
+
+use crate::blob::Blob;
+use crate::params::{AssemblyKey, WardKey};
+use crate::snapshot::Snapshot;
+use crate::time::EpochMs;
+
+/// What is cached: a ward's snapshot, or a blob keyed by path and normalized query.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum CacheKey {
+    Ward(WardKey),
+    Blob(String),
+}
+
+impl std::fmt::Display for CacheKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CacheKey::Ward(w) => write!(f, "ward:{w}"),
+            CacheKey::Blob(b) => write!(f, "blob:{b}"),
+        }
+    }
+}
+
+/// What an acknowledged write supersedes: one ward, or (a whole-assembly write, whose rows'
+/// wards are unknown) every ward of an assembly.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum WriteScope {
+    Ward(WardKey),
+    Assembly(AssemblyKey),
+}
+
+impl WriteScope {
+    pub fn assembly(&self) -> AssemblyKey {
+        match self {
+            WriteScope::Ward(w) => w.assembly_key(),
+            WriteScope::Assembly(a) => a.clone(),
+        }
+    }
+}
+
+impl std::fmt::Display for WriteScope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WriteScope::Ward(w) => write!(f, "ward {w}"),
+            WriteScope::Assembly(a) => write!(f, "assembly {a}"),
+        }
+    }
+}
+
+/// A cached value. Cloning is an `Arc` clone.
+#[derive(Clone, Debug)]
+pub enum Entry {
+    Snapshot(Arc<Snapshot>),
+    Blob(Arc<Blob>),
+}
+
+impl Entry {
+    /// When the source was read for this copy (taken before reading, so never later).
+    pub fn built_at(&self) -> EpochMs {
+        EpochMs(match self {
+            Entry::Snapshot(s) => s.built_at_ms,
+            Entry::Blob(b) => b.built_at_ms,
+        })
+    }
+
+    pub fn weight(&self) -> usize {
+        match self {
+            Entry::Snapshot(s) => s.weight(),
+            Entry::Blob(b) => b.weight(),
+        }
+    }
+}
+
+/// The kind of value a typed lookup expects; a key of one kind only ever holds its kind.
+pub trait Kind: Sized {
+    fn from_entry(e: Entry) -> Option<Self>;
+}
+
+impl Kind for Arc<Snapshot> {
+    fn from_entry(e: Entry) -> Option<Self> {
+        match e {
+            Entry::Snapshot(s) => Some(s),
+            Entry::Blob(_) => None,
+        }
+    }
+}
+
+impl Kind for Arc<Blob> {
+    fn from_entry(e: Entry) -> Option<Self> {
+        match e {
+            Entry::Blob(b) => Some(b),
+            Entry::Snapshot(_) => None,
+        }
+    }
+}

@@ -1,0 +1,57 @@
+//! Watermarks from other instances: Redis pub/sub, and a periodic re-read that covers lost messages.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use super::key::{CacheKey, WriteScope};
+use super::l2::L2;
+use super::Cache;
+
+impl Cache {
+    /// Follows the watermarks other instances raise, for as long as the cache lives.
+    pub fn follow_watermarks(self: &Arc<Self>, l2: &Arc<L2>, redis_url: &str) {
+        let weak = Arc::downgrade(self);
+        l2.subscribe(redis_url, move |scope, at| {
+            if let Some(c) = weak.upgrade() {
+                c.raise_watermark(&scope, at);
+            }
+        });
+        spawn_recheck(Arc::downgrade(self), l2.clone());
+    }
+}
+
+/// Pub/sub can lose messages (a reconnect, say): every few seconds the watermarks of the wards
+/// held in L1, and of their assemblies, are re-read from Redis, bounding how long a missed
+/// write can go unnoticed.
+fn spawn_recheck(cache: Weak<Cache>, l2: Arc<L2>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            let Some(cache) = cache.upgrade() else { return };
+            for batch in held_scopes(&cache).chunks(500) {
+                for (scope, wm) in batch.iter().zip(l2.watermarks(batch).await) {
+                    if let Some(at) = wm {
+                        cache.raise_watermark(scope, at);
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// The wards held, and the assemblies they belong to (whole-assembly writes).
+fn held_scopes(cache: &Cache) -> Vec<WriteScope> {
+    let mut wards = Vec::new();
+    let mut assemblies = Vec::new();
+    for (k, _) in cache.ward_keys() {
+        if let CacheKey::Ward(w) = k {
+            assemblies.push(w.assembly_key());
+            wards.push(WriteScope::Ward(w));
+        }
+    }
+    assemblies.sort();
+    assemblies.dedup();
+    wards.extend(assemblies.into_iter().map(WriteScope::Assembly));
+    wards
+}

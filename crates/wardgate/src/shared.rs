@@ -1,0 +1,26 @@
+//! The state every stage of a request shares.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use crate::cache::Cache;
+use crate::config::Live;
+use crate::metrics::Metrics;
+use crate::params::WardKey;
+use crate::upstream::Upstream;
+
+/// State every stage of a request shares.
+pub struct Shared {
+    pub live: Live,
+    pub metrics: Arc<Metrics>,
+    pub upstream: Arc<Upstream>,
+    pub cache: Arc<Cache>,
+    /// Parsed `rate_limit.trusted_proxies`.
+    pub trusted: ArcSwap<Vec<ipnet::IpNet>>,
+    /// Set on SIGTERM: `/readyz` answers 503.
+    pub draining: AtomicBool,
+    /// Wards that readiness waits for (`ready.warm_targets`).
+    pub warm_targets: ArcSwap<Vec<WardKey>>,
+}

@@ -830,7 +830,7 @@ mod tests {
 
     #[test]
     fn reference_file_is_valid_and_equals_defaults() {
-        let text = include_str!("../../../config/wardgate.toml");
+        let text = include_str!("../../../../config/wardgate.toml");
         let file = Config::from_toml(text).expect("reference config parses");
         file.validate().expect("reference config is valid");
         // The reference documents the defaults: they must not drift apart.

@@ -1,0 +1,122 @@
+//! The `[cache]` section: L1 size and the freshness of ward snapshots and master data.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::{invalid, require_nonzero, ByteSize, ConfigError, Dur};
+
+/// Max age of each master-data route class.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MasterMaxAge {
+    /// `/open/volunteer/states`.
+    pub states: Dur,
+    /// `/open/volunteer/assemblyConstituencys/{stateId}`.
+    pub assembly_constituencies: Dur,
+    /// `/open/volunteer/wardsAndBooths/{assemblyConstituencyId}`.
+    pub wards_and_booths: Dur,
+    /// `/open/volunteer/parties`.
+    pub parties: Dur,
+    /// `/open/volunteer/applicationSettings`.
+    pub application_settings: Dur,
+    /// `/api/dashboardStats`.
+    pub dashboard_stats: Dur,
+}
+
+impl Default for MasterMaxAge {
+    fn default() -> Self {
+        let day = Dur(Duration::from_secs(86_400));
+        MasterMaxAge {
+            states: day,
+            assembly_constituencies: day,
+            wards_and_booths: day,
+            parties: day,
+            application_settings: Dur(Duration::from_secs(3_600)),
+            dashboard_stats: Dur(Duration::from_secs(120)),
+        }
+    }
+}
+
+/// Cache sizes and freshness.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheConfig {
+    /// Bound of the in-process cache, bytes.
+    pub l1_max_bytes: ByteSize,
+    /// Age after which a ward snapshot is renewed in the background.
+    pub snapshot_max_age: Dur,
+    /// How long past max age an old copy may be served while the upstream fails.
+    pub max_stale: Dur,
+    /// Clock skew allowed between phones and wardgate.
+    pub clock_skew: Dur,
+    /// Delta overlap; unset = snapshot_max_age + max_stale + clock_skew.
+    pub delta_overlap: Option<Dur>,
+    /// How long a request waits for a running build before 503.
+    pub miss_wait: Dur,
+    /// Max age per master-data route.
+    pub master_max_age: MasterMaxAge,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            l1_max_bytes: ByteSize(2 << 30),
+            snapshot_max_age: Dur(Duration::from_secs(300)),
+            max_stale: Dur(Duration::from_secs(3_600)),
+            clock_skew: Dur(Duration::from_secs(120)),
+            delta_overlap: None,
+            miss_wait: Dur(Duration::from_secs(30)),
+            master_max_age: MasterMaxAge::default(),
+        }
+    }
+}
+
+impl CacheConfig {
+    /// The oldest copy wardgate may serve: max age, plus max stale while the upstream fails.
+    pub fn max_served_age(&self) -> Duration {
+        self.snapshot_max_age.0 + self.max_stale.0
+    }
+
+    /// The overlap applied to delta reads: never less than the oldest copy that may have been
+    /// served plus the clock skew (see "Deltas without gaps" in ARCHITECTURE.md).
+    pub fn effective_delta_overlap(&self) -> Duration {
+        self.delta_overlap
+            .map(|d| d.0)
+            .unwrap_or(self.max_served_age() + self.clock_skew.0)
+    }
+}
+
+impl CacheConfig {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        if self.l1_max_bytes.0 < (1 << 20) {
+            return Err(invalid("cache.l1_max_bytes", "must be at least 1MiB"));
+        }
+        require_nonzero(&[
+            ("cache.snapshot_max_age", self.snapshot_max_age),
+            ("cache.miss_wait", self.miss_wait),
+        ])?;
+        self.check_delta_overlap()
+    }
+
+    /// Cross-field check, delta overlap >= snapshot_max_age + max_stale + clock_skew: a phone's
+    /// previous answer may have been read from the source that long before its own clock says
+    /// (the oldest copy served, plus the skew), so a smaller overlap could skip rows modified in
+    /// between ("Deltas without gaps" in ARCHITECTURE.md).
+    fn check_delta_overlap(&self) -> Result<(), ConfigError> {
+        let Some(o) = self.delta_overlap else {
+            return Ok(());
+        };
+        let min = self.max_served_age() + self.clock_skew.0;
+        if o.0 < min {
+            return Err(invalid(
+                "cache.delta_overlap",
+                format!(
+                    "{o} is less than snapshot_max_age + max_stale + clock_skew ({}): deltas could miss rows; raise it or leave it unset",
+                    Dur(min)
+                ),
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,370 @@
+//! Answering a selection from a snapshot: the reference query's filters and page over its rows
+//! (`pick`), then the picked rows as slices of the stored buffers (`render_rows`).
+
+use super::{Chunk, RowMeta, Snapshot};
+use crate::gzip::{Assembler, Check};
+use crate::params::{BoothSet, Page};
+
+/// Which rows a read wants, already validated.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Selection<'a> {
+    pub booths: Option<&'a BoothSet>,
+    /// Rows with `modifieddate > since` only.
+    pub since_ms: Option<i64>,
+    pub page: Option<Page>,
+}
+
+/// A run of picked rows: whole chunks or rows within one chunk.
+enum Piece {
+    Chunk(usize),
+    Rows(u32, u32),
+}
+
+/// The rows a selection picked, as runs over the snapshot.
+pub struct Picked {
+    runs: Vec<Piece>,
+    pub count: usize,
+    pub has_more: bool,
+}
+
+/// The selection's filters, by chunk and by row. A chunk holds one booth, so the booth filter
+/// is decided per chunk; `modifieddate > since` per chunk where its bounds decide it, else per row.
+struct Filter {
+    /// Per booth index of the snapshot: wanted or not; `None` = every booth.
+    booth_ok: Option<Vec<bool>>,
+    since_ms: Option<i64>,
+}
+
+impl Filter {
+    fn new(booths: &[String], sel: &Selection<'_>) -> Filter {
+        Filter {
+            booth_ok: sel
+                .booths
+                .map(|set| booths.iter().map(|b| set.0.contains(b)).collect()),
+            since_ms: sel.since_ms,
+        }
+    }
+
+    /// Whether any row of the chunk may match: its booth is wanted and its newest row is new
+    /// enough.
+    fn may_match(&self, ch: &Chunk) -> bool {
+        self.booth_ok
+            .as_ref()
+            .is_none_or(|ok| ok[ch.booth as usize])
+            && self.since_ms.is_none_or(|s| ch.max_modified > s)
+    }
+
+    /// Whether every row of a chunk that `may_match` matches.
+    fn all_match(&self, ch: &Chunk) -> bool {
+        self.since_ms.is_none_or(|s| ch.min_modified > s)
+    }
+
+    fn row(&self, r: &RowMeta) -> bool {
+        self.since_ms.is_none_or(|s| r.modified > s)
+    }
+}
+
+/// The page being filled while the chunks are walked in order: `LIMIT take OFFSET skip`.
+struct Walk {
+    /// Matching rows still to pass over.
+    skip: u64,
+    /// Matching rows still to take.
+    take: u64,
+    picked: Picked,
+}
+
+impl Walk {
+    fn new(page: Option<Page>) -> Walk {
+        let (skip, take) = match page {
+            Some(p) => (p.offset(), u64::from(p.size)),
+            None => (0, u64::MAX),
+        };
+        Walk {
+            skip,
+            take,
+            picked: Picked {
+                runs: Vec::new(),
+                count: 0,
+                has_more: false,
+            },
+        }
+    }
+
+    /// Takes from a chunk whose every row matches; true once the page is known to be done.
+    fn whole_chunk(&mut self, ci: usize, ch: &Chunk) -> bool {
+        let n = u64::from(ch.end_row - ch.first_row);
+        if self.skip >= n {
+            self.skip -= n;
+            return false;
+        }
+        if self.skip == 0 && self.take >= n {
+            self.push(Piece::Chunk(ci), n);
+            return false;
+        }
+        let first = ch.first_row + self.skip as u32;
+        let end = (u64::from(first) + self.take).min(u64::from(ch.end_row)) as u32;
+        self.push(Piece::Rows(first, end), u64::from(end - first));
+        self.skip = 0;
+        if self.take == 0 && end < ch.end_row {
+            self.picked.has_more = true;
+            return true;
+        }
+        false
+    }
+
+    /// Mixed chunk: walks its rows, gathering consecutive matches into runs; true once the page
+    /// is known to be done.
+    fn mixed_chunk(&mut self, ch: &Chunk, rows: &[RowMeta], filter: &Filter) -> bool {
+        let mut open: Option<(u32, u32)> = None;
+        for i in ch.first_row..ch.end_row {
+            if !filter.row(&rows[i as usize]) {
+                if let Some((a, b)) = open.take() {
+                    self.picked.runs.push(Piece::Rows(a, b));
+                }
+                continue;
+            }
+            if self.skip > 0 {
+                self.skip -= 1;
+                continue;
+            }
+            if self.take == 0 {
+                self.picked.has_more = true;
+                break;
+            }
+            self.take -= 1;
+            self.picked.count += 1;
+            open = match open {
+                Some((a, b)) if b == i => Some((a, i + 1)),
+                Some((a, b)) => {
+                    self.picked.runs.push(Piece::Rows(a, b));
+                    Some((i, i + 1))
+                }
+                None => Some((i, i + 1)),
+            };
+        }
+        if let Some((a, b)) = open {
+            self.picked.runs.push(Piece::Rows(a, b));
+        }
+        self.picked.has_more
+    }
+
+    /// Adds a run of `n` rows to the page.
+    fn push(&mut self, piece: Piece, n: u64) {
+        self.picked.runs.push(piece);
+        self.take -= n;
+        self.picked.count += n as usize;
+    }
+}
+
+impl Snapshot {
+    /// Picks the rows of a selection: SQL semantics of the reference query (filters, then
+    /// `LIMIT size OFFSET page*size` over the snapshot's `ORDER BY srno + 0, id` order).
+    pub fn pick(&self, sel: &Selection<'_>) -> Picked {
+        let filter = Filter::new(&self.booths, sel);
+        let mut walk = Walk::new(sel.page);
+        for (ci, ch) in self.chunks.iter().enumerate() {
+            if !filter.may_match(ch) {
+                continue;
+            }
+            let done = if walk.take == 0 {
+                // The page is full: only whether any later row matches is left to learn.
+                walk.picked.has_more = self.rows[ch.first_row as usize..ch.end_row as usize]
+                    .iter()
+                    .any(|r| filter.row(r));
+                walk.picked.has_more
+            } else if filter.all_match(ch) {
+                walk.whole_chunk(ci, ch)
+            } else {
+                walk.mixed_chunk(ch, &self.rows, &filter)
+            };
+            if done {
+                break;
+            }
+        }
+        walk.picked
+    }
+
+    /// Writes the picked rows into `out`, separated by commas. The caller frames the array.
+    pub fn render_rows(&self, picked: &Picked, out: &mut Assembler) {
+        // Consecutive rows (identity) or consecutive chunks (gzip, commas included) are one
+        // contiguous slice of the stored buffers: merge runs before emitting.
+        let gz = out.is_gzip();
+        let comma = Check::of(b",");
+        let mut open: Option<(Run, Run)> = None;
+        let mut first_out = true;
+        let mut emit = |span: (Run, Run), out: &mut Assembler| {
+            if !first_out {
+                out.literal(b",");
+            }
+            first_out = false;
+            match span {
+                (Run::Chunks(a), Run::Chunks(b)) => {
+                    let check = (a + 1..=b).fold(self.chunks[a].check, |c, i| {
+                        c.then(comma).then(self.chunks[i].check)
+                    });
+                    let range = self.chunks[a].gz.start..self.chunks[b].gz.end;
+                    out.piece(self.gz_full.slice(range), check);
+                }
+                (Run::Rows(a, _), Run::Rows(_, b)) => out.literal_bytes(self.span(a, b)),
+                _ => {}
+            }
+        };
+        for run in &picked.runs {
+            let run = match run {
+                Piece::Chunk(ci) if gz => Run::Chunks(*ci),
+                Piece::Chunk(ci) => Run::Rows(self.chunks[*ci].first_row, self.chunks[*ci].end_row),
+                Piece::Rows(a, b) => Run::Rows(*a, *b),
+            };
+            open = match (open, run) {
+                (Some((s, Run::Chunks(e))), Run::Chunks(n)) if n == e + 1 => {
+                    Some((s, Run::Chunks(n)))
+                }
+                (Some((s, Run::Rows(_, e))), Run::Rows(a, b)) if a == e => {
+                    Some((s, Run::Rows(a, b)))
+                }
+                (Some(span), run) => {
+                    emit(span, out);
+                    Some((run, run))
+                }
+                (None, run) => Some((run, run)),
+            };
+        }
+        if let Some(span) = open {
+            emit(span, out);
+        }
+    }
+
+    /// Bytes of picked rows that do not lie in whole chunks (they would be sent uncompressed).
+    pub fn loose_bytes(&self, picked: &Picked) -> usize {
+        picked
+            .runs
+            .iter()
+            .map(|r| match r {
+                Piece::Chunk(_) => 0,
+                Piece::Rows(a, b) => self.span(*a, *b).len(),
+            })
+            .sum()
+    }
+}
+
+/// One end of a run being merged in `render_rows`.
+#[derive(Clone, Copy)]
+enum Run {
+    Chunks(usize),
+    Rows(u32, u32),
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use crate::snapshot::fixtures::{key, render, rows_of, ward_json};
+    use crate::snapshot::CHUNK_ROWS;
+
+    /// The reference semantics, computed the slow way.
+    fn reference(all: &[serde_json::Value], sel: &Selection<'_>) -> (Vec<serde_json::Value>, bool) {
+        let filtered: Vec<_> = all
+            .iter()
+            .filter(|r| {
+                sel.booths
+                    .is_none_or(|b| b.0.contains(r["booth_no"].as_str().unwrap()))
+                    && sel
+                        .since_ms
+                        .is_none_or(|s| r["modifieddate"].as_i64().unwrap() > s)
+            })
+            .cloned()
+            .collect();
+        match sel.page {
+            None => (filtered, false),
+            Some(p) => {
+                let off = p.offset() as usize;
+                let page: Vec<_> = filtered
+                    .iter()
+                    .skip(off)
+                    .take(p.size as usize)
+                    .cloned()
+                    .collect();
+                let more = filtered.len() > off + page.len();
+                (page, more)
+            }
+        }
+    }
+
+    #[test]
+    fn full_ward_is_byte_identical_in_both_encodings() {
+        let json = ward_json(1234);
+        let s = Snapshot::from_legacy_json(key(), &json, 42).unwrap();
+        assert_eq!(s.rows(), 1234);
+        for gz in [false, true] {
+            let (body, picked) = render(&s, &Selection::default(), gz);
+            assert_eq!(body, json, "gzip={gz}");
+            assert!(picked.runs.iter().all(|r| matches!(r, Piece::Chunk(_))));
+        }
+    }
+
+    #[test]
+    fn every_selection_matches_the_reference() {
+        let json = ward_json(1000);
+        let all = rows_of(&json);
+        let s = Snapshot::from_legacy_json(key(), &json, 42).unwrap();
+        let booths = BoothSet(BTreeSet::from([
+            "2".to_string(),
+            "5".to_string(),
+            "99".to_string(),
+        ]));
+        let sinces = [None, Some(1_700_000_500_000), Some(0), Some(i64::MAX - 1)];
+        let pages = [
+            None,
+            Some(Page { page: 0, size: 100 }),
+            Some(Page { page: 3, size: 100 }),
+            Some(Page { page: 1, size: 333 }),
+            Some(Page { page: 9, size: 100 }),
+            Some(Page {
+                page: 10,
+                size: 100,
+            }),
+            Some(Page { page: 0, size: 1 }),
+            Some(Page { page: 7, size: 13 }),
+        ];
+        for b in [None, Some(&booths)] {
+            for since in sinces {
+                for page in pages {
+                    let sel = Selection {
+                        booths: b,
+                        since_ms: since,
+                        page,
+                    };
+                    let (want, more) = reference(&all, &sel);
+                    for gz in [false, true] {
+                        let (body, picked) = render(&s, &sel, gz);
+                        assert_eq!(rows_of(&body), want, "{sel:?} gz={gz}");
+                        assert_eq!(picked.count, want.len(), "{sel:?}");
+                        assert_eq!(picked.has_more, more, "{sel:?}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn aligned_pages_and_whole_booths_use_chunks_only() {
+        let json = ward_json(1000);
+        let s = Snapshot::from_legacy_json(key(), &json, 42).unwrap();
+        let p = s.pick(&Selection {
+            page: Some(Page {
+                page: 1,
+                size: CHUNK_ROWS as u32,
+            }),
+            ..Default::default()
+        });
+        assert!(p.runs.iter().all(|r| matches!(r, Piece::Chunk(_))));
+        let booths = BoothSet(BTreeSet::from(["4".to_string()]));
+        let p = s.pick(&Selection {
+            booths: Some(&booths),
+            ..Default::default()
+        });
+        assert_eq!(p.count, 37);
+        assert!(p.runs.iter().all(|r| matches!(r, Piece::Chunk(_))));
+    }
+}

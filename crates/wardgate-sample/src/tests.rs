@@ -227,27 +227,15 @@ async fn http_routes_over_memory() {
     task.abort();
 }
 
-/// Base URL (no database) of the MariaDB used by the equality test.
-fn mysql_base() -> String {
-    std::env::var("WARDGATE_TEST_MYSQL_URL")
-        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into())
-}
-
 /// Seeds a throwaway database and checks that MariaDB and the memory store give the same
-/// bytes for the same requests. Skipped (with a note) when no MariaDB answers, unless
-/// `WARDGATE_REQUIRE_MYSQL=1`.
+/// bytes for the same requests.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mysql_and_memory_answer_the_same_bytes() {
-    let base = mysql_base();
-    let admin_opts = mysql_async::Opts::from_url(&base).unwrap();
-    let mut admin = match mysql_async::Conn::new(admin_opts).await {
-        Ok(c) => c,
-        Err(e) if std::env::var("WARDGATE_REQUIRE_MYSQL").as_deref() != Ok("1") => {
-            eprintln!("SKIPPED: no MariaDB at {base}: {e}");
-            return;
-        }
-        Err(e) => panic!("no MariaDB at {base}: {e}"),
-    };
+    let base = wardgate_test_support::mysql_root_url();
+    let admin_opts = mysql_async::Opts::from_url(&base).expect("a MariaDB URL");
+    let mut admin = mysql_async::Conn::new(admin_opts)
+        .await
+        .unwrap_or_else(|e| panic!("no MariaDB at {base}: {e}"));
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()

@@ -1,8 +1,21 @@
 //! Test support for wardgate: the real servers and binaries its tests talk to.
+//!
+//! [`redis_url`] and [`mysql_root_url`] start one throwaway `redis-server` and `mariadbd` per
+//! test process on first use (Debian packages `redis-server`, `mariadb-server`), or name the
+//! servers of `WARDGATE_TEST_REDIS` / `WARDGATE_TEST_MYSQL` when set. Started servers stop
+//! when the test process ends, however it ends. `WARDGATE_TEST_VERBOSE=1` prints start times.
 #![forbid(unsafe_code)]
+
+mod mariadb;
+mod redis;
+mod server;
 
 use std::path::PathBuf;
 use std::process::Command;
+
+pub use mariadb::{mysql_root_url, MariaDb, MYSQL_ENV};
+pub use redis::{redis_url, RedisServer, REDIS_ENV};
+pub use server::free_port;
 
 /// The `wardgate-sample` binary of this build profile, next to the test binary's `deps/`
 /// folder; built first when a test was started without it (`cargo test -p wardgate`).
@@ -31,4 +44,47 @@ pub fn sample_bin() -> PathBuf {
         assert!(status.success(), "building wardgate-sample failed");
     }
     bin
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+
+    fn ping(port: u16) -> bool {
+        let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+            return false;
+        };
+        let mut buf = [0u8; 7];
+        s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+    }
+
+    #[test]
+    fn a_stopped_redis_frees_its_port_and_can_come_back_there() {
+        let mut r = RedisServer::start();
+        let port = r.port();
+        assert!(ping(port));
+        r.stop();
+        assert!(!ping(port), "the killed Redis still answers");
+        let back = RedisServer::start_on(port);
+        assert!(ping(back.port()));
+    }
+
+    #[test]
+    fn the_shared_servers_are_started_once() {
+        if std::env::var_os(REDIS_ENV).is_none() {
+            assert_eq!(redis_url(), redis_url());
+            assert!(redis_url().starts_with("redis://127.0.0.1:"));
+        }
+        if std::env::var_os(MYSQL_ENV).is_none() {
+            let url = mysql_root_url();
+            assert_eq!(url, mysql_root_url());
+            let port: u16 = url
+                .strip_prefix("mysql://root@127.0.0.1:")
+                .and_then(|p| p.parse().ok())
+                .expect("mysql://root@127.0.0.1:PORT");
+            assert!(TcpStream::connect(("127.0.0.1", port)).is_ok());
+        }
+    }
 }

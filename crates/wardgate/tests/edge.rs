@@ -24,14 +24,6 @@ impl Drop for Proc {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn spawn(upstream: &str, extra: &[&str]) -> Proc {
     let (p, a) = (free_port(), free_port());
     let addr = format!("127.0.0.1:{p}");

@@ -164,7 +164,7 @@ async fn acknowledged_writes_survive_upstream_restarts_and_cached_wards_keep_bei
         .start()
         .await;
     let db = seeded.database.clone().unwrap();
-    let url = format!("{MYSQL_ROOT}/{db}");
+    let url = format!("{}/{db}", mysql_root_url());
     let port = free_port();
     let upstream = Arc::new(std::sync::Mutex::new(origin_process(&url, port)));
     let gate = Gate::builder(&format!("http://127.0.0.1:{port}"))
@@ -307,11 +307,10 @@ async fn redis_stopped_and_restarted_under_read_load() {
         .voters_per_ward(300)
         .start()
         .await;
-    let port = free_port();
-    let mut redis = redis_server(port);
-    let redis_url = format!("redis://127.0.0.1:{port}/");
+    // A Redis of its own, to kill and bring back on the same port.
+    let mut redis = RedisServer::start();
     let gate = Gate::builder(&origin.url())
-        .redis_url(&redis_url)
+        .redis_url(&redis.url())
         .config(no_rate_limits)
         .start()
         .await;
@@ -352,9 +351,9 @@ async fn redis_stopped_and_restarted_under_read_load() {
         })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
-    redis.kill();
+    redis.stop();
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let _redis = redis_server(port); // back, empty
+    let _redis = RedisServer::start_on(redis.port()); // back, empty
     tokio::time::sleep(Duration::from_secs(2)).await;
     stop.store(true, Ordering::Relaxed);
     let (ok, bad) = load.await.unwrap();
@@ -369,7 +368,7 @@ async fn redis_stopped_and_restarted_under_read_load() {
             .status(),
         200
     );
-    let client = redis::Client::open(redis_url.as_str()).unwrap();
+    let client = redis::Client::open(redis.url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
@@ -564,8 +563,8 @@ async fn the_build_lock_is_released_only_by_its_holder() {
     use wardgate::cache::CacheKey;
     let prefix = unique("wglock");
     let metrics = Arc::new(wardgate::metrics::Metrics::new());
-    let a = L2::start(REDIS, &prefix, metrics.clone()).unwrap();
-    let b = L2::start(REDIS, &prefix, metrics).unwrap();
+    let a = L2::start(&redis_url(), &prefix, metrics.clone()).unwrap();
+    let b = L2::start(&redis_url(), &prefix, metrics).unwrap();
     while !(a.ping().await && b.ping().await) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

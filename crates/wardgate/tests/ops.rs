@@ -32,11 +32,11 @@ async fn warm_fills_redis_so_a_fresh_instance_never_asks_the_upstream() {
             "--assembly",
             ASSEMBLY,
             "--mysql-url",
-            &format!("{MYSQL_ROOT}/{db}"),
+            &format!("{}/{db}", mysql_root_url()),
         ])
         .args([
             "--redis-url",
-            REDIS,
+            &redis_url(),
             "--redis-prefix",
             &prefix,
             "--concurrency",
@@ -116,7 +116,7 @@ async fn warm_fills_redis_so_a_fresh_instance_never_asks_the_upstream() {
         ])
         .args([
             "--redis-url",
-            REDIS,
+            &redis_url(),
             "--redis-prefix",
             &unique("wgwarm"),
             "--force",

@@ -1,6 +1,7 @@
 //! Fixtures for the black-box tests: a sample origin, wardgate instances and a client, built
-//! with small builders. Every test gets its own Redis key prefix and its own MariaDB database,
-//! so runs never disturb each other or the machine's shared services.
+//! with small builders. Redis and MariaDB are throwaway servers of this test process
+//! (`wardgate_test_support`); every test gets its own Redis key prefix and its own MariaDB
+//! database, so tests running at the same time never disturb each other.
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
@@ -11,11 +12,12 @@ use std::time::Duration;
 use wardgate::config::{Config, Secret};
 use wardgate::server::{self, Running};
 use wardgate_sample::{self as origin, MemoryStore, OriginOptions, Store};
+// Each test binary uses its own subset.
+#[allow(unused_imports)]
+pub use wardgate_test_support::{free_port, mysql_root_url, redis_url, RedisServer};
 
 pub const STATE: &str = "Karnataka";
 pub const ASSEMBLY: &str = "150";
-pub const REDIS: &str = "redis://127.0.0.1:6379/";
-pub const MYSQL_ROOT: &str = "mysql://root@127.0.0.1:3306";
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
 /// A name no other test or run uses.
@@ -127,7 +129,7 @@ impl OriginBuilder {
     pub async fn start(self) -> Origin {
         let (store, database) = if self.mysql {
             let db = unique("wg_it");
-            let url = format!("{MYSQL_ROOT}/{db}");
+            let url = format!("{}/{db}", mysql_root_url());
             origin::seed(&origin::SeedArgs {
                 mysql_url: url.clone(),
                 state: STATE.into(),
@@ -168,7 +170,7 @@ impl OriginBuilder {
 
 pub async fn drop_database(db: &str) {
     use mysql_async::prelude::Queryable;
-    if let Ok(mut c) = mysql_async::Conn::from_url(format!("{MYSQL_ROOT}/")).await {
+    if let Ok(mut c) = mysql_async::Conn::from_url(format!("{}/", mysql_root_url())).await {
         let _ = c
             .query_drop(format!("DROP DATABASE IF EXISTS `{db}`"))
             .await;
@@ -230,9 +232,9 @@ impl Gate {
 }
 
 impl GateBuilder {
-    /// Use the machine's Redis with a fresh key prefix.
+    /// Use the test process's Redis with a fresh key prefix.
     pub fn redis(mut self) -> Self {
-        self.cfg.redis_url = Some(Secret(REDIS.into()));
+        self.cfg.redis_url = Some(Secret(redis_url()));
         self
     }
     /// Share another instance's Redis prefix.
@@ -287,7 +289,7 @@ pub fn gunzip(b: &[u8]) -> Vec<u8> {
 
 /// Deletes every Redis key of a prefix (tests clean up after themselves).
 pub async fn redis_cleanup(prefix: &str) {
-    let Ok(client) = redis::Client::open(REDIS) else {
+    let Ok(client) = redis::Client::open(redis_url()) else {
         return;
     };
     let Ok(mut c) = client.get_multiplexed_async_connection().await else {
@@ -303,8 +305,8 @@ pub async fn redis_cleanup(prefix: &str) {
     }
 }
 
-/// A child process killed (SIGKILL) when dropped: throwaway Redis servers, sample origins and
-/// wardgate instances for fault tests. The machine's shared services are never touched.
+/// A child process killed (SIGKILL) when dropped: sample origins and wardgate instances for
+/// fault tests.
 pub struct ChildProc {
     pub child: std::process::Child,
     pub port: u16,
@@ -326,14 +328,6 @@ impl Drop for ChildProc {
     }
 }
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 pub fn wait_port(port: u16) {
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -343,27 +337,6 @@ pub fn wait_port(port: u16) {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-/// A throwaway `redis-server` on `port`, keeping nothing on disk.
-pub fn redis_server(port: u16) -> ChildProc {
-    let child = std::process::Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("redis-server is installed");
-    wait_port(port);
-    ChildProc { child, port }
 }
 
 /// The sample origin as its own process (so it can be killed and restarted) over `mysql_url`.
@@ -398,7 +371,7 @@ pub fn no_rate_limits(c: &mut Config) {
 
 /// A pool on a test database whose session clock is UTC (like the origin's).
 pub fn mysql_pool(db: &str) -> mysql_async::Pool {
-    wardgate_sample::mysql::pool(&format!("{MYSQL_ROOT}/{db}")).unwrap()
+    wardgate_sample::mysql::pool(&format!("{}/{db}", mysql_root_url())).unwrap()
 }
 
 /// Closed-loop load on `url` until `stop` is set; returns (answered 200, failed).

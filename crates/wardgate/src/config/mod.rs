@@ -204,6 +204,9 @@ impl Config {
     }
 }
 
+/// The configuration in force; swapped atomically on reload.
+pub type Live = std::sync::Arc<arc_swap::ArcSwap<Config>>;
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;

@@ -85,78 +85,83 @@ impl Metrics {
             ready: Gauge::default(),
             registry: Registry::default(),
         };
-        registry.register(
+        m.register(&mut registry);
+        Metrics { registry, ..m }
+    }
+
+    /// Registers every metric under its exported name (`wardgate_` + name) and help text.
+    fn register(&self, r: &mut Registry) {
+        r.register(
             "requests",
             "Requests answered, by route class, status and cache result",
-            m.requests.clone(),
+            self.requests.clone(),
         );
-        registry.register(
+        r.register(
             "request_duration_seconds",
             "Time from request head to response head",
-            m.request_duration.clone(),
+            self.request_duration.clone(),
         );
-        registry.register(
+        r.register(
             "upstream_requests",
             "Requests sent to the upstream, by outcome",
-            m.upstream_requests.clone(),
+            self.upstream_requests.clone(),
         );
-        registry.register(
+        r.register(
             "upstream_duration_seconds",
             "Upstream time to response head",
-            m.upstream_duration.clone(),
+            self.upstream_duration.clone(),
         );
-        registry.register(
+        r.register(
             "coalesced_waits",
             "Requests that waited on a build another request started",
-            m.coalesced_waits.clone(),
+            self.coalesced_waits.clone(),
         );
-        registry.register(
+        r.register(
             "l1_bytes",
             "Bytes held by the in-process cache",
-            m.l1_bytes.clone(),
+            self.l1_bytes.clone(),
         );
-        registry.register(
+        r.register(
             "l1_entries",
             "Entries held by the in-process cache",
-            m.l1_entries.clone(),
+            self.l1_entries.clone(),
         );
-        registry.register(
+        r.register(
             "redis_errors",
             "Redis commands that failed",
-            m.redis_errors.clone(),
+            self.redis_errors.clone(),
         );
-        registry.register(
+        r.register(
             "rate_limited",
             "Requests refused with 429, by route class",
-            m.rate_limited.clone(),
+            self.rate_limited.clone(),
         );
-        registry.register(
+        r.register(
             "snapshot_builds",
             "Snapshots and blobs built, by source",
-            m.builds.clone(),
+            self.builds.clone(),
         );
-        registry.register(
+        r.register(
             "snapshot_build_duration_seconds",
             "Time to build a snapshot or blob",
-            m.build_duration.clone(),
+            self.build_duration.clone(),
         );
-        registry.register(
+        r.register(
             "snapshot_build_rows",
             "Rows put into snapshots",
-            m.build_rows.clone(),
+            self.build_rows.clone(),
         );
-        registry.register("ready", "1 when /readyz answers 200", m.ready.clone());
+        r.register("ready", "1 when /readyz answers 200", self.ready.clone());
         let info: Family<VersionLabels, Gauge> = Family::default();
         info.get_or_create(&VersionLabels {
             version: env!("CARGO_PKG_VERSION"),
         })
         .set(1);
-        registry.register(
+        r.register(
             "build_info",
             "wardgate version (canaries are told apart by it)",
             info,
         );
-        Metrics { registry, ..m }
     }
 
     /// Prometheus text exposition.

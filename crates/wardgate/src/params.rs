@@ -123,88 +123,16 @@ impl CitizensQuery {
     /// Parses and validates a raw query string under the current policy.
     pub fn parse(query: &str, policy: &CitizensConfig) -> Result<CitizensQuery, ParamError> {
         let raw = RawParams::collect(query)?;
-        let state = parse_state(
-            raw.get("state")
-                .ok_or_else(|| bad("state", "is required"))?,
-        )?;
-        let assembly = parse_assembly(
-            raw.get("assemblyNo")
-                .ok_or_else(|| bad("assemblyNo", "is required"))?,
-        )?;
-
-        let scope = match raw.get("wardNo") {
-            Some("-1") | None if policy.allow_assembly_wide => {
-                Scope::Assembly(AssemblyKey { state, assembly })
-            }
-            None => return Err(bad("wardNo", "is required")),
-            Some("-1") => {
-                return Err(bad(
-                    "wardNo",
-                    "-1 (whole assembly) is not served here: ask for one ward",
-                ))
-            }
-            Some(w) => Scope::Ward(WardKey {
-                state,
-                assembly,
-                ward: parse_digits("wardNo", w, MAX_NUMBER_DIGITS)?,
-            }),
-        };
-
+        let scope = parse_scope(&raw, policy)?;
         let booths = match raw.get("boothNos") {
             None | Some("-1") => None,
             Some(b) => Some(parse_booths(b)?),
         };
-
         let since_ms = match raw.get("date") {
             None | Some("-1") => None,
             Some(d) => Some(parse_epoch_ms(d)?),
         };
-
-        let page = match (raw.get("page"), raw.get("size")) {
-            (None, None) => None,
-            (p, s) => {
-                let page = match p {
-                    Some(p) => parse_u32("page", p)?,
-                    None => 0,
-                };
-                let size = match s {
-                    Some(s) => parse_u32("size", s)?,
-                    None => policy.max_page_size,
-                };
-                if size == 0 {
-                    return Err(bad("size", "must be at least 1"));
-                }
-                Some(Page {
-                    page,
-                    size: size.min(policy.max_page_size),
-                })
-            }
-        };
-
-        if page.is_none() {
-            if policy.require_pagination {
-                return Err(bad(
-                    "page",
-                    format!(
-                        "pagination is required: add page=0&size={}",
-                        policy.max_page_size
-                    ),
-                ));
-            }
-            if matches!(scope, Scope::Assembly(_)) {
-                return Err(bad(
-                    "page",
-                    "whole-assembly reads (wardNo=-1) must be paginated: add page and size",
-                ));
-            }
-        }
-        if let Some(p) = page {
-            // OFFSET must stay within what the backend can address.
-            if p.offset() > u64::from(u32::MAX) {
-                return Err(bad("page", "is too far: page*size exceeds 4294967295"));
-            }
-        }
-
+        let page = parse_page(&raw, &scope, policy)?;
         Ok(CitizensQuery {
             scope,
             booths,
@@ -366,6 +294,74 @@ fn parse_u32(param: &'static str, s: &str) -> Result<u32, ParamError> {
     let ok = !s.is_empty() && s.len() <= 10 && s.bytes().all(|b| b.is_ascii_digit());
     let v = if ok { s.parse::<u32>().ok() } else { None };
     v.ok_or_else(|| bad(param, "must be a non-negative integer"))
+}
+
+/// `state`, `assemblyNo` and `wardNo`: one ward, or (`-1`, when allowed) the whole assembly.
+fn parse_scope(raw: &RawParams, policy: &CitizensConfig) -> Result<Scope, ParamError> {
+    let state = parse_state(
+        raw.get("state")
+            .ok_or_else(|| bad("state", "is required"))?,
+    )?;
+    let assembly = parse_assembly(
+        raw.get("assemblyNo")
+            .ok_or_else(|| bad("assemblyNo", "is required"))?,
+    )?;
+    match raw.get("wardNo") {
+        Some("-1") | None if policy.allow_assembly_wide => {
+            Ok(Scope::Assembly(AssemblyKey { state, assembly }))
+        }
+        None => Err(bad("wardNo", "is required")),
+        Some("-1") => Err(bad(
+            "wardNo",
+            "-1 (whole assembly) is not served here: ask for one ward",
+        )),
+        Some(w) => Ok(Scope::Ward(WardKey {
+            state,
+            assembly,
+            ward: parse_digits("wardNo", w, MAX_NUMBER_DIGITS)?,
+        })),
+    }
+}
+
+/// `page` and `size`: the page asked for, its size capped; required where the policy or the
+/// scope demands it.
+fn parse_page(
+    raw: &RawParams,
+    scope: &Scope,
+    policy: &CitizensConfig,
+) -> Result<Option<Page>, ParamError> {
+    let page = match (raw.get("page"), raw.get("size")) {
+        (None, None) => None,
+        (p, s) => {
+            let page = p.map_or(Ok(0), |p| parse_u32("page", p))?;
+            let size = s.map_or(Ok(policy.max_page_size), |s| parse_u32("size", s))?;
+            if size == 0 {
+                return Err(bad("size", "must be at least 1"));
+            }
+            Some(Page {
+                page,
+                size: size.min(policy.max_page_size),
+            })
+        }
+    };
+    match page {
+        None if policy.require_pagination => Err(bad(
+            "page",
+            format!(
+                "pagination is required: add page=0&size={}",
+                policy.max_page_size
+            ),
+        )),
+        None if matches!(scope, Scope::Assembly(_)) => Err(bad(
+            "page",
+            "whole-assembly reads (wardNo=-1) must be paginated: add page and size",
+        )),
+        // OFFSET must stay within what the backend can address.
+        Some(p) if p.offset() > u64::from(u32::MAX) => {
+            Err(bad("page", "is too far: page*size exceeds 4294967295"))
+        }
+        page => Ok(page),
+    }
 }
 
 #[cfg(test)]

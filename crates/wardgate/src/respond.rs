@@ -363,49 +363,61 @@ pub async fn snapshot_answer(
     if let Some(parts) = gzip.then(|| snap.derived(variant)).flatten() {
         return cached_response(req, rep, cache, || (parts.0.clone(), parts.1));
     }
-    let sel = Selection {
+    let body = if gzip {
+        derive_gzip(&snap, q, variant).await
+    } else {
+        let sel = selection(q);
+        render(&snap, q, &snap.pick(&sel), false)
+    };
+    cached_response(req, rep, cache, || body)
+}
+
+fn selection(q: &CitizensQuery) -> Selection<'_> {
+    Selection {
         booths: q.booths.as_ref(),
         since_ms: q.since_ms,
         page: q.page,
-    };
-    let picked = snap.pick(&sel);
-    let body = if !gzip {
-        render(&snap, q, &picked, false)
-    } else if snap.loose_bytes(&picked) <= DERIVE_ABOVE {
+    }
+}
+
+/// A gzip selection that is not stored bytes, made once and kept with its snapshot: framed
+/// from stored pieces when few loose rows remain, else compressed once off the async workers.
+async fn derive_gzip(snap: &Arc<Snapshot>, q: &CitizensQuery, variant: u64) -> (Vec<Bytes>, usize) {
+    let picked = snap.pick(&selection(q));
+    if snap.loose_bytes(&picked) <= DERIVE_ABOVE {
         // Kept as one contiguous buffer when small (a 1,000-row page is ~60 KB): each later
         // hit is then a single write of head and body, like a file served from disk.
-        let (parts, n) = render(&snap, q, &picked, true);
+        let (parts, n) = render(snap, q, &picked, true);
         let parts = if n <= CONTIGUOUS_AT_MOST {
-            let mut one = bytes::BytesMut::with_capacity(n);
-            for p in &parts {
-                one.extend_from_slice(p);
-            }
-            vec![one.freeze()]
+            vec![concat(&parts, n).into()]
         } else {
             parts
         };
         snap.keep_derived(variant, Arc::new((parts.clone(), n)));
-        (parts, n)
-    } else {
-        let (s, q2) = (snap.clone(), q.clone());
-        let built = tokio::task::spawn_blocking(move || {
-            let (parts, n) = render(&s, &q2, &picked, false);
-            let mut json = Vec::with_capacity(n);
-            for p in &parts {
-                json.extend_from_slice(p);
-            }
-            let gz = crate::gzip::gzip_whole(&json);
-            let n = gz.len();
-            s.keep_derived(variant, Arc::new((vec![gz.clone()], n)));
-            (vec![gz], n)
-        })
-        .await;
-        match built {
-            Ok(parts) => parts,
-            Err(_) => render(&snap, q, &snap.pick(&sel), true),
-        }
-    };
-    cached_response(req, rep, cache, || body)
+        return (parts, n);
+    }
+    let (s, q2) = (snap.clone(), q.clone());
+    let built = tokio::task::spawn_blocking(move || {
+        let (parts, n) = render(&s, &q2, &picked, false);
+        let gz = crate::gzip::gzip_whole(&concat(&parts, n));
+        let n = gz.len();
+        s.keep_derived(variant, Arc::new((vec![gz.clone()], n)));
+        (vec![gz], n)
+    })
+    .await;
+    match built {
+        Ok(parts) => parts,
+        Err(_) => render(snap, q, &snap.pick(&selection(q)), true),
+    }
+}
+
+/// The pieces of an answer as one buffer of `n` bytes.
+fn concat(parts: &[Bytes], n: usize) -> Vec<u8> {
+    let mut one = Vec::with_capacity(n);
+    for p in parts {
+        one.extend_from_slice(p);
+    }
+    one
 }
 
 /// A master-data (or other cached) answer from a blob.

@@ -83,23 +83,22 @@ pub fn read_ward_targets(path: &std::path::Path) -> Result<Vec<WardKey>, String>
         .collect()
 }
 
-/// Builds the shared state and binds both listeners. Config must already be validated.
-pub async fn start(cfg: Config) -> Result<Running, StartError> {
+/// The stages every request shares: metrics, upstream, Redis, replica, the cache over them.
+fn stages(cfg: &Config) -> Result<Shared, StartError> {
+    let setup = |what: &str, e: &dyn std::fmt::Display| StartError::Setup(format!("{what}: {e}"));
     let live: Live = Arc::new(ArcSwap::from_pointee(cfg.clone()));
     let metrics = Arc::new(Metrics::new());
     let upstream =
-        Arc::new(Upstream::new(&cfg, live.clone(), metrics.clone()).map_err(StartError::Setup)?);
+        Arc::new(Upstream::new(cfg, live.clone(), metrics.clone()).map_err(StartError::Setup)?);
     let l2 = match &cfg.redis_url {
         Some(url) => Some(
             L2::start(url.expose(), &cfg.redis_prefix, metrics.clone())
-                .map_err(|e| StartError::Setup(format!("redis_url: {e}")))?,
+                .map_err(|e| setup("redis_url", &e))?,
         ),
         None => None,
     };
     let replica = match &cfg.mysql_url {
-        Some(url) => Some(
-            Replica::new(url.expose()).map_err(|e| StartError::Setup(format!("mysql_url: {e}")))?,
-        ),
+        Some(url) => Some(Replica::new(url.expose()).map_err(|e| setup("mysql_url", &e))?),
         None => None,
     };
     let builder = Builder::new(upstream.clone(), replica, live.clone(), metrics.clone());
@@ -111,7 +110,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         Some(p) => read_ward_targets(p).map_err(StartError::Setup)?,
         None => Vec::new(),
     };
-    let shared = Arc::new(Shared {
+    Ok(Shared {
         trusted: ArcSwap::from_pointee(cfg.rate_limit.trusted_nets()),
         live,
         metrics,
@@ -119,7 +118,12 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         cache,
         draining: AtomicBool::new(false),
         warm_targets: ArcSwap::from_pointee(targets),
-    });
+    })
+}
+
+/// Builds the shared state and binds both listeners. Config must already be validated.
+pub async fn start(cfg: Config) -> Result<Running, StartError> {
+    let shared = Arc::new(stages(&cfg)?);
     let limiter = Arc::new(ArcSwap::from_pointee(Limiter::new(&cfg)));
     crate::limit::spawn_sweeper(limiter.clone());
     let tls: accept::Tls = Arc::new(ArcSwapOption::from(

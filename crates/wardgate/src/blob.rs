@@ -3,6 +3,7 @@
 use bytes::{BufMut, Bytes};
 
 use crate::gzip::{self, Check};
+use crate::time::EpochMs;
 
 /// Format version of the Redis encoding; bump on any change to `encode`.
 pub const FORMAT_VERSION: u16 = 1;
@@ -12,7 +13,7 @@ const MAGIC: &[u8; 4] = b"WGBL";
 #[derive(Debug)]
 pub struct Blob {
     /// When it was fetched, epoch ms.
-    pub built_at_ms: i64,
+    pub built_at: EpochMs,
     pub content_type: String,
     pub identity: Bytes,
     pub gzip: Bytes,
@@ -22,13 +23,13 @@ pub struct Blob {
 
 impl Blob {
     /// Compresses once; the only compression wardgate does outside snapshot builds.
-    pub fn new(identity: Bytes, content_type: String, built_at_ms: i64) -> Blob {
+    pub fn new(identity: Bytes, content_type: String, built_at: EpochMs) -> Blob {
         let check = Check::of(&identity);
         Blob {
-            built_at_ms,
+            built_at,
             content_type,
             gzip: gzip::gzip_whole(&identity),
-            tag: format!("{:08x}{:x}{:x}", check.crc, check.len, built_at_ms),
+            tag: format!("{:08x}{:x}{:x}", check.crc, check.len, built_at.0),
             identity,
         }
     }
@@ -42,7 +43,7 @@ impl Blob {
         let mut out = Vec::with_capacity(self.gzip.len() + 64);
         out.extend_from_slice(MAGIC);
         out.put_u16_le(FORMAT_VERSION);
-        out.put_i64_le(self.built_at_ms);
+        out.put_i64_le(self.built_at.0);
         out.put_u16_le(self.content_type.len() as u16);
         out.extend_from_slice(self.content_type.as_bytes());
         out.extend_from_slice(&self.gzip);
@@ -59,7 +60,7 @@ impl Blob {
         }
         let mut at = [0u8; 8];
         at.copy_from_slice(&data[6..14]);
-        let built_at_ms = i64::from_le_bytes(at);
+        let built_at = EpochMs(i64::from_le_bytes(at));
         let ct_len = u16::from_le_bytes([data[14], data[15]]) as usize;
         let ct = data.get(16..16 + ct_len)?;
         let content_type = String::from_utf8(ct.to_vec()).ok()?;
@@ -68,11 +69,11 @@ impl Blob {
         let identity = Bytes::from(gzip::gunzip(&gz).ok()?);
         let check = Check::of(&identity);
         Some(Blob {
-            built_at_ms,
+            built_at,
             content_type,
             identity,
             gzip: gz,
-            tag: format!("{:08x}{:x}{:x}", check.crc, check.len, built_at_ms),
+            tag: format!("{:08x}{:x}{:x}", check.crc, check.len, built_at.0),
         })
     }
 }
@@ -86,7 +87,7 @@ mod tests {
         let b = Blob::new(
             Bytes::from_static(br#"{"parties":[]}"#),
             "application/json".into(),
-            7,
+            EpochMs(7),
         );
         let enc = b.encode();
         let back = Blob::decode(&enc).unwrap();

@@ -101,5 +101,5 @@ fn build_from_rows(
         let facts = writer.write(row, &mut buf)?;
         b.push_row(&buf, &facts.booth_no, facts.modified.0)?;
     }
-    Ok(b.finish(built_at.0))
+    Ok(b.finish(built_at))
 }

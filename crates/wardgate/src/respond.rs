@@ -17,6 +17,7 @@ use crate::cache::CacheStatus;
 use crate::gzip::Assembler;
 use crate::params::{CitizensQuery, ParamError};
 use crate::snapshot::{Picked, Selection, Snapshot};
+use crate::time::EpochMs;
 use crate::upstream::UpstreamError;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -250,7 +251,7 @@ struct Representation<'a> {
     gzip: bool,
     content_type: &'a str,
     /// `X-Snapshot-Time` for snapshot answers.
-    snapshot_time: Option<i64>,
+    snapshot_time: Option<EpochMs>,
 }
 
 /// Common to snapshot and blob answers: encoding, validators, `304`.
@@ -346,7 +347,7 @@ pub async fn snapshot_answer(
         etag,
         gzip,
         content_type: "application/json",
-        snapshot_time: Some(snap.built_at_ms),
+        snapshot_time: Some(snap.built_at),
     };
     if not_modified(req, &rep.etag) {
         return cached_response(req, rep, cache, || (Vec::new(), 0));

@@ -19,9 +19,14 @@ impl EpochMs {
         )
     }
 
-    /// This instant moved by `ms` milliseconds (saturating).
-    pub fn plus_ms(self, ms: i64) -> EpochMs {
-        EpochMs(self.0.saturating_add(ms))
+    /// Milliseconds from this instant to now (negative if it lies ahead).
+    pub fn age_ms(self) -> i64 {
+        EpochMs::now().0.saturating_sub(self.0)
+    }
+
+    /// Whether this instant is at most `d` ago.
+    pub fn within(self, d: std::time::Duration) -> bool {
+        self.age_ms() <= i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
     }
 
     /// An instant from UTC calendar fields, as a `DATETIME` arrives in the binary protocol;

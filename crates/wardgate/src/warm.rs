@@ -21,7 +21,6 @@ use crate::config::{Config, Dur, Secret};
 use crate::metrics::Metrics;
 use crate::params::WardKey;
 use crate::replica::Replica;
-use crate::time::EpochMs;
 use crate::upstream::Upstream;
 
 /// `wardgate warm`.
@@ -229,7 +228,7 @@ async fn warm_one(
     let max_age = args.snapshot_max_age.0;
     if !args.force {
         if let Some(e) = l2.get(&key).await {
-            if EpochMs::now().0 - e.built_at().0 <= max_age.as_millis() as i64 {
+            if e.built_at().within(max_age) {
                 return Ok(None);
             }
         }

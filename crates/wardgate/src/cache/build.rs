@@ -110,7 +110,7 @@ impl Builder {
                     .unwrap_or("application/json")
                     .to_string();
                 let body = got.body;
-                let blob = off_workers(move || Blob::new(body, ct, at.0)).await?;
+                let blob = off_workers(move || Blob::new(body, ct, at)).await?;
                 Ok(Entry::Blob(Arc::new(blob)))
             }
         }
@@ -131,7 +131,7 @@ impl Builder {
         let pq = format!("{CITIZENS_PATH}?{}", q.to_upstream_query());
         let body = self.upstream.fetch(&pq, permit).await?.ok()?.body;
         let key = w.clone();
-        Ok(off_workers(move || Snapshot::from_legacy_json(key, &body, at.0)).await??)
+        Ok(off_workers(move || Snapshot::from_legacy_json(key, &body, at)).await??)
     }
 }
 

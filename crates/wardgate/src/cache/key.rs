@@ -59,10 +59,10 @@ pub enum Entry {
 impl Entry {
     /// When the source was read for this copy (taken before reading, so never later).
     pub fn built_at(&self) -> EpochMs {
-        EpochMs(match self {
-            Entry::Snapshot(s) => s.built_at_ms,
-            Entry::Blob(b) => b.built_at_ms,
-        })
+        match self {
+            Entry::Snapshot(s) => s.built_at,
+            Entry::Blob(b) => b.built_at,
+        }
     }
 
     pub fn weight(&self) -> usize {

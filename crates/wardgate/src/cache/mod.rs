@@ -166,7 +166,7 @@ impl Cache {
         let Some(e) = self.l1.get(key) else {
             return Err(None);
         };
-        let age_ms = EpochMs::now().0 - e.built_at().0;
+        let age_ms = e.built_at().age_ms();
         let max_age_ms = max_age.as_millis() as i64;
         let stale_ms = max_age_ms + cfg.cache.max_stale.0.as_millis() as i64;
         if e.built_at() >= self.floor(key) {
@@ -316,7 +316,7 @@ impl Cache {
         let usable = |e: &Entry| {
             Some(e.built_at()) > have
                 && e.built_at() >= self.floor(&key)
-                && EpochMs::now().0 - e.built_at().0 <= max_age.as_millis() as i64
+                && e.built_at().within(max_age)
         };
         let mut lock = l2::Lock::Unavailable;
         if let Some(l2) = &self.l2 {
@@ -456,7 +456,7 @@ impl Cache {
 
     /// Whether a fresh copy of `key` is held here or in Redis (readiness, `warm`).
     pub async fn has_fresh(&self, key: &CacheKey, max_age: Duration) -> bool {
-        let fresh = |e: &Entry| EpochMs::now().0 - e.built_at().0 <= max_age.as_millis() as i64;
+        let fresh = |e: &Entry| e.built_at().within(max_age);
         if self.l1.get(key).is_some_and(|e| fresh(&e)) {
             return true;
         }

@@ -9,6 +9,7 @@ use serde::Deserialize;
 use super::{row_span, Chunk, Derived, RowMeta, Snapshot, SnapshotError, CHUNK_ROWS};
 use crate::gzip::{self, Check};
 use crate::params::WardKey;
+use crate::time::EpochMs;
 
 /// Streams rows into a snapshot, compressing each chunk as soon as it closes, so memory stays
 /// bounded by one ward and the compression work overlaps the source's row stream.
@@ -100,16 +101,16 @@ impl SnapshotBuilder {
         self.rows.len()
     }
 
-    pub fn finish(mut self, built_at_ms: i64) -> Snapshot {
+    pub fn finish(mut self, built_at: EpochMs) -> Snapshot {
         self.close_chunk();
         self.identity.put_u8(b']');
         gzip::put_stored(&mut self.gz, b"]");
         let whole = Check::of(&self.identity);
         gzip::put_trailer(&mut self.gz, whole);
         Snapshot {
-            tag: format!("{:08x}{:x}{:x}", whole.crc, whole.len, built_at_ms),
+            tag: format!("{:08x}{:x}{:x}", whole.crc, whole.len, built_at.0),
             key: self.key,
-            built_at_ms,
+            built_at,
             identity: self.identity.freeze(),
             gz_full: Bytes::from(self.gz),
             rows: self.rows,
@@ -140,7 +141,7 @@ impl Snapshot {
     pub fn from_legacy_json(
         key: WardKey,
         body: &[u8],
-        built_at_ms: i64,
+        built_at: EpochMs,
     ) -> Result<Snapshot, SnapshotError> {
         let rows: Vec<&serde_json::value::RawValue> =
             serde_json::from_slice(body).map_err(|e| SnapshotError::NotAnArray(e.to_string()))?;
@@ -162,7 +163,7 @@ impl Snapshot {
             };
             b.push_row(raw.get().as_bytes(), booth, facts.modifieddate)?;
         }
-        Ok(b.finish(built_at_ms))
+        Ok(b.finish(built_at))
     }
 }
 
@@ -174,10 +175,10 @@ mod tests {
 
     #[test]
     fn empty_ward_and_bad_rows() {
-        let s = Snapshot::from_legacy_json(key(), b"[]", 1).unwrap();
+        let s = Snapshot::from_legacy_json(key(), b"[]", EpochMs(1)).unwrap();
         assert_eq!(render(&s, &Selection::default(), true).0, b"[]");
         assert!(Snapshot::decode(Bytes::from(s.encode())).is_ok());
-        assert!(Snapshot::from_legacy_json(key(), b"{\"error\":1}", 1).is_err());
-        assert!(Snapshot::from_legacy_json(key(), br#"[{"id":1}]"#, 1).is_err());
+        assert!(Snapshot::from_legacy_json(key(), b"{\"error\":1}", EpochMs(1)).is_err());
+        assert!(Snapshot::from_legacy_json(key(), br#"[{"id":1}]"#, EpochMs(1)).is_err());
     }
 }

@@ -6,6 +6,7 @@ use bytes::{BufMut, Bytes};
 use super::{row_span, Chunk, Derived, RowMeta, Snapshot, SnapshotError};
 use crate::gzip;
 use crate::params::WardKey;
+use crate::time::EpochMs;
 
 /// Format version of the Redis encoding; bump on any change to `encode`.
 pub const FORMAT_VERSION: u16 = 1;
@@ -21,7 +22,7 @@ impl Snapshot {
         let mut out = Vec::with_capacity(self.gz_full.len() + self.rows.len() * 14 + 256);
         out.extend_from_slice(MAGIC);
         out.put_u16_le(FORMAT_VERSION);
-        out.put_i64_le(self.built_at_ms);
+        out.put_i64_le(self.built_at.0);
         for s in [
             &self.key.state,
             &self.key.assembly,
@@ -55,7 +56,7 @@ impl Snapshot {
     /// Reads what `encode` wrote; refuses other versions and anything inconsistent.
     pub fn decode(data: Bytes) -> Result<Snapshot, SnapshotError> {
         let mut r = Reader { data: &data, at: 0 };
-        let (built_at_ms, key, tag) = read_header(&mut r)?;
+        let (built_at, key, tag) = read_header(&mut r)?;
         let nb = r.u32()? as usize;
         let booths = (0..nb).map(|_| r.string()).collect::<Result<Vec<_>, _>>()?;
         let (rows, rows_end) = read_rows(&mut r, booths.len())?;
@@ -68,7 +69,7 @@ impl Snapshot {
         let chunks = check_chunks(heads, &rows, &identity, glen)?;
         Ok(Snapshot {
             key,
-            built_at_ms,
+            built_at,
             tag,
             identity,
             gz_full,
@@ -81,7 +82,7 @@ impl Snapshot {
 }
 
 /// Magic, format version, then build time, ward key and tag.
-fn read_header(r: &mut Reader<'_>) -> Result<(i64, WardKey, String), SnapshotError> {
+fn read_header(r: &mut Reader<'_>) -> Result<(EpochMs, WardKey, String), SnapshotError> {
     if r.take(4)? != MAGIC {
         return Err(SnapshotError::Corrupt("magic"));
     }
@@ -89,14 +90,14 @@ fn read_header(r: &mut Reader<'_>) -> Result<(i64, WardKey, String), SnapshotErr
     if version != FORMAT_VERSION {
         return Err(SnapshotError::OtherVersion(version));
     }
-    let built_at_ms = r.i64()?;
+    let built_at = EpochMs(r.i64()?);
     let key = WardKey {
         state: r.string()?,
         assembly: r.string()?,
         ward: r.string()?,
     };
     let tag = r.string()?;
-    Ok((built_at_ms, key, tag))
+    Ok((built_at, key, tag))
 }
 
 /// The row facts; each row's place in the identity JSON follows from the lengths before it.
@@ -232,7 +233,7 @@ mod tests {
     #[test]
     fn redis_encoding_roundtrips_and_refuses_damage() {
         let json = ward_json(777);
-        let s = Snapshot::from_legacy_json(key(), &json, 42).unwrap();
+        let s = Snapshot::from_legacy_json(key(), &json, EpochMs(42)).unwrap();
         let enc = s.encode();
         let back = Snapshot::decode(Bytes::from(enc.clone())).unwrap();
         assert_eq!(back.tag, s.tag);

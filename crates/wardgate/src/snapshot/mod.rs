@@ -25,6 +25,7 @@ use bytes::Bytes;
 
 use crate::gzip::Check;
 use crate::params::WardKey;
+use crate::time::EpochMs;
 
 pub use build::SnapshotBuilder;
 pub use codec::FORMAT_VERSION;
@@ -95,7 +96,7 @@ impl Chunk {
 pub struct Snapshot {
     pub key: WardKey,
     /// When the source was read, epoch ms (`X-Snapshot-Time`): the rows are at least this new.
-    pub built_at_ms: i64,
+    pub built_at: EpochMs,
     /// Identifies this content: part of every ETag served from it.
     pub tag: String,
     /// The full-ward legacy answer, `[row,row,...]`: identity answers are slices of it.

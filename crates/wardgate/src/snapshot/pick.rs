@@ -261,6 +261,7 @@ mod tests {
     use super::*;
     use crate::snapshot::fixtures::{key, render, rows_of, ward_json};
     use crate::snapshot::CHUNK_ROWS;
+    use crate::time::EpochMs;
 
     /// The reference semantics, computed the slow way.
     fn reference(all: &[serde_json::Value], sel: &Selection<'_>) -> (Vec<serde_json::Value>, bool) {
@@ -294,7 +295,7 @@ mod tests {
     #[test]
     fn full_ward_is_byte_identical_in_both_encodings() {
         let json = ward_json(1234);
-        let s = Snapshot::from_legacy_json(key(), &json, 42).unwrap();
+        let s = Snapshot::from_legacy_json(key(), &json, EpochMs(42)).unwrap();
         assert_eq!(s.rows(), 1234);
         for gz in [false, true] {
             let (body, picked) = render(&s, &Selection::default(), gz);
@@ -307,7 +308,7 @@ mod tests {
     fn every_selection_matches_the_reference() {
         let json = ward_json(1000);
         let all = rows_of(&json);
-        let s = Snapshot::from_legacy_json(key(), &json, 42).unwrap();
+        let s = Snapshot::from_legacy_json(key(), &json, EpochMs(42)).unwrap();
         let booths = BoothSet(BTreeSet::from([
             "2".to_string(),
             "5".to_string(),
@@ -350,7 +351,7 @@ mod tests {
     #[test]
     fn aligned_pages_and_whole_booths_use_chunks_only() {
         let json = ward_json(1000);
-        let s = Snapshot::from_legacy_json(key(), &json, 42).unwrap();
+        let s = Snapshot::from_legacy_json(key(), &json, EpochMs(42)).unwrap();
         let p = s.pick(&Selection {
             page: Some(Page {
                 page: 1,

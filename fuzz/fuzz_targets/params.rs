@@ -31,7 +31,7 @@ use wardgate::config::CitizensConfig;
 use wardgate::params::{CitizensQuery, Scope, WardKey};
 use wardgate::route::{self, MasterRoute, Route, CITIZENS_PATH};
 // The contract's formats, written independently of src/params.rs (shared with the property tests).
-#[path = "../../tests/contract/mod.rs"]
+#[path = "../../crates/wardgate/tests/contract/mod.rs"]
 mod contract;
 use contract::{is_digits, is_number, is_state, upstream_bytes_ok};
 

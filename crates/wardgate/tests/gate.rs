@@ -1,0 +1,91 @@
+//! Builds from the read replica pass the backend gate and end within their time bound, like
+//! builds from the upstream: a replica that accepts connections and never answers cannot hold
+//! more than the gate's slots, nor hold them for ever.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::*;
+use wardgate::config::{Dur, Secret};
+
+/// A TCP server that accepts connections and never says a word: a replica that hangs.
+async fn silent_server() -> (String, tokio::task::JoinHandle<()>) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = l.accept().await {
+            held.push(s);
+        }
+    });
+    (format!("mysql://root@{addr}/silent"), task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replica_builds_hold_a_gate_slot_and_time_out() {
+    let origin = Origin::builder().start().await;
+    let (replica, silent) = silent_server().await;
+    let gate = Gate::builder(&origin.url())
+        .config(|c| {
+            c.mysql_url = Some(Secret(replica));
+            c.limits.upstream_max_inflight = 1;
+            c.limits.max_queued_upstream = 0;
+            c.limits.upstream_timeout = Dur(Duration::from_millis(300));
+            c.cache.miss_wait = Dur(Duration::from_secs(10));
+        })
+        .start()
+        .await;
+    let c = client();
+
+    // Ward 1's build takes the one slot and hangs on the replica...
+    let first = tokio::spawn({
+        let (c, url) = (c.clone(), gate.citizens(&ward_query(1)));
+        async move {
+            let t = Instant::now();
+            let r = c.get(url).send().await.unwrap();
+            (
+                r.status().as_u16(),
+                r.json::<Value>().await.unwrap(),
+                t.elapsed(),
+            )
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // ...so ward 2's build finds the gate full (no queue) and is shed at once.
+    let t = Instant::now();
+    let r = c.get(gate.citizens(&ward_query(2))).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("concurrency limit"),
+        "{body}"
+    );
+    assert!(t.elapsed() < Duration::from_secs(1), "shed, not queued");
+
+    // Ward 1's build ends at its bound (2 x upstream_timeout), long before miss_wait.
+    let (status, body, took) = first.await.unwrap();
+    assert_eq!(status, 503);
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("did not finish within"),
+        "{body}"
+    );
+    assert!(
+        took >= Duration::from_millis(550) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+    assert_eq!(
+        origin.citizens_reads().await,
+        0,
+        "wards come from the replica"
+    );
+    silent.abort();
+    gate.stop().await;
+}

@@ -3,12 +3,17 @@
 //! never part of the proxy's request path.
 #![forbid(unsafe_code)]
 
+pub mod datetime;
+pub mod decode;
 pub mod master;
 pub mod memory;
 pub mod mysql;
+pub mod numeric;
 pub mod params;
+mod routes;
 pub mod seed;
 pub mod server;
+pub mod sql;
 pub mod store;
 pub mod synth;
 pub mod voter;
@@ -36,7 +41,7 @@ pub enum OriginError {
     #[error("MySQL: {0}")]
     MySql(#[from] mysql_async::Error),
     #[error("decoding a row: {0}")]
-    Row(#[from] voter::VoterError),
+    Row(#[from] decode::VoterError),
     #[error("decoding a row: {0}")]
     Decode(String),
     #[error("I/O: {0}")]

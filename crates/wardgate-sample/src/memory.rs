@@ -6,9 +6,11 @@ use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use crate::master::{
     AssemblyInfo, DashboardStats, MasterData, PartyInfo, Setting, StateInfo, WardInfo,
 };
+use crate::numeric::mysql_numeric_prefix;
+use crate::sql::CitizenFilter;
 use crate::store::CitizenUpdate;
 use crate::synth;
-use crate::voter::{mysql_numeric_prefix, Citizen, CitizenFilter};
+use crate::voter::Citizen;
 
 /// The comparison key of a VARCHAR under the server's default collation (utf8mb4_general_ci,
 /// PAD SPACE): case-insensitive and blind to trailing spaces, so `state = 'karnataka '`

@@ -6,9 +6,11 @@ use bytes::Bytes;
 use mysql_async::Pool;
 use tokio::sync::mpsc;
 
+use crate::datetime::format_datetime_ms;
 use crate::master::{AssemblyInfo, DashboardStats, PartyInfo, Setting, StateInfo, WardInfo};
 use crate::memory::MemoryStore;
-use crate::voter::{format_datetime_ms, Citizen, CitizenFilter, CITIZEN_COLUMNS};
+use crate::sql::CitizenFilter;
+use crate::voter::{Citizen, CITIZEN_COLUMNS};
 use crate::{mysql, OriginError};
 
 /// Most updates one request may carry; an offline volunteer syncs hundreds, not millions.

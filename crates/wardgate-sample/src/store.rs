@@ -324,7 +324,9 @@ mod tests {
 
     #[test]
     fn csv_quoting() {
-        let mut c = crate::synth::generate_ward("Karnataka", "150", 1, 1, 7).remove(0);
+        let roll = crate::synth::RollSpec::new("Karnataka", "150", 1, 1);
+        let mut c = crate::synth::generate_ward(&roll, 1).remove(0);
+        c.id = 7;
         c.address = Some("No. 5, \"Sri Nilaya\"".into());
         c.mobile = None;
         c.voted = true;

@@ -7,9 +7,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use mysql_async::prelude::Queryable;
 
 use crate::memory::MemoryStore;
-use crate::seed::{seed, SeedArgs};
+use crate::seed::{seed, seed_with, SeedArgs, SeedOptions};
 use crate::server::{serve, OriginOptions};
 use crate::store::{CitizenUpdate, Store};
+use crate::synth::{RollSpec, Serials};
 use crate::{mysql, synth};
 
 const STATE: &str = "Karnataka";
@@ -62,7 +63,9 @@ fn citizens_path(ward: &str, booths: &str, date: i64, page: Option<(u64, u64)>) 
 /// Every route once over a 3 x 400 memory store, then the counters those requests left.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_routes_over_memory() {
-    let store = Store::Memory(Arc::new(MemoryStore::generate(STATE, "150", 3, 400)));
+    let store = Store::Memory(Arc::new(MemoryStore::generate(&RollSpec::new(
+        STATE, "150", 3, 400,
+    ))));
     let (addr, task) = start(store.clone()).await;
     let client = reqwest::Client::new();
     citizens_reads_and_writes(&client, addr).await;
@@ -275,8 +278,8 @@ async fn compare_stores(url: String) {
     pool.disconnect().await.unwrap();
 }
 
-/// Seeds assembly 150 (3 x 700), then 151, then 150 again into MariaDB, and the same into a
-/// memory store.
+/// Seeds assembly 150 (3 x 700, per-booth serials), then 151 (ward-wide), then 150 again into
+/// MariaDB, and the same into a memory store.
 async fn seed_both(url: &str) -> (mysql_async::Pool, Arc<MemoryStore>) {
     let args = SeedArgs {
         mysql_url: url.to_string(),
@@ -289,19 +292,17 @@ async fn seed_both(url: &str) -> (mysql_async::Pool, Arc<MemoryStore>) {
     };
     let report = seed(&args).await.unwrap();
     assert_eq!(report.rows, 2100);
-    // A second assembly, then the first again: exercises the DELETE (not TRUNCATE) path and
-    // idempotency.
-    let other = SeedArgs {
-        assembly: "151".into(),
-        wards: 1,
-        voters_per_ward: 50,
-        ..args.clone()
+    // A second assembly (with the other serial shape), then the first again: exercises the
+    // DELETE (not TRUNCATE) path and idempotency.
+    let other = SeedOptions {
+        roll: RollSpec::new(STATE, "151", 1, 50).with_serials(Serials::WardWide),
+        ..SeedOptions::from(&args)
     };
-    seed(&other).await.unwrap();
+    seed_with(&other).await.unwrap();
     seed(&args).await.unwrap();
 
-    let memory = MemoryStore::generate(STATE, "150", 3, 700);
-    memory.load_assembly(STATE, "151", 1, 50);
+    let memory = MemoryStore::generate(&RollSpec::new(STATE, "150", 3, 700));
+    memory.load_assembly(&other.roll);
     (mysql::pool(url).unwrap(), Arc::new(memory))
 }
 

@@ -255,7 +255,7 @@ mod tests {
         let sql = insert_sql(2);
         assert!(sql.starts_with("INSERT INTO citizen (id,state,assembly_no,"));
         assert_eq!(sql.matches('?').count(), 38);
-        let c = synth::generate_ward("Karnataka", "150", 1, 1, 1).remove(0);
+        let c = synth::generate_ward(&synth::RollSpec::new("Karnataka", "150", 1, 1), 1).remove(0);
         let mut p = Vec::new();
         push_params(&c, &mut p);
         assert_eq!(p.len(), CITIZEN_COLUMNS.len());

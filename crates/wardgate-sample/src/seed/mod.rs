@@ -8,9 +8,9 @@ use tokio::sync::{mpsc, Mutex};
 use tokio::task::JoinHandle;
 use tracing::info;
 
-use crate::params::{valid_assembly, valid_state};
+use crate::synth::{self, RollSpec, Serials};
 use crate::voter::Citizen;
-use crate::{mysql, synth, OriginError};
+use crate::{mysql, OriginError};
 
 mod load;
 
@@ -19,28 +19,42 @@ pub use load::{create_database, create_schema};
 /// Default database URL of the demo and tests.
 pub const DEFAULT_MYSQL_URL: &str = "mysql://root@127.0.0.1:3306/wardgate";
 
-/// Arguments of `wardgate-sample seed`.
+/// Everything `seed` takes: the database, the roll to load, the insert batch. These are the
+/// arguments of `wardgate-sample seed`.
 #[derive(clap::Args, Debug, Clone)]
-pub struct SeedArgs {
+pub struct SeedOptions {
     /// MySQL/MariaDB URL; the database in its path is created if missing.
     #[arg(long, env = "WARDGATE_MYSQL_URL", default_value = DEFAULT_MYSQL_URL)]
     pub mysql_url: String,
-    /// State name stored in every row.
-    #[arg(long, default_value = "Karnataka")]
-    pub state: String,
-    /// Assembly constituency number.
-    #[arg(long, default_value = "150")]
-    pub assembly: String,
-    /// Number of wards (1..=999).
-    #[arg(long, default_value_t = 10)]
-    pub wards: u32,
-    /// Voters in each ward.
-    #[arg(long, default_value_t = 1000)]
-    pub voters_per_ward: u32,
+    #[command(flatten)]
+    pub roll: RollSpec,
     /// Rows per multi-row INSERT (19 placeholders each; at most 3000 to stay under the
     /// protocol's 65,535 placeholders per statement).
     #[arg(long, default_value_t = 2000)]
     pub batch: usize,
+}
+
+/// [`SeedOptions`] with the default serial shape (per booth), as plain fields: code that
+/// builds it as a struct literal (the proxy's test fixtures) keeps compiling as the roll's
+/// options grow.
+#[derive(Debug, Clone)]
+pub struct SeedArgs {
+    pub mysql_url: String,
+    pub state: String,
+    pub assembly: String,
+    pub wards: u32,
+    pub voters_per_ward: u32,
+    pub batch: usize,
+}
+
+impl From<&SeedArgs> for SeedOptions {
+    fn from(a: &SeedArgs) -> Self {
+        SeedOptions {
+            mysql_url: a.mysql_url.clone(),
+            roll: RollSpec::new(&a.state, &a.assembly, a.wards, a.voters_per_ward),
+            batch: a.batch,
+        }
+    }
 }
 
 /// What `seed` loaded and how fast.
@@ -50,6 +64,7 @@ pub struct SeedReport {
     pub state: String,
     pub assembly: String,
     pub wards: u32,
+    pub serials: Serials,
     pub booths: u32,
     pub rows: u64,
     pub elapsed: Duration,
@@ -60,60 +75,46 @@ pub struct SeedReport {
 /// batch is on the wire; more only contend for this 2-core machine's CPU.
 const INSERT_CONNECTIONS: usize = 2;
 
-fn validate(args: &SeedArgs) -> Result<(), OriginError> {
-    let bad = |m: &str| Err(OriginError::Invalid(m.to_string()));
-    if !valid_state(&args.state) {
-        return bad("--state: letters, spaces, '.', '-', at most 64 characters");
-    }
-    if !valid_assembly(&args.assembly) {
-        return bad("--assembly: 1 to 6 digits");
-    }
-    if !(1..=999).contains(&args.wards) {
-        return bad("--wards: 1..=999");
-    }
-    if args.voters_per_ward == 0 {
-        return bad("--voters-per-ward: at least 1");
-    }
-    if i64::from(args.wards) * i64::from(args.voters_per_ward) >= synth::ID_STRIDE {
-        return bad("--wards x --voters-per-ward must stay below 10,000,000 per assembly");
-    }
-    if !(1..=3000).contains(&args.batch) {
-        return bad("--batch: 1..=3000");
+fn validate(opts: &SeedOptions) -> Result<(), OriginError> {
+    opts.roll.validate().map_err(OriginError::Invalid)?;
+    if !(1..=3000).contains(&opts.batch) {
+        return Err(OriginError::Invalid("--batch: 1..=3000".into()));
     }
     Ok(())
 }
 
-/// Loads the synthetic assembly described by `args` (see the module doc). Idempotent: the
-/// assembly's previous citizens and ward/booth rows are replaced.
+/// [`seed_with`] the default serial shape.
 pub async fn seed(args: &SeedArgs) -> Result<SeedReport, OriginError> {
-    validate(args)?;
-    let database = load::create_database(&args.mysql_url).await?;
-    let pool = mysql::pool(&args.mysql_url)?;
-    let result = seed_into(&pool, args, database).await;
+    seed_with(&args.into()).await
+}
+
+/// Loads the synthetic assembly described by `opts` (see the module doc). Idempotent: the
+/// assembly's previous citizens and ward/booth rows are replaced.
+pub async fn seed_with(opts: &SeedOptions) -> Result<SeedReport, OriginError> {
+    validate(opts)?;
+    let database = load::create_database(&opts.mysql_url).await?;
+    let pool = mysql::pool(&opts.mysql_url)?;
+    let result = seed_into(&pool, opts, database).await;
     pool.disconnect().await?;
     result
 }
 
 async fn seed_into(
     pool: &Pool,
-    args: &SeedArgs,
+    opts: &SeedOptions,
     database: String,
 ) -> Result<SeedReport, OriginError> {
+    let roll = &opts.roll;
     load::create_schema(pool).await?;
-    let master = synth::master_data(
-        &args.state,
-        &args.assembly,
-        args.wards,
-        args.voters_per_ward,
-    );
+    let master = synth::master_data(roll);
     load::load_master(pool, &master).await?;
-    load::clear_citizens(pool, &args.state, &args.assembly).await?;
+    load::clear_citizens(pool, &roll.state, &roll.assembly).await?;
 
-    let total = u64::from(args.wards) * u64::from(args.voters_per_ward);
-    info!(database, state = %args.state, assembly = %args.assembly, wards = args.wards, rows = total, "seeding citizens");
+    let total = u64::from(roll.wards) * u64::from(roll.voters_per_ward);
+    info!(database, state = %roll.state, assembly = %roll.assembly, wards = roll.wards, serials = ?roll.serials, rows = total, "seeding citizens");
     let started = Instant::now();
     let progress = Arc::new(Progress::new(total, started));
-    load_citizens(pool, args, &progress).await?;
+    load_citizens(pool, opts, &progress).await?;
 
     let elapsed = started.elapsed();
     let rows = progress.done();
@@ -133,9 +134,10 @@ async fn seed_into(
     );
     Ok(SeedReport {
         database,
-        state: args.state.clone(),
-        assembly: args.assembly.clone(),
-        wards: args.wards,
+        state: roll.state.clone(),
+        assembly: roll.assembly.clone(),
+        wards: roll.wards,
+        serials: roll.serials,
         booths,
         rows,
         elapsed,
@@ -147,14 +149,14 @@ async fn seed_into(
 /// inserters, so row building overlaps the database's work instead of adding to it.
 async fn load_citizens(
     pool: &Pool,
-    args: &SeedArgs,
+    opts: &SeedOptions,
     progress: &Arc<Progress>,
 ) -> Result<(), OriginError> {
     let (tx, rx) = mpsc::channel::<Vec<Citizen>>(2);
-    let generator = spawn_generator(args.clone(), tx);
+    let generator = spawn_generator(opts.roll.clone(), tx);
     let rx = Arc::new(Mutex::new(rx));
     let workers: Vec<_> = (0..INSERT_CONNECTIONS)
-        .map(|_| spawn_inserter(pool.clone(), rx.clone(), progress.clone(), args.batch))
+        .map(|_| spawn_inserter(pool.clone(), rx.clone(), progress.clone(), opts.batch))
         .collect();
     let mut first_err = None;
     for w in workers {
@@ -175,13 +177,10 @@ async fn load_citizens(
 }
 
 /// Sends the wards' rows, one ward per message, until done or the inserters stop listening.
-fn spawn_generator(args: SeedArgs, tx: mpsc::Sender<Vec<Citizen>>) -> JoinHandle<()> {
+fn spawn_generator(roll: RollSpec, tx: mpsc::Sender<Vec<Citizen>>) -> JoinHandle<()> {
     tokio::task::spawn_blocking(move || {
-        for w in 1..=args.wards {
-            let first = synth::ward_first_id(&args.state, &args.assembly, w, args.voters_per_ward);
-            let rows =
-                synth::generate_ward(&args.state, &args.assembly, w, args.voters_per_ward, first);
-            if tx.blocking_send(rows).is_err() {
+        for w in 1..=roll.wards {
+            if tx.blocking_send(synth::generate_ward(&roll, w)).is_err() {
                 // The inserters stopped (an error): stop generating.
                 return;
             }
@@ -252,39 +251,46 @@ mod tests {
 
     #[test]
     fn validates_args() {
-        let ok = SeedArgs {
+        let ok = SeedOptions {
             mysql_url: DEFAULT_MYSQL_URL.into(),
-            state: "Karnataka".into(),
-            assembly: "150".into(),
-            wards: 10,
-            voters_per_ward: 1000,
+            roll: RollSpec::default(),
             batch: 2000,
         };
         assert!(validate(&ok).is_ok());
+        let with = |change: fn(&mut RollSpec)| {
+            let mut o = ok.clone();
+            change(&mut o.roll);
+            o
+        };
         for bad in [
-            SeedArgs {
-                state: "K'; DROP".into(),
-                ..ok.clone()
-            },
-            SeedArgs {
-                assembly: "x".into(),
-                ..ok.clone()
-            },
-            SeedArgs {
-                wards: 0,
-                ..ok.clone()
-            },
-            SeedArgs {
+            with(|r| r.state = "K'; DROP".into()),
+            with(|r| r.assembly = "x".into()),
+            with(|r| r.wards = 0),
+            with(|r| r.wards = 1000),
+            with(|r| r.voters_per_ward = 0),
+            with(|r| (r.wards, r.voters_per_ward) = (999, 20_000)),
+            SeedOptions {
                 batch: 4000,
-                ..ok.clone()
-            },
-            SeedArgs {
-                wards: 999,
-                voters_per_ward: 20_000,
                 ..ok.clone()
             },
         ] {
             assert!(validate(&bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn literal_args_mean_per_booth_serials() {
+        let args = SeedArgs {
+            mysql_url: DEFAULT_MYSQL_URL.into(),
+            state: "Karnataka".into(),
+            assembly: "151".into(),
+            wards: 2,
+            voters_per_ward: 30,
+            batch: 7,
+        };
+        let opts = SeedOptions::from(&args);
+        assert_eq!(opts.roll, RollSpec::new("Karnataka", "151", 2, 30));
+        assert_eq!(opts.roll.serials, Serials::PerBooth);
+        assert_eq!((opts.mysql_url, opts.batch), (args.mysql_url, 7));
     }
 }

@@ -1,50 +1,48 @@
 //! The synthetic assembly's master rows, plus the fixed party list and application settings.
 
 use super::numbering::{
-    assembly_id, assembly_num, booth_id, booth_srno_range, booths_in_ward, state_info, ward_id,
-    ward_name,
+    assembly_id, assembly_num, booth_id, state_info, ward_booths, ward_id, ward_name,
 };
 use super::words::ASSEMBLY_NAMES;
+use super::RollSpec;
 use crate::master::{AssemblyInfo, BoothInfo, MasterData, PartyInfo, Setting, WardInfo};
 
 /// The assembly's master rows (state, constituency, wards with booths) plus the fixed party
 /// list and settings.
-pub fn master_data(state: &str, assembly: &str, wards: u32, voters_per_ward: u32) -> MasterData {
-    let st = state_info(state);
-    let ac_id = assembly_id(state, assembly);
-    let name_i = (assembly_num(assembly) as usize) % ASSEMBLY_NAMES.len();
+pub fn master_data(spec: &RollSpec) -> MasterData {
+    let st = state_info(&spec.state);
+    let ac_id = assembly_id(&spec.state, &spec.assembly);
+    let name_i = (assembly_num(&spec.assembly) as usize) % ASSEMBLY_NAMES.len();
     let ac = AssemblyInfo {
         id: ac_id,
         state_id: st.id,
-        assembly_no: assembly.to_string(),
+        assembly_no: spec.assembly.clone(),
         name: ASSEMBLY_NAMES[name_i].to_string(),
     };
-    let mut ward_infos = Vec::with_capacity(wards as usize);
-    let mut booth_no = 1;
-    for w in 1..=wards {
-        let n = booths_in_ward(state, assembly, w);
-        let area = ward_name(assembly, w);
-        let booths = (0..n)
-            .map(|k| {
-                let (lo, hi) = booth_srno_range(k, n, voters_per_ward);
-                let b = booth_no + k;
-                BoothInfo {
-                    id: booth_id(ac_id, b),
-                    booth_no: b.to_string(),
-                    name: format!("Govt. Higher Primary School, {area}, Room No. {}", k + 1),
-                    first_srno: i64::from(lo),
-                    last_srno: i64::from(hi),
-                }
-            })
-            .collect();
-        booth_no += n;
-        ward_infos.push(WardInfo {
-            id: ward_id(ac_id, w),
-            ward_no: w.to_string(),
-            name: area,
-            booths,
-        });
-    }
+    let ward_infos = (1..=spec.wards)
+        .map(|w| {
+            let area = ward_name(&spec.assembly, w);
+            let booths = ward_booths(spec, w)
+                .iter()
+                .map(|b| BoothInfo {
+                    id: booth_id(ac_id, b.booth_no),
+                    booth_no: b.booth_no.to_string(),
+                    name: format!(
+                        "Govt. Higher Primary School, {area}, Room No. {}",
+                        b.index + 1
+                    ),
+                    first_srno: i64::from(b.first_srno),
+                    last_srno: i64::from(b.last_srno()),
+                })
+                .collect();
+            WardInfo {
+                id: ward_id(ac_id, w),
+                ward_no: w.to_string(),
+                name: area,
+                booths,
+            }
+        })
+        .collect();
     MasterData {
         states: vec![st],
         assemblies: vec![(ac, ward_infos)],

@@ -1,7 +1,7 @@
 //! Numbering of the synthetic assembly: state codes, ids, booth numbers and ward names.
 
 use super::words::{AREAS, STATES};
-use super::{seed_of, SplitMix64, ID_STRIDE};
+use super::{seed_of, RollSpec, Serials, SplitMix64, ID_STRIDE};
 use crate::master::StateInfo;
 
 /// The state's id (census code; 40..99 from a hash for names not in the table) and its
@@ -73,12 +73,71 @@ pub fn first_booth_no(state: &str, assembly: &str, ward_no: u32) -> u32 {
         .sum::<u32>()
 }
 
-/// Srno range (1-based, inclusive) of booth `k` of `n` in a ward of `voters` voters; booths
-/// split the ward's srno sequence into contiguous, nearly equal runs.
-pub(super) fn booth_srno_range(k: u32, n: u32, voters: u32) -> (u32, u32) {
-    let lo = (u64::from(voters) * u64::from(k) / u64::from(n)) as u32;
-    let hi = (u64::from(voters) * u64::from(k + 1) / u64::from(n)) as u32;
-    (lo + 1, hi)
+/// One booth (part) of a ward as the generator lays it out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BoothPlan {
+    pub booth_no: u32,
+    /// Position of the booth within its ward (0-based).
+    pub index: u32,
+    pub voters: u32,
+    /// Serial number of the booth's first voter: 1 with per-booth serials, else where the
+    /// booth's run of the ward-wide sequence starts.
+    pub first_srno: u32,
+}
+
+impl BoothPlan {
+    /// Serial number of the booth's last voter (`first_srno - 1` for an empty booth).
+    pub fn last_srno(&self) -> u32 {
+        self.first_srno + self.voters - 1
+    }
+}
+
+/// The ward's booths in order, with their sizes and first serial numbers.
+pub fn ward_booths(spec: &RollSpec, ward_no: u32) -> Vec<BoothPlan> {
+    let first_booth = first_booth_no(&spec.state, &spec.assembly, ward_no);
+    let mut next_srno = 1;
+    booth_sizes(spec, ward_no)
+        .into_iter()
+        .zip(0..)
+        .map(|(voters, index)| {
+            let first_srno = match spec.serials {
+                Serials::PerBooth => 1,
+                Serials::WardWide => next_srno,
+            };
+            next_srno += voters;
+            BoothPlan {
+                booth_no: first_booth + index,
+                index,
+                voters,
+                first_srno,
+            }
+        })
+        .collect()
+}
+
+/// How many of the ward's voters each booth holds: unequal, as real parts are (weights
+/// 40..=160, so one booth may hold up to four times another), summing to `voters_per_ward`.
+/// Drawn from a stream of their own so that the rows' stream does not depend on them.
+fn booth_sizes(spec: &RollSpec, ward_no: u32) -> Vec<u32> {
+    let (state, assembly) = (spec.state.as_str(), spec.assembly.as_str());
+    let w = ward_no.to_string();
+    let mut rng = SplitMix64::new(seed_of(&[state, assembly, &w, "booth-sizes"]));
+    let weights: Vec<u64> = (0..booths_in_ward(state, assembly, ward_no))
+        .map(|_| 40 + rng.below(121))
+        .collect();
+    let total: u64 = weights.iter().sum();
+    let voters = u64::from(spec.voters_per_ward);
+    let mut sizes: Vec<u64> = weights.iter().map(|w| voters * w / total).collect();
+    // Largest remainder: the voters the floors left over go one each to the booths whose
+    // exact share lost the most, ties to the earlier booth.
+    let mut order: Vec<usize> = (0..weights.len()).collect();
+    order.sort_by_key(|&k| (std::cmp::Reverse(voters * weights[k] % total), k));
+    let short = voters - sizes.iter().sum::<u64>();
+    for &k in order.iter().take(short as usize) {
+        sizes[k] += 1;
+    }
+    // Each share is at most `voters`, a u32.
+    sizes.into_iter().map(|s| s as u32).collect()
 }
 
 pub(super) fn ward_name(assembly: &str, ward_no: u32) -> String {

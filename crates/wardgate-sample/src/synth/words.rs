@@ -198,6 +198,13 @@ pub(super) const AREAS: &[&str] = &[
     "Jayanagar",
     "Banashankari",
 ];
+/// First names as entered in Kannada script on some rolls.
+pub(super) const MALE_NAMES_KANNADA: &[&str] = &["ರವಿ", "ಸುರೇಶ್", "ಮಂಜುನಾಥ", "ನಾಗರಾಜ", "ಶಿವಕುಮಾರ್"];
+pub(super) const FEMALE_NAMES_KANNADA: &[&str] = &["ಲಕ್ಷ್ಮಿ", "ಗೀತಾ", "ಸವಿತಾ", "ಮಂಜುಳಾ", "ಪುಷ್ಪ"];
+/// Initials some voters' first names carry ("K. Ravi"): the father's or village's name.
+pub(super) const INITIALS: &[&str] = &[
+    "B", "C", "D", "G", "H", "K", "M", "N", "P", "R", "S", "T", "V",
+];
 pub(super) const AREAS_KANNADA: &[&str] = &["ಬೆಂಗಳೂರು", "ಜಯನಗರ", "ಮಲ್ಲೇಶ್ವರಂ", "ಹೆಬ್ಬಾಳ"];
 pub(super) const HOUSE_NAMES: &[&str] = &["Sri Nilaya", "Gokula", "Sai Krupa", "Amma Nilaya"];
 pub(super) const ASSEMBLY_NAMES: &[&str] = &[

@@ -3,12 +3,17 @@
 //! never part of the proxy's request path.
 #![forbid(unsafe_code)]
 
+pub mod datetime;
+pub mod decode;
 pub mod master;
 pub mod memory;
 pub mod mysql;
+pub mod numeric;
 pub mod params;
+mod routes;
 pub mod seed;
 pub mod server;
+pub mod sql;
 pub mod store;
 pub mod synth;
 pub mod voter;
@@ -24,9 +29,10 @@ use mysql_async::prelude::Queryable;
 use tracing::info;
 
 pub use memory::MemoryStore;
-pub use seed::{seed, SeedArgs, DEFAULT_MYSQL_URL};
+pub use seed::{seed, seed_with, SeedArgs, SeedOptions, DEFAULT_MYSQL_URL};
 pub use server::{serve, OriginOptions};
 pub use store::Store;
+pub use synth::{RollSpec, Serials};
 
 /// Errors of the origin and the seed loader.
 #[derive(Debug, thiserror::Error)]
@@ -36,7 +42,7 @@ pub enum OriginError {
     #[error("MySQL: {0}")]
     MySql(#[from] mysql_async::Error),
     #[error("decoding a row: {0}")]
-    Row(#[from] voter::VoterError),
+    Row(#[from] decode::VoterError),
     #[error("decoding a row: {0}")]
     Decode(String),
     #[error("I/O: {0}")]
@@ -62,18 +68,9 @@ pub struct OriginArgs {
     /// Serve generated data from memory instead of MariaDB (no database needed).
     #[arg(long)]
     pub memory: bool,
-    /// With --memory: state of the generated assembly.
-    #[arg(long, default_value = "Karnataka")]
-    pub state: String,
-    /// With --memory: assembly number of the generated assembly.
-    #[arg(long, default_value = "150")]
-    pub assembly: String,
-    /// With --memory: number of wards.
-    #[arg(long, default_value_t = 10)]
-    pub wards: u32,
-    /// With --memory: voters per ward.
-    #[arg(long, default_value_t = 1000)]
-    pub voters_per_ward: u32,
+    /// With --memory: the roll to generate.
+    #[command(flatten, next_help_heading = "Generated roll (with --memory)")]
+    pub roll: RollSpec,
 }
 
 impl OriginOptions {
@@ -95,21 +92,9 @@ pub fn now_ms() -> i64 {
 /// Builds the store the arguments ask for: MariaDB (checked reachable) or generated memory.
 pub async fn open_store(args: &OriginArgs) -> Result<Store, OriginError> {
     if args.memory {
-        if !params::valid_state(&args.state) || !params::valid_assembly(&args.assembly) {
-            return Err(OriginError::Invalid("--state/--assembly".into()));
-        }
-        let m = MemoryStore::generate(
-            &args.state,
-            &args.assembly,
-            args.wards,
-            args.voters_per_ward,
-        );
-        if m.is_empty() {
-            return Err(OriginError::Invalid(
-                "--wards and --voters-per-ward must be at least 1".into(),
-            ));
-        }
-        info!(rows = m.len(), "memory store generated");
+        args.roll.validate().map_err(OriginError::Invalid)?;
+        let m = MemoryStore::generate(&args.roll);
+        info!(rows = m.len(), serials = ?args.roll.serials, "memory store generated");
         return Ok(Store::Memory(Arc::new(m)));
     }
     let pool = mysql::pool(&args.mysql_url)?;

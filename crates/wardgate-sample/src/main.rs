@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
-use wardgate_sample::{OriginArgs, SeedArgs};
+use wardgate_sample::{OriginArgs, SeedOptions};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -24,7 +24,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Load deterministic synthetic voters and master data into MariaDB/MySQL (truncates them first).
-    Seed(SeedArgs),
+    Seed(SeedOptions),
     /// Serve the legacy API over MariaDB, or over generated voters with --memory.
     Serve(OriginArgs),
 }
@@ -49,10 +49,10 @@ fn main() -> ExitCode {
     let result = rt.block_on(async {
         match cli.command {
             Command::Seed(args) => {
-                let r = wardgate_sample::seed(&args).await?;
+                let r = wardgate_sample::seed_with(&args).await?;
                 println!(
-                    "seeded {} rows ({} wards, {} booths) of {}/{} into `{}` in {:.2}s ({:.0} rows/s)",
-                    r.rows, r.wards, r.booths, r.state, r.assembly, r.database,
+                    "seeded {} rows ({} wards, {} booths, {:?} serials) of {}/{} into `{}` in {:.2}s ({:.0} rows/s)",
+                    r.rows, r.wards, r.booths, r.serials, r.state, r.assembly, r.database,
                     r.elapsed.as_secs_f64(), r.rows_per_sec
                 );
                 Ok(())
@@ -66,5 +66,34 @@ fn main() -> ExitCode {
             eprintln!("wardgate-sample: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wardgate_sample::Serials;
+
+    fn parse(args: &[&str]) -> Command {
+        let argv = std::iter::once("wardgate-sample").chain(args.iter().copied());
+        Cli::try_parse_from(argv).unwrap().command
+    }
+
+    #[test]
+    fn serials_flag_defaults_to_per_booth() {
+        let Command::Seed(s) = parse(&["seed", "--wards", "3"]) else {
+            panic!("not seed")
+        };
+        assert_eq!((s.roll.wards, s.roll.serials), (3, Serials::PerBooth));
+        let Command::Seed(s) = parse(&["seed", "--serials", "ward-wide"]) else {
+            panic!("not seed")
+        };
+        assert_eq!(s.roll.serials, Serials::WardWide);
+        let Command::Serve(s) = parse(&["serve", "--memory", "--serials", "per-booth"]) else {
+            panic!("not serve")
+        };
+        assert!(s.memory);
+        assert_eq!(s.roll.serials, Serials::PerBooth);
+        assert!(Cli::try_parse_from(["wardgate-sample", "seed", "--serials", "ward"]).is_err());
     }
 }

@@ -6,9 +6,11 @@ use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use crate::master::{
     AssemblyInfo, DashboardStats, MasterData, PartyInfo, Setting, StateInfo, WardInfo,
 };
+use crate::numeric::mysql_numeric_prefix;
+use crate::sql::CitizenFilter;
 use crate::store::CitizenUpdate;
-use crate::synth;
-use crate::voter::{mysql_numeric_prefix, Citizen, CitizenFilter};
+use crate::synth::{self, RollSpec};
+use crate::voter::Citizen;
 
 /// The comparison key of a VARCHAR under the server's default collation (utf8mb4_general_ci,
 /// PAD SPACE): case-insensitive and blind to trailing spaces, so `state = 'karnataka '`
@@ -111,19 +113,19 @@ impl MemoryStore {
     }
 
     /// A store holding one synthetic assembly, the same rows `seed` loads into MariaDB.
-    pub fn generate(state: &str, assembly: &str, wards: u32, voters_per_ward: u32) -> Self {
+    pub fn generate(spec: &RollSpec) -> Self {
         let store = Self::new();
-        store.load_assembly(state, assembly, wards, voters_per_ward);
+        store.load_assembly(spec);
         store
     }
 
     /// Replaces the given assembly's citizens and master rows with freshly generated ones,
     /// like `seed` does in MariaDB.
-    pub fn load_assembly(&self, state: &str, assembly: &str, wards: u32, voters_per_ward: u32) {
-        let rows = synth::generate_assembly(state, assembly, wards, voters_per_ward);
-        let master = synth::master_data(state, assembly, wards, voters_per_ward);
+    pub fn load_assembly(&self, spec: &RollSpec) {
+        let rows = synth::generate_assembly(spec);
+        let master = synth::master_data(spec);
         let mut g = self.write();
-        let key = (collation_key(state), collation_key(assembly));
+        let key = (collation_key(&spec.state), collation_key(&spec.assembly));
         g.rows
             .retain(|r| (collation_key(&r.state), collation_key(&r.assembly_no)) != key);
         g.rows.extend(rows);
@@ -361,7 +363,7 @@ mod tests {
 
     #[test]
     fn updates_and_dashboard() {
-        let store = MemoryStore::generate("Karnataka", "150", 2, 300);
+        let store = MemoryStore::generate(&RollSpec::new("Karnataka", "150", 2, 300));
         assert_eq!(store.len(), 600);
         let all = store.read_citizens(&filter(Some("1"), None));
         let target = all[5].id;
@@ -403,7 +405,7 @@ mod tests {
         let ac = synth::assembly_id("Karnataka", "150");
         assert_eq!(store.wards_and_booths(ac).map(|(_, w)| w.len()), Some(2));
         // Reloading is idempotent and forgets the update.
-        store.load_assembly("Karnataka", "150", 2, 300);
+        store.load_assembly(&RollSpec::new("Karnataka", "150", 2, 300));
         assert_eq!(store.read_citizens(&filter(Some("1"), None)), all);
     }
 }

@@ -5,11 +5,13 @@ use mysql_async::prelude::{FromRow, Queryable};
 use mysql_async::{from_row_opt, Opts, OptsBuilder, Pool, Row, TxOpts, Value};
 use tokio::sync::mpsc;
 
+use crate::datetime::datetime_value;
 use crate::master::{
     AssemblyInfo, BoothInfo, DashboardStats, PartyInfo, Setting, StateInfo, WardInfo,
 };
+use crate::sql::{citizen_query, scope_where, CitizenFilter, SESSION_SETUP_SQL};
 use crate::store::{write_csv_row, CitizenUpdate};
-use crate::voter::{citizen_query, datetime_value, Citizen, CitizenFilter, SESSION_SETUP_SQL};
+use crate::voter::Citizen;
 use crate::OriginError;
 
 /// A pool whose every connection runs in UTC (so `NOW(3)` and DATETIME values mean the same
@@ -97,7 +99,7 @@ pub async fn dashboard(pool: &Pool, f: &CitizenFilter<'_>) -> Result<DashboardSt
         "SELECT responded_status, COUNT(*), CAST(COALESCE(SUM(voted), 0) AS SIGNED) FROM citizen",
     );
     let mut params = Vec::new();
-    crate::voter::scope_where(f, &mut sql, &mut params);
+    scope_where(f, &mut sql, &mut params);
     sql.push_str(" GROUP BY responded_status");
     let groups: Vec<(Option<String>, i64, i64)> = rows_as(pool, &sql, params).await?;
     let mut st = DashboardStats::default();

@@ -1,6 +1,6 @@
 //! Validation of the contract's query parameters: nothing outside the documented formats reaches a query.
 
-use crate::voter::CitizenFilter;
+use crate::sql::CitizenFilter;
 
 /// Largest `size` a paged request may ask for.
 pub const DEFAULT_MAX_PAGE_SIZE: u64 = 10_000;

@@ -6,9 +6,11 @@ use bytes::Bytes;
 use mysql_async::Pool;
 use tokio::sync::mpsc;
 
+use crate::datetime::format_datetime_ms;
 use crate::master::{AssemblyInfo, DashboardStats, PartyInfo, Setting, StateInfo, WardInfo};
 use crate::memory::MemoryStore;
-use crate::voter::{format_datetime_ms, Citizen, CitizenFilter, CITIZEN_COLUMNS};
+use crate::sql::CitizenFilter;
+use crate::voter::{Citizen, CITIZEN_COLUMNS};
 use crate::{mysql, OriginError};
 
 /// Most updates one request may carry; an offline volunteer syncs hundreds, not millions.
@@ -322,7 +324,9 @@ mod tests {
 
     #[test]
     fn csv_quoting() {
-        let mut c = crate::synth::generate_ward("Karnataka", "150", 1, 1, 7).remove(0);
+        let roll = crate::synth::RollSpec::new("Karnataka", "150", 1, 1);
+        let mut c = crate::synth::generate_ward(&roll, 1).remove(0);
+        c.id = 7;
         c.address = Some("No. 5, \"Sri Nilaya\"".into());
         c.mobile = None;
         c.voted = true;

@@ -29,10 +29,11 @@ pub async fn run(args: &DemoArgs) -> Result<(), String> {
         "generating voters"
     );
     let (wards, per) = (args.wards, args.voters_per_ward);
-    let store =
-        tokio::task::spawn_blocking(move || MemoryStore::generate(STATE, ASSEMBLY, wards, per))
-            .await
-            .map_err(|e| e.to_string())?;
+    let store = tokio::task::spawn_blocking(move || {
+        MemoryStore::generate(&origin::RollSpec::new(STATE, ASSEMBLY, wards, per))
+    })
+    .await
+    .map_err(|e| e.to_string())?;
     let origin_l = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(|e| e.to_string())?;

@@ -143,10 +143,11 @@ impl OriginBuilder {
             (Store::MySql(origin::mysql::pool(&url).unwrap()), Some(db))
         } else {
             let (w, v) = (self.wards, self.voters);
-            let store =
-                tokio::task::spawn_blocking(move || MemoryStore::generate(STATE, ASSEMBLY, w, v))
-                    .await
-                    .unwrap();
+            let store = tokio::task::spawn_blocking(move || {
+                MemoryStore::generate(&origin::RollSpec::new(STATE, ASSEMBLY, w, v))
+            })
+            .await
+            .unwrap();
             (Store::Memory(Arc::new(store)), None)
         };
         let listener = tokio::net::TcpListener::bind(

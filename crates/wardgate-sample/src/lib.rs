@@ -56,8 +56,9 @@ pub enum OriginError {
 /// Arguments of `wardgate-sample serve`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct OriginArgs {
-    /// MySQL/MariaDB URL of the seeded database.
-    #[arg(long, env = "WARDGATE_MYSQL_URL", default_value = DEFAULT_MYSQL_URL)]
+    /// MySQL/MariaDB URL of the seeded database (env `WARDGATE_SAMPLE_MYSQL_URL`, apart from
+    /// the proxy's `WARDGATE_MYSQL_URL`).
+    #[arg(long, env = "WARDGATE_SAMPLE_MYSQL_URL", default_value = DEFAULT_MYSQL_URL)]
     pub mysql_url: String,
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8585")]

@@ -10,7 +10,7 @@ mod mariadb;
 mod redis;
 mod server;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 pub use mariadb::{mysql_root_url, MariaDb, MYSQL_ENV};
@@ -18,32 +18,65 @@ pub use redis::{redis_url, RedisServer, REDIS_ENV};
 pub use server::free_port;
 
 /// The `wardgate-sample` binary of this build profile, next to the test binary's `deps/`
-/// folder; built first when a test was started without it (`cargo test -p wardgate`).
+/// folder. `cargo test` at the root builds it with everything else; a test started otherwise
+/// (`cargo test -p wardgate`) finds it missing or older than the sample's sources, and builds
+/// it first, so a test never runs an old sample backend.
 pub fn sample_bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test binary has a path");
-    let profile_dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("test binaries live in target/<profile>/deps");
-    let bin = profile_dir.join("wardgate-sample");
-    if !bin.exists() {
-        let release = profile_dir.file_name().is_some_and(|n| n == "release");
-        let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-        cargo.args([
-            "build",
-            "--quiet",
-            "-p",
-            "wardgate-sample",
-            "--bin",
-            "wardgate-sample",
-        ]);
-        if release {
-            cargo.arg("--release");
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        let exe = std::env::current_exe().expect("the test binary has a path");
+        let profile_dir = exe
+            .parent()
+            .and_then(|deps| deps.parent())
+            .expect("test binaries live in target/<profile>/deps");
+        let bin = profile_dir.join("wardgate-sample");
+        if is_stale(&bin) {
+            build_sample(profile_dir.file_name().is_some_and(|n| n == "release"));
         }
-        let status = cargo.status().expect("cargo runs");
-        assert!(status.success(), "building wardgate-sample failed");
+        bin
+    })
+    .clone()
+}
+
+/// Whether `bin` is missing or older than a file of the sample backend's crate.
+fn is_stale(bin: &Path) -> bool {
+    let Ok(built) = bin.metadata().and_then(|m| m.modified()) else {
+        return true;
+    };
+    let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../wardgate-sample");
+    newest(&crate_dir).is_some_and(|t| t > built)
+}
+
+fn newest(dir: &Path) -> Option<std::time::SystemTime> {
+    std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let p = e.path();
+            if p.is_dir() {
+                newest(&p)
+            } else {
+                e.metadata().and_then(|m| m.modified()).ok()
+            }
+        })
+        .max()
+}
+
+fn build_sample(release: bool) {
+    let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cargo.args([
+        "build",
+        "--quiet",
+        "-p",
+        "wardgate-sample",
+        "--bin",
+        "wardgate-sample",
+    ]);
+    if release {
+        cargo.arg("--release");
     }
-    bin
+    let status = cargo.status().expect("cargo runs");
+    assert!(status.success(), "building wardgate-sample failed");
 }
 
 #[cfg(test)]

@@ -23,8 +23,10 @@ pub const DEFAULT_MYSQL_URL: &str = "mysql://root@127.0.0.1:3306/wardgate";
 /// arguments of `wardgate-sample seed`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct SeedOptions {
-    /// MySQL/MariaDB URL; the database in its path is created if missing.
-    #[arg(long, env = "WARDGATE_MYSQL_URL", default_value = DEFAULT_MYSQL_URL)]
+    /// MySQL/MariaDB URL; the database in its path is created if missing. Read from
+    /// `WARDGATE_SAMPLE_MYSQL_URL`, never from the proxy's `WARDGATE_MYSQL_URL`: on an ops box
+    /// that one names the real replica, and `seed` truncates the tables it loads.
+    #[arg(long, env = "WARDGATE_SAMPLE_MYSQL_URL", default_value = DEFAULT_MYSQL_URL)]
     pub mysql_url: String,
     #[command(flatten)]
     pub roll: RollSpec,

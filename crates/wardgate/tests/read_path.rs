@@ -561,3 +561,61 @@ async fn assembly_wide_reads_are_paginated_and_assembly_wide_writes_supersede_ev
     redis_cleanup(&prefix).await;
     origin.cleanup().await;
 }
+
+/// Bytes of one whole-stream `gzip -6` of `data` (Debian's `gzip`, an essential package): the
+/// yardstick for wire bytes.
+fn gzip6(data: &[u8]) -> usize {
+    use std::io::Write;
+    let mut child = std::process::Command::new("gzip")
+        .args(["-6", "-c"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("gzip is installed");
+    let mut stdin = child.stdin.take().unwrap();
+    let input = data.to_vec();
+    let feeder = std::thread::spawn(move || stdin.write_all(&input));
+    let out = child.wait_with_output().unwrap();
+    feeder.join().unwrap().unwrap();
+    assert!(out.status.success());
+    out.stdout.len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_per_booth_ward_costs_the_wire_what_one_gzip_stream_does() {
+    // Serial numbers restart in every booth (the sample's default, as on real rolls), so the
+    // reference order interleaves the ward's booths row by row.
+    let origin = Origin::builder()
+        .wards(1)
+        .voters_per_ward(10_000)
+        .start()
+        .await;
+    let gate = Gate::builder(&origin.url()).start().await;
+    let c = client();
+    let json = fetch(
+        &c,
+        format!("{}/open/volunteer/citizens?{}", origin.url(), ward_query(1)),
+    )
+    .await;
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&json).unwrap();
+    assert_eq!(rows.len(), 10_000);
+    assert_ne!(
+        rows[0]["booth_no"], rows[1]["booth_no"],
+        "booths interleave"
+    );
+    let r = c
+        .get(gate.citizens(&ward_query(1)))
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    let wire = r.bytes().await.unwrap();
+    assert_eq!(gunzip(&wire), json);
+    let yardstick = gzip6(&json);
+    assert!(
+        wire.len() * 100 <= yardstick * 103,
+        "full ward: {} bytes on the wire, one gzip -6 stream {yardstick}",
+        wire.len()
+    );
+    gate.stop().await;
+}

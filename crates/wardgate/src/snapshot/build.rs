@@ -63,9 +63,7 @@ impl SnapshotBuilder {
             }
         };
         let n = self.rows.len();
-        if n > self.chunk_first
-            && (n % CHUNK_ROWS == 0 || self.rows[self.chunk_first].booth != booth)
-        {
+        if n > self.chunk_first && n % CHUNK_ROWS == 0 {
             self.close_chunk();
         }
         if !self.rows.is_empty() {

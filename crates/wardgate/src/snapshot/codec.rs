@@ -9,7 +9,7 @@ use crate::params::WardKey;
 use crate::time::EpochMs;
 
 /// Format version of the Redis encoding; bump on any change to `encode`.
-pub const FORMAT_VERSION: u16 = 1;
+pub const FORMAT_VERSION: u16 = 2;
 const MAGIC: &[u8; 4] = b"WGSN";
 
 /// A chunk's bounds as stored: first row, end row, and its byte range in the full-ward gzip.

@@ -7,12 +7,22 @@ use crate::params::WardKey;
 
 /// Rows shaped like the legacy ones: booth changes every 37 rows, scattered modifieddates.
 pub(super) fn ward_json(n: usize) -> Vec<u8> {
+    ward_json_with(n, |i| 1 + i / 37)
+}
+
+/// Rows as a real roll orders them: serial numbers restart in each of 7 booths, so the
+/// reference order interleaves the booths row by row.
+pub(super) fn interleaved_ward_json(n: usize) -> Vec<u8> {
+    ward_json_with(n, |i| 1 + i % 7)
+}
+
+fn ward_json_with(n: usize, booth_of: fn(usize) -> usize) -> Vec<u8> {
     let rows: Vec<String> = (0..n)
         .map(|i| {
             format!(
                 r#"{{"id":{},"booth_no":"{}","srno":"{}","first_name":"Name{}","modifieddate":{}}}"#,
                 1000 + i,
-                1 + i / 37,
+                booth_of(i),
                 i + 1,
                 i,
                 1_700_000_000_000i64 + ((i * 7919) % 1000) as i64 * 1000

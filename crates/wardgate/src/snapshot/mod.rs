@@ -4,10 +4,12 @@
 //! a snapshot answers every read of its ward: the full array, a booth subset, a delta, or a page,
 //! in gzip or identity, by slicing and framing stored bytes.
 //!
-//! **Invariant:** a chunk never spans two booths and every multiple of `CHUNK_ROWS` starts a
-//! chunk, so full wards, whole booths and pages whose size is a multiple of `CHUNK_ROWS` are
-//! served from compressed chunks alone; other selections frame their edge rows as stored blocks.
-//! Either way the hot path never compresses.
+//! **Invariant:** chunks are runs of `CHUNK_ROWS` rows in reference order, whatever their
+//! booths: electoral rolls number voters per booth, so `ORDER BY srno + 0` interleaves a ward's
+//! booths row by row, and a chunk that ended at every booth change would hold one row. Full
+//! wards and pages whose size is a multiple of `CHUNK_ROWS` are served from compressed chunks
+//! alone; booth subsets, deltas and unaligned pages are derived once per snapshot and selection
+//! (`derived`). Either way the hot path never compresses.
 //!
 //! `build` turns rows into a snapshot, `pick` answers a selection from it, `codec` is its Redis
 //! format and `derived` the small cache of gzip answers kept with it.
@@ -35,9 +37,9 @@ pub use pick::{Picked, Selection};
 use derived::{Derived, DERIVED_BYTES};
 
 /// Rows per compressed chunk. Divides the default page size (1,000) so default pages are
-/// chunk-aligned. Measured on a 10,000-row ward at level 6, against one whole gzip stream
-/// (535 KB): 100-row chunks cost +14.2% bytes, 250 +5.9%, 500 +3.0% (booth boundaries
-/// included). Unaligned selections are compressed once per snapshot anyway (`derived`).
+/// chunk-aligned. Measured on a 10,000-row ward at level 6, against one whole gzip stream:
+/// independent 250-row chunks cost about +5% bytes, 500-row ones about +2.6%; larger chunks
+/// would save little more and make every unaligned selection recompress more.
 pub const CHUNK_ROWS: usize = 500;
 
 #[derive(Debug, thiserror::Error)]
@@ -72,7 +74,8 @@ struct Chunk {
     check: Check,
     min_modified: i64,
     max_modified: i64,
-    booth: u16,
+    /// The booths of its rows (indexes into `Snapshot::booths`), sorted, each once.
+    booths: Box<[u16]>,
 }
 
 impl Chunk {
@@ -86,7 +89,12 @@ impl Chunk {
             check: Check::of(raw),
             min_modified: span.iter().map(|r| r.modified).min().unwrap_or(i64::MIN),
             max_modified: span.iter().map(|r| r.modified).max().unwrap_or(i64::MIN),
-            booth: span[0].booth,
+            booths: {
+                let mut b: Vec<u16> = span.iter().map(|r| r.booth).collect();
+                b.sort_unstable();
+                b.dedup();
+                b.into_boxed_slice()
+            },
         }
     }
 }
@@ -125,7 +133,7 @@ impl Snapshot {
             + self.gz_full.len()
             + DERIVED_BYTES / 4 // derived answers: their bound, discounted (most wards have few)
             + self.rows.len() * std::mem::size_of::<RowMeta>()
-            + self.chunks.len() * std::mem::size_of::<Chunk>()
+            + self.chunks.iter().map(|c| std::mem::size_of::<Chunk>() + c.booths.len() * 2).sum::<usize>()
             + 256
     }
 

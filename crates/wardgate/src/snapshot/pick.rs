@@ -27,8 +27,8 @@ pub struct Picked {
     pub has_more: bool,
 }
 
-/// The selection's filters, by chunk and by row. A chunk holds one booth, so the booth filter
-/// is decided per chunk; `modifieddate > since` per chunk where its bounds decide it, else per row.
+/// The selection's filters, by chunk where a chunk's booths and date bounds decide them, else
+/// by row.
 struct Filter {
     /// Per booth index of the snapshot: wanted or not; `None` = every booth.
     booth_ok: Option<Vec<bool>>,
@@ -45,22 +45,26 @@ impl Filter {
         }
     }
 
-    /// Whether any row of the chunk may match: its booth is wanted and its newest row is new
-    /// enough.
+    /// Whether any row of the chunk may match: one of its booths is wanted and its newest row
+    /// is new enough.
     fn may_match(&self, ch: &Chunk) -> bool {
         self.booth_ok
             .as_ref()
-            .is_none_or(|ok| ok[ch.booth as usize])
+            .is_none_or(|ok| ch.booths.iter().any(|b| ok[*b as usize]))
             && self.since_ms.is_none_or(|s| ch.max_modified > s)
     }
 
-    /// Whether every row of a chunk that `may_match` matches.
+    /// Whether every row of a chunk matches.
     fn all_match(&self, ch: &Chunk) -> bool {
-        self.since_ms.is_none_or(|s| ch.min_modified > s)
+        self.booth_ok
+            .as_ref()
+            .is_none_or(|ok| ch.booths.iter().all(|b| ok[*b as usize]))
+            && self.since_ms.is_none_or(|s| ch.min_modified > s)
     }
 
     fn row(&self, r: &RowMeta) -> bool {
-        self.since_ms.is_none_or(|s| r.modified > s)
+        self.booth_ok.as_ref().is_none_or(|ok| ok[r.booth as usize])
+            && self.since_ms.is_none_or(|s| r.modified > s)
     }
 }
 
@@ -259,7 +263,7 @@ mod tests {
     use std::collections::BTreeSet;
 
     use super::*;
-    use crate::snapshot::fixtures::{key, render, rows_of, ward_json};
+    use crate::snapshot::fixtures::{interleaved_ward_json, key, render, rows_of, ward_json};
     use crate::snapshot::CHUNK_ROWS;
     use crate::time::EpochMs;
 
@@ -306,7 +310,12 @@ mod tests {
 
     #[test]
     fn every_selection_matches_the_reference() {
-        let json = ward_json(1000);
+        every_selection_matches_the_reference_on(&ward_json(1000));
+        every_selection_matches_the_reference_on(&interleaved_ward_json(1000));
+    }
+
+    fn every_selection_matches_the_reference_on(json: &[u8]) {
+        let json = json.to_vec();
         let all = rows_of(&json);
         let s = Snapshot::from_legacy_json(key(), &json, EpochMs(42)).unwrap();
         let booths = BoothSet(BTreeSet::from([
@@ -349,23 +358,40 @@ mod tests {
     }
 
     #[test]
-    fn aligned_pages_and_whole_booths_use_chunks_only() {
-        let json = ward_json(1000);
-        let s = Snapshot::from_legacy_json(key(), &json, EpochMs(42)).unwrap();
+    fn chunks_are_runs_of_rows_whatever_the_booths() {
+        for json in [ward_json(1000), interleaved_ward_json(1000)] {
+            let s = Snapshot::from_legacy_json(key(), &json, EpochMs(42)).unwrap();
+            assert_eq!(
+                s.chunks.len(),
+                1000 / CHUNK_ROWS,
+                "booth changes end no chunk"
+            );
+            let p = s.pick(&Selection {
+                page: Some(Page {
+                    page: 1,
+                    size: CHUNK_ROWS as u32,
+                }),
+                ..Default::default()
+            });
+            assert!(p.runs.iter().all(|r| matches!(r, Piece::Chunk(_))));
+        }
+        // Every booth wanted: whole chunks still, though each chunk holds many booths.
+        let s =
+            Snapshot::from_legacy_json(key(), &interleaved_ward_json(1000), EpochMs(42)).unwrap();
+        let all = BoothSet((1..=7).map(|b| b.to_string()).collect());
         let p = s.pick(&Selection {
-            page: Some(Page {
-                page: 1,
-                size: CHUNK_ROWS as u32,
-            }),
+            booths: Some(&all),
             ..Default::default()
         });
+        assert_eq!(p.count, 1000);
         assert!(p.runs.iter().all(|r| matches!(r, Piece::Chunk(_))));
-        let booths = BoothSet(BTreeSet::from(["4".to_string()]));
+        // One booth of seven: its rows, one in seven, picked from within the chunks.
+        let four = BoothSet(BTreeSet::from(["4".to_string()]));
         let p = s.pick(&Selection {
-            booths: Some(&booths),
+            booths: Some(&four),
             ..Default::default()
         });
-        assert_eq!(p.count, 37);
-        assert!(p.runs.iter().all(|r| matches!(r, Piece::Chunk(_))));
+        assert_eq!(p.count, (0..1000).filter(|i| i % 7 == 3).count());
+        assert!(p.runs.iter().all(|r| matches!(r, Piece::Rows(..))));
     }
 }

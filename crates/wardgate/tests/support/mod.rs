@@ -144,11 +144,7 @@ impl OriginBuilder {
         } else {
             let (w, v) = (self.wards, self.voters);
             let store = tokio::task::spawn_blocking(move || {
-                // Ward-wide serials until the snapshot engine's chunks stop ending at every
-                // booth change: on per-booth rolls each chunk is one row today (the open
-                // engine issue), which the size assertions of the read-path tests would catch.
-                let spec = origin::RollSpec::new(STATE, ASSEMBLY, w, v);
-                MemoryStore::generate(&spec.with_serials(origin::Serials::WardWide))
+                MemoryStore::generate(&origin::RollSpec::new(STATE, ASSEMBLY, w, v))
             })
             .await
             .unwrap();

@@ -27,7 +27,7 @@ use crate::gate::{Gate, Permit};
 use crate::metrics::{Metrics, Outcome, OutcomeLabels};
 
 /// Largest upstream answer wardgate buffers to build a snapshot or blob (a ward is ~4 MB).
-pub const MAX_BUILD_BYTES: usize = 256 << 20;
+const MAX_BUILD_BYTES: usize = 256 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {

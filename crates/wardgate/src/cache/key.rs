@@ -40,15 +40,6 @@ impl WriteScope {
     }
 }
 
-impl std::fmt::Display for WriteScope {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            WriteScope::Ward(w) => write!(f, "ward {w}"),
-            WriteScope::Assembly(a) => write!(f, "assembly {a}"),
-        }
-    }
-}
-
 /// A cached value. Cloning is an `Arc` clone.
 #[derive(Clone, Debug)]
 pub enum Entry {

@@ -43,15 +43,6 @@ impl Watermarks {
         floor.unwrap_or(EpochMs(i64::MIN))
     }
 
-    /// The watermark recorded for `scope` itself.
-    pub fn of(&self, scope: &WriteScope) -> Option<EpochMs> {
-        let m = self.0.lock().ok()?;
-        match scope {
-            WriteScope::Ward(w) => m.wards.get(w).copied(),
-            WriteScope::Assembly(a) => m.assemblies.get(a).copied(),
-        }
-    }
-
     /// Raises the watermark of `scope` to `at` (never lowers it).
     pub fn raise(&self, scope: &WriteScope, at: EpochMs) {
         let Ok(mut m) = self.0.lock() else { return };
@@ -108,10 +99,11 @@ mod tests {
         assert_eq!(m.floor(&page), EpochMs(10));
         m.raise(&WriteScope::Assembly(ward("1").assembly_key()), EpochMs(20));
         assert_eq!(m.floor(&CacheKey::Ward(ward("2"))), EpochMs(20));
-        m.raise(&WriteScope::Ward(ward("1")), EpochMs(5));
+        m.raise(&WriteScope::Ward(ward("3")), EpochMs(30));
+        m.raise(&WriteScope::Ward(ward("3")), EpochMs(5));
         assert_eq!(
-            m.of(&WriteScope::Ward(ward("1"))),
-            Some(EpochMs(10)),
+            m.floor(&CacheKey::Ward(ward("3"))),
+            EpochMs(30),
             "never lowered"
         );
     }

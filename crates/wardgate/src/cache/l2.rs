@@ -99,15 +99,21 @@ impl L2 {
         }
     }
 
-    /// `{prefix}:wm:` and the data key of the ward; an assembly's has an empty ward number.
+    /// `{prefix}:wm:` and the data key of the ward as format 1 spelled it; an assembly's has an
+    /// empty ward number.
+    ///
+    /// **Invariant:** watermark keys do not follow the snapshot format version: every version
+    /// of wardgate sharing a Redis must see every write. The `s1` in them is frozen (the format
+    /// of the release that introduced them), so instances of either side of a format change
+    /// read and write the same keys.
     fn watermark_key(&self, scope: &WriteScope) -> String {
         let (a, ward) = match scope {
             WriteScope::Ward(w) => (w.assembly_key(), w.ward.as_str()),
             WriteScope::Assembly(a) => (a.clone(), ""),
         };
-        let (prefix, v) = (&self.prefix, snapshot::FORMAT_VERSION);
+        let prefix = &self.prefix;
         format!(
-            "{prefix}:wm:{prefix}:s{v}:ward:{}:{}:{ward}",
+            "{prefix}:wm:{prefix}:s1:ward:{}:{}:{ward}",
             a.state, a.assembly
         )
     }
@@ -418,4 +424,28 @@ fn parse_scope(state: &str, assembly: &str, ward: &str) -> Option<WriteScope> {
     } else {
         WriteScope::Ward(w)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::params::WardKey;
+
+    #[tokio::test]
+    async fn watermark_keys_do_not_follow_the_format_version() {
+        let l2 = L2::start("redis://127.0.0.1:1/", "p", Arc::new(Metrics::new())).unwrap();
+        let w = WardKey::parse("Karnataka", "150", "7").unwrap();
+        // The keys format 1 wrote: an instance of any format reads the writes of every other.
+        assert_eq!(
+            l2.watermark_key(&WriteScope::Ward(w.clone())),
+            "p:wm:p:s1:ward:karnataka:150:7"
+        );
+        assert_eq!(
+            l2.watermark_key(&WriteScope::Assembly(w.assembly_key())),
+            "p:wm:p:s1:ward:karnataka:150:"
+        );
+        assert!(l2
+            .data_key(&CacheKey::Ward(w))
+            .contains(&format!(":s{}:", snapshot::FORMAT_VERSION)));
+    }
 }

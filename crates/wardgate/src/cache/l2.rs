@@ -87,16 +87,14 @@ impl L2 {
 
     pub fn data_key(&self, key: &CacheKey) -> String {
         match key {
-            CacheKey::Ward(w) => format!(
-                "{}:s{}:ward:{}:{}:{}",
-                self.prefix,
-                snapshot::FORMAT_VERSION,
-                w.state,
-                w.assembly,
-                w.ward
-            ),
+            CacheKey::Ward(w) => self.ward_key(w, snapshot::FORMAT_VERSION),
             CacheKey::Blob(b) => format!("{}:b{}:blob:{}", self.prefix, blob::FORMAT_VERSION, b),
         }
+    }
+
+    fn ward_key(&self, w: &crate::params::WardKey, version: u16) -> String {
+        let p = &self.prefix;
+        format!("{p}:s{version}:ward:{}:{}:{}", w.state, w.assembly, w.ward)
     }
 
     /// `{prefix}:wm:` and the data key of the ward as format 1 spelled it; an assembly's has an
@@ -243,20 +241,16 @@ impl L2 {
     }
 
     /// The cached entry, or `None` on a miss, a Redis error or data of another format.
+    /// A ward missing in this version's format is looked for in the previous one, which
+    /// this version reads: during a format rollout the new instances serve what the fleet wrote.
     pub async fn get(&self, key: &CacheKey) -> Option<Entry> {
-        let mut c = self.conn()?;
         let k = self.data_key(key);
-        let raw: Option<Vec<u8>> = match tokio::time::timeout(OP_TIMEOUT, c.get(&k)).await {
-            Ok(Ok(v)) => v,
-            Ok(Err(e)) => {
-                self.failed("GET", e);
-                return None;
-            }
-            Err(_) => {
-                self.failed("GET", "timed out");
-                return None;
-            }
-        };
+        let mut raw = self.get_raw(&k).await?;
+        if let (None, CacheKey::Ward(w)) = (&raw, key) {
+            raw = self
+                .get_raw(&self.ward_key(w, snapshot::PREVIOUS_FORMAT_VERSION))
+                .await?;
+        }
         let raw = raw?;
         let entry = match key {
             CacheKey::Ward(_) => {
@@ -276,6 +270,22 @@ impl L2 {
             CacheKey::Blob(_) => Blob::decode(&raw).map(|b| Entry::Blob(Arc::new(b))),
         };
         entry
+    }
+
+    /// `GET key`: `None` when Redis failed, `Some(None)` when the key is absent.
+    async fn get_raw(&self, k: &str) -> Option<Option<Vec<u8>>> {
+        let mut c = self.conn()?;
+        match tokio::time::timeout(OP_TIMEOUT, c.get(k)).await {
+            Ok(Ok(v)) => Some(v),
+            Ok(Err(e)) => {
+                self.failed("GET", e);
+                None
+            }
+            Err(_) => {
+                self.failed("GET", "timed out");
+                None
+            }
+        }
     }
 
     /// Stores an entry for `ttl` (max age + max stale: past that nobody may serve it).

@@ -10,6 +10,11 @@ use crate::time::EpochMs;
 
 /// Format version of the Redis encoding; bump on any change to `encode`.
 pub const FORMAT_VERSION: u16 = 2;
+
+/// The format before this one, which this version also reads: the same layout, with chunks
+/// that hold one booth each (a special case of format 2's chunks). Reading it keeps a canary
+/// of a new format warm from the copies the fleet wrote.
+pub const PREVIOUS_FORMAT_VERSION: u16 = 1;
 const MAGIC: &[u8; 4] = b"WGSN";
 
 /// A chunk's bounds as stored: first row, end row, and its byte range in the full-ward gzip.
@@ -53,7 +58,7 @@ impl Snapshot {
         out
     }
 
-    /// Reads what `encode` wrote; refuses other versions and anything inconsistent.
+    /// Reads what `encode` wrote (or format 1); refuses other versions and anything inconsistent.
     pub fn decode(data: Bytes) -> Result<Snapshot, SnapshotError> {
         let mut r = Reader { data: &data, at: 0 };
         let (built_at, key, tag) = read_header(&mut r)?;
@@ -87,7 +92,7 @@ fn read_header(r: &mut Reader<'_>) -> Result<(EpochMs, WardKey, String), Snapsho
         return Err(SnapshotError::Corrupt("magic"));
     }
     let version = r.u16()?;
-    if version != FORMAT_VERSION {
+    if version != FORMAT_VERSION && version != PREVIOUS_FORMAT_VERSION {
         return Err(SnapshotError::OtherVersion(version));
     }
     let built_at = EpochMs(r.i64()?);
@@ -246,6 +251,14 @@ mod tests {
             Snapshot::decode(Bytes::from(other)),
             Err(SnapshotError::OtherVersion(9))
         ));
+        let mut previous = enc.clone();
+        previous[4..6].copy_from_slice(&PREVIOUS_FORMAT_VERSION.to_le_bytes());
+        let back = Snapshot::decode(Bytes::from(previous)).unwrap();
+        assert_eq!(
+            render(&back, &Selection::default(), true).0,
+            json,
+            "format 1 is read"
+        );
         let mut flipped = enc.clone();
         let n = flipped.len();
         flipped[n - 10] ^= 0x55;

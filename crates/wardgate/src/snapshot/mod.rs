@@ -30,7 +30,7 @@ use crate::params::WardKey;
 use crate::time::EpochMs;
 
 pub use build::SnapshotBuilder;
-pub use codec::FORMAT_VERSION;
+pub use codec::{FORMAT_VERSION, PREVIOUS_FORMAT_VERSION};
 pub use derived::Parts;
 pub use pick::{Picked, Selection};
 

@@ -1,0 +1,61 @@
+//! A snapshot format change during a canary: an instance of the new format serves the copies
+//! the fleet wrote in the previous one, instead of starting cold.
+
+mod support;
+
+use std::sync::Arc;
+
+use redis::AsyncCommands;
+use support::*;
+use wardgate::snapshot::{Snapshot, FORMAT_VERSION, PREVIOUS_FORMAT_VERSION};
+use wardgate::time::EpochMs;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_new_format_instance_serves_the_previous_formats_copies() {
+    let origin = Origin::builder().start().await;
+    let c = client();
+    let json = fetch(
+        &c,
+        format!("{}/open/volunteer/citizens?{}", origin.url(), ward_query(1)),
+    )
+    .await;
+    // A copy as an instance of the previous format stored it: same layout, older version.
+    let key = wardgate::params::WardKey::parse(STATE, ASSEMBLY, "1").unwrap();
+    let snap = Snapshot::from_legacy_json(key, &json, EpochMs::now()).unwrap();
+    let mut old = snap.encode();
+    old[4..6].copy_from_slice(&PREVIOUS_FORMAT_VERSION.to_le_bytes());
+    let prefix = unique("wgformat");
+    let mut r = redis::Client::open(redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let old_key = format!("{prefix}:s{PREVIOUS_FORMAT_VERSION}:ward:karnataka:{ASSEMBLY}:1");
+    let _: () = r.set_ex(&old_key, old, 600).await.unwrap();
+
+    // The new instance's backend is down: only that copy can answer.
+    origin.kill();
+    let gate = Gate::builder(&origin.url())
+        .redis()
+        .redis_prefix(&prefix)
+        .start()
+        .await;
+    wait_for_redis(&gate).await;
+    let resp = c.get(gate.citizens(&ward_query(1))).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.bytes().await.unwrap(), json);
+    assert!(FORMAT_VERSION > PREVIOUS_FORMAT_VERSION);
+    gate.stop().await;
+    redis_cleanup(&prefix).await;
+}
+
+async fn wait_for_redis(gate: &Gate) {
+    let l2 = Arc::clone(gate.shared().cache.l2.as_ref().unwrap());
+    for _ in 0..100 {
+        if l2.ping().await {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("Redis did not come up");
+}

@@ -11,7 +11,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Proof that a request holds one of the gate's slots; the slot frees when it is dropped.
 #[derive(Debug)]
-pub struct Permit(#[allow(dead_code)] OwnedSemaphorePermit);
+pub struct Permit {
+    _slot: OwnedSemaphorePermit,
+}
 
 /// The gate is full and so is its queue: the caller answers 503 + `Retry-After`.
 #[derive(Debug, Clone, Copy, thiserror::Error)]
@@ -47,7 +49,7 @@ impl Gate {
     /// A slot now, or after waiting in a queue of at most `max_queued` others.
     pub async fn enter(&self, max_queued: usize) -> Result<Permit, Shed> {
         if let Ok(p) = self.permits.clone().try_acquire_owned() {
-            return Ok(Permit(p));
+            return Ok(Permit { _slot: p });
         }
         if self.queued.fetch_add(1, Ordering::SeqCst) >= max_queued {
             self.queued.fetch_sub(1, Ordering::SeqCst);
@@ -55,7 +57,7 @@ impl Gate {
         }
         let p = self.permits.clone().acquire_owned().await;
         self.queued.fetch_sub(1, Ordering::SeqCst);
-        p.map(Permit).map_err(|_| Shed)
+        p.map(|p| Permit { _slot: p }).map_err(|_| Shed)
     }
 }
 

@@ -44,6 +44,19 @@ async fn a_new_format_instance_serves_the_previous_formats_copies() {
     let resp = c.get(gate.citizens(&ward_query(1))).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.bytes().await.unwrap(), json);
+
+    // A purge drops the copies of both formats: nothing is left to fall back to.
+    let purge = c
+        .post(gate.admin_url(&format!("/admin/purge?state={STATE}&assemblyNo={ASSEMBLY}")))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(purge.status(), 200);
+    let left: Option<Vec<u8>> = r.get(&old_key).await.unwrap();
+    assert!(left.is_none(), "the previous format's copy is purged too");
+    let resp = c.get(gate.citizens(&ward_query(1))).send().await.unwrap();
+    assert_eq!(resp.status(), 503, "purged, and the backend is down");
     gate.stop().await;
     redis_cleanup(&prefix).await;
 }

@@ -306,32 +306,27 @@ impl L2 {
         }
     }
 
-    pub async fn delete(&self, key: &CacheKey) {
-        let Some(mut c) = self.conn() else { return };
-        let r: Result<Result<(), _>, _> =
-            tokio::time::timeout(OP_TIMEOUT, c.del(self.data_key(key))).await;
-        if let Ok(Err(e)) = r {
-            self.failed("DEL", e);
+    /// Deletes every ward key matching `pattern_tail` (`state:assembly:ward` or
+    /// `state:assembly:*`), in this format and in the previous one (which `get` falls back to),
+    /// walking the keyspace with SCAN so Redis is never blocked.
+    pub async fn delete_matching(&self, pattern_tail: &str) -> usize {
+        let mut n = 0;
+        for v in [snapshot::FORMAT_VERSION, snapshot::PREVIOUS_FORMAT_VERSION] {
+            let pattern = format!("{}:s{v}:ward:{pattern_tail}", self.prefix);
+            n += self.scan_and_delete(&pattern).await;
         }
+        n
     }
 
-    /// Deletes every ward key matching `pattern_tail` (`state:assembly:ward` or
-    /// `state:assembly:*`), walking the keyspace with SCAN so Redis is never blocked.
-    pub async fn delete_matching(&self, pattern_tail: &str) -> usize {
+    async fn scan_and_delete(&self, pattern: &str) -> usize {
         let Some(mut c) = self.conn() else { return 0 };
-        let pattern = format!(
-            "{}:s{}:ward:{}",
-            self.prefix,
-            snapshot::FORMAT_VERSION,
-            pattern_tail
-        );
         let mut keys: Vec<String> = Vec::new();
         let mut cursor: u64 = 0;
         loop {
             let r: Result<(u64, Vec<String>), _> = redis::cmd("SCAN")
                 .arg(cursor)
                 .arg("MATCH")
-                .arg(&pattern)
+                .arg(pattern)
                 .arg("COUNT")
                 .arg(1000)
                 .query_async(&mut c)

@@ -6,6 +6,107 @@ use std::time::Duration;
 
 use support::*;
 
+/// Each query's answer through wardgate, identity and gzip, equals the origin's bytes.
+async fn assert_same_answers(
+    c: &reqwest::Client,
+    origin: &Origin,
+    gate: &Gate,
+    queries: &[String],
+) {
+    for gz in [false, true] {
+        for query in queries {
+            let want = fetch(
+                c,
+                format!("{}/open/volunteer/citizens?{query}", origin.url()),
+            )
+            .await;
+            let mut req = c.get(gate.citizens(query));
+            if gz {
+                req = req.header("accept-encoding", "gzip");
+            }
+            let r = req.send().await.unwrap();
+            assert_eq!(r.status(), 200, "{query}");
+            let body = r.bytes().await.unwrap();
+            let got = if gz { gunzip(&body) } else { body.to_vec() };
+            assert_eq!(got, want, "{query} gzip={gz}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn answers_equal_the_origin_on_10000_row_wards_of_both_roll_shapes() {
+    for serials in [
+        wardgate_sample::Serials::PerBooth,
+        wardgate_sample::Serials::WardWide,
+    ] {
+        let origin = Origin::builder()
+            .wards(1)
+            .voters_per_ward(10_000)
+            .serials(serials)
+            .start()
+            .await;
+        let gate = Gate::builder(&origin.url()).start().await;
+        let c = client();
+        let q = ward_query(1);
+        let all = fetch(&c, format!("{}/open/volunteer/citizens?{q}", origin.url())).await;
+        let rows: Vec<serde_json::Value> = serde_json::from_slice(&all).unwrap();
+        let booth = |i: usize| rows[i]["booth_no"].as_str().unwrap().to_string();
+        let (b1, b2) = (booth(0), booth(rows.len() - 1));
+        let mut dates: Vec<i64> = rows
+            .iter()
+            .map(|r| r["modifieddate"].as_i64().unwrap())
+            .collect();
+        dates.sort();
+        let base = format!("state={STATE}&assemblyNo={ASSEMBLY}&wardNo=1");
+        let mut queries = vec![
+            q.clone(),
+            format!("{base}&date=-1&boothNos={b1}"),
+            format!("{base}&date=-1&boothNos={b2},{b1}"),
+        ];
+        for (size, pages) in [(1000, 0..=10), (700, 0..=14)] {
+            for page in pages {
+                queries.push(format!("{q}&page={page}&size={size}"));
+            }
+        }
+        assert_same_answers(&c, &origin, &gate, &queries).await;
+        // Deltas: the origin's rows for the window wardgate widens the date to.
+        for (date, booths) in [
+            (dates[dates.len() / 2], "-1".to_string()),
+            (dates[dates.len() / 4], b1),
+        ] {
+            let dq = |d: i64| format!("{base}&date={d}&boothNos={booths}");
+            let want = fetch(
+                &c,
+                format!(
+                    "{}/open/volunteer/citizens?{}",
+                    origin.url(),
+                    dq(widened(date))
+                ),
+            )
+            .await;
+            for gz in [false, true] {
+                let mut req = c.get(gate.citizens(&dq(date)));
+                if gz {
+                    req = req.header("accept-encoding", "gzip");
+                }
+                let body = req.send().await.unwrap().bytes().await.unwrap();
+                let got = if gz { gunzip(&body) } else { body.to_vec() };
+                assert_eq!(got, want, "delta from {date}, booths {booths}, gzip={gz}");
+            }
+        }
+        gate.stop().await;
+    }
+}
+
+/// The `date` wardgate answers a delta from: the client's, less the overlap, on a whole minute.
+fn widened(date: i64) -> i64 {
+    let overlap = wardgate::config::Config::default()
+        .cache
+        .effective_delta_overlap()
+        .as_millis() as i64;
+    (date - overlap) - (date - overlap) % wardgate::proxy::DELTA_BUCKET_MS
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn answers_equal_the_origin_for_wards_booths_pages_and_deltas() {
     let origin = Origin::builder()
@@ -76,24 +177,7 @@ async fn answers_equal_the_origin_for_wards_booths_pages_and_deltas() {
     queries.push(format!(
         "state={STATE}&assemblyNo={ASSEMBLY}&wardNo=1&date=-1&boothNos={b1}&page=0&size=100"
     ));
-    for gz in [false, true] {
-        for query in &queries {
-            let want = fetch(
-                &c,
-                format!("{}/open/volunteer/citizens?{query}", origin.url()),
-            )
-            .await;
-            let mut req = c.get(gate.citizens(query));
-            if gz {
-                req = req.header("accept-encoding", "gzip");
-            }
-            let r = req.send().await.unwrap();
-            assert_eq!(r.status(), 200, "{query}");
-            let body = r.bytes().await.unwrap();
-            let got = if gz { gunzip(&body) } else { body.to_vec() };
-            assert_eq!(got, want, "{query} gzip={gz}");
-        }
-    }
+    assert_same_answers(&c, &origin, &gate, &queries).await;
 
     // A delta: wardgate widens the window by the overlap and starts it on a whole minute, so
     // it returns a superset of the origin's rows for the same date, and exactly the origin's
@@ -104,15 +188,14 @@ async fn answers_equal_the_origin_for_wards_booths_pages_and_deltas() {
         .collect();
     dates.sort();
     let date = dates[dates.len() * 3 / 4];
-    let overlap = wardgate::config::Config::default()
-        .cache
-        .effective_delta_overlap()
-        .as_millis() as i64;
-    let widened = (date - overlap) - (date - overlap) % wardgate::proxy::DELTA_BUCKET_MS;
     let dq = |d: i64| format!("state={STATE}&assemblyNo={ASSEMBLY}&wardNo=1&date={d}&boothNos=-1");
     let want = fetch(
         &c,
-        format!("{}/open/volunteer/citizens?{}", origin.url(), dq(widened)),
+        format!(
+            "{}/open/volunteer/citizens?{}",
+            origin.url(),
+            dq(widened(date))
+        ),
     )
     .await;
     let got = fetch(&c, gate.citizens(&dq(date))).await;
@@ -136,7 +219,7 @@ async fn answers_equal_the_origin_for_wards_booths_pages_and_deltas() {
     let got_rows: Vec<serde_json::Value> = serde_json::from_slice(&got).unwrap();
     assert!(got_rows
         .iter()
-        .all(|r| r["modifieddate"].as_i64().unwrap() > widened));
+        .all(|r| r["modifieddate"].as_i64().unwrap() > widened(date)));
     assert!(
         got_rows.len()
             >= rows

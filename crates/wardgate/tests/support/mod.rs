@@ -54,6 +54,7 @@ pub struct OriginBuilder {
     latency: Duration,
     mysql: bool,
     addr: Option<SocketAddr>,
+    serials: origin::Serials,
 }
 
 impl Origin {
@@ -64,6 +65,7 @@ impl Origin {
             latency: Duration::ZERO,
             mysql: false,
             addr: None,
+            serials: origin::Serials::PerBooth,
         }
     }
 
@@ -120,6 +122,11 @@ impl OriginBuilder {
         self.mysql = true;
         self
     }
+    /// How serial numbers run in the generated roll (in memory; per booth by default).
+    pub fn serials(mut self, serials: origin::Serials) -> Self {
+        self.serials = serials;
+        self
+    }
     /// Listen on a given address (to restart an origin where it was).
     pub fn at(mut self, addr: SocketAddr) -> Self {
         self.addr = Some(addr);
@@ -142,12 +149,11 @@ impl OriginBuilder {
             .expect("seed MariaDB");
             (Store::MySql(origin::mysql::pool(&url).unwrap()), Some(db))
         } else {
-            let (w, v) = (self.wards, self.voters);
-            let store = tokio::task::spawn_blocking(move || {
-                MemoryStore::generate(&origin::RollSpec::new(STATE, ASSEMBLY, w, v))
-            })
-            .await
-            .unwrap();
+            let spec = origin::RollSpec::new(STATE, ASSEMBLY, self.wards, self.voters)
+                .with_serials(self.serials);
+            let store = tokio::task::spawn_blocking(move || MemoryStore::generate(&spec))
+                .await
+                .unwrap();
             (Store::Memory(Arc::new(store)), None)
         };
         let listener = tokio::net::TcpListener::bind(

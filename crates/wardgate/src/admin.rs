@@ -132,6 +132,8 @@ fn metrics(shared: &Shared) -> Response<Body> {
     let (bytes, entries) = shared.cache.l1.usage();
     shared.metrics.l1_bytes.set(bytes as i64);
     shared.metrics.l1_entries.set(entries as i64);
+    let derived = shared.cache.derived.usage().0;
+    shared.metrics.derived_bytes.set(derived as i64);
     let mut r = Response::new(full(shared.metrics.render()));
     r.headers_mut().insert(
         header::CONTENT_TYPE,

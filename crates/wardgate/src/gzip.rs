@@ -112,12 +112,12 @@ pub fn gunzip(data: &[u8]) -> std::io::Result<Vec<u8>> {
     Ok(out)
 }
 
-/// Builds a body as a list of `Bytes` parts: small framing bytes are gathered into one buffer,
-/// large precompressed or identity slices are passed through by reference (no copy).
+/// Builds a gzip member as a list of `Bytes` parts: small framing bytes are gathered into one
+/// buffer, large precompressed slices are passed through by reference (no copy).
 pub struct Assembler {
     parts: Vec<Bytes>,
     small: BytesMut,
-    gzip: Option<Hasher>,
+    crc: Hasher,
     len: u64,
 }
 
@@ -129,17 +129,7 @@ impl Assembler {
         Assembler {
             parts: Vec::with_capacity(8),
             small,
-            gzip: Some(Hasher::new()),
-            len: 0,
-        }
-    }
-
-    /// Starts an identity body.
-    pub fn identity() -> Assembler {
-        Assembler {
-            parts: Vec::with_capacity(8),
-            small: BytesMut::with_capacity(256),
-            gzip: None,
+            crc: Hasher::new(),
             len: 0,
         }
     }
@@ -159,56 +149,41 @@ impl Assembler {
         }
     }
 
-    /// Literal bytes (JSON punctuation, envelopes, uncompressed rows): a stored block in gzip.
+    /// Literal bytes (JSON punctuation, envelopes, uncompressed rows), framed as stored blocks.
     pub fn literal(&mut self, data: &[u8]) {
         self.literal_bytes(Bytes::copy_from_slice(data));
     }
 
-    /// Literal bytes held in a shared buffer: passed by reference in identity bodies.
+    /// Literal bytes held in a shared buffer, framed as stored blocks without a copy.
     pub fn literal_bytes(&mut self, data: Bytes) {
-        if data.is_empty() {
-            return;
-        }
         self.len += data.len() as u64;
-        match &mut self.gzip {
-            None => self.push_big(data),
-            Some(h) => {
-                h.update(&data);
-                let mut rest = data;
-                while !rest.is_empty() {
-                    let n = rest.len().min(STORED_MAX);
-                    let block = rest.split_to(n);
-                    let len = n as u16;
-                    self.small.put_u8(0x00);
-                    self.small.put_u16_le(len);
-                    self.small.put_u16_le(!len);
-                    self.push_big(block);
-                }
-            }
+        self.crc.update(&data);
+        let mut rest = data;
+        while !rest.is_empty() {
+            let n = rest.len().min(STORED_MAX);
+            let block = rest.split_to(n);
+            let len = n as u16;
+            self.small.put_u8(0x00);
+            self.small.put_u16_le(len);
+            self.small.put_u16_le(!len);
+            self.push_big(block);
         }
     }
 
-    /// A precompressed piece with the check of its uncompressed bytes (gzip only).
+    /// A precompressed piece with the check of its uncompressed bytes.
     pub fn piece(&mut self, piece: Bytes, check: Check) {
-        if let Some(h) = &mut self.gzip {
-            h.combine(&Hasher::new_with_initial_len(check.crc, check.len));
-            self.len += check.len;
-            self.push_big(piece);
-        }
+        self.crc
+            .combine(&Hasher::new_with_initial_len(check.crc, check.len));
+        self.len += check.len;
+        self.push_big(piece);
     }
 
-    pub fn is_gzip(&self) -> bool {
-        self.gzip.is_some()
-    }
-
-    /// Closes the body: the final block and trailer for gzip. Returns the parts and total length.
+    /// Closes the member: the final block and trailer. Returns the parts and total length.
     pub fn finish(mut self) -> (Vec<Bytes>, usize) {
-        if let Some(h) = self.gzip.take() {
-            self.small.put_slice(&FINAL_BLOCK);
-            self.small.put_u32_le(h.finalize());
-            // ISIZE is the length modulo 2^32 (RFC 1952).
-            self.small.put_u32_le(self.len as u32);
-        }
+        self.small.put_slice(&FINAL_BLOCK);
+        self.small.put_u32_le(self.crc.clone().finalize());
+        // ISIZE is the length modulo 2^32 (RFC 1952).
+        self.small.put_u32_le(self.len as u32);
         self.flush_small();
         let total = self.parts.iter().map(Bytes::len).sum();
         (self.parts, total)
@@ -251,17 +226,6 @@ mod tests {
         want.push(b']');
         // flate2's decoder checks the CRC and ISIZE trailer.
         assert_eq!(gunzip(&body).unwrap(), want);
-    }
-
-    #[test]
-    fn identity_assembler_concatenates() {
-        let mut g = Assembler::identity();
-        g.literal(b"[");
-        g.literal_bytes(Bytes::from(vec![b'7'; 2000]));
-        g.literal(b"]");
-        let (parts, len) = g.finish();
-        assert_eq!(len, 2002);
-        assert_eq!(concat(&parts)[..2], *b"[7");
     }
 
     #[test]

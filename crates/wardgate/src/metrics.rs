@@ -57,6 +57,7 @@ pub struct Metrics {
     pub coalesced_waits: Counter,
     pub l1_bytes: Gauge,
     pub l1_entries: Gauge,
+    pub derived_bytes: Gauge,
     pub redis_errors: Counter,
     pub rate_limited: Family<ClassLabels, Counter>,
     pub builds: Family<SourceLabels, Counter>,
@@ -77,6 +78,7 @@ impl Metrics {
             coalesced_waits: Counter::default(),
             l1_bytes: Gauge::default(),
             l1_entries: Gauge::default(),
+            derived_bytes: Gauge::default(),
             redis_errors: Counter::default(),
             rate_limited: Family::default(),
             builds: Family::default(),
@@ -125,6 +127,11 @@ impl Metrics {
             "l1_entries",
             "Entries held by the in-process cache",
             self.l1_entries.clone(),
+        );
+        r.register(
+            "derived_bytes",
+            "Bytes held by derived answers (booth subsets, deltas, unaligned pages), within their share of L1",
+            self.derived_bytes.clone(),
         );
         r.register(
             "redis_errors",

@@ -217,7 +217,14 @@ impl Proxy {
                     .ward(w, max_age)
                     .await
                     .map_err(cache_error)?;
-                Ok(respond::snapshot_answer(found.value, &q, headers, found.status).await)
+                Ok(respond::snapshot_answer(
+                    &self.shared.cache,
+                    found.value,
+                    &q,
+                    headers,
+                    found.status,
+                )
+                .await)
             }
             // Whole-assembly pages are rare and bounded: cached as blobs of the upstream's answer.
             Scope::Assembly(_) => {

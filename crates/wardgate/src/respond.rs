@@ -13,10 +13,10 @@ use serde_json::json;
 
 use crate::blob::Blob;
 use crate::body::{empty, full, Body, BoxError};
-use crate::cache::CacheStatus;
+use crate::cache::{Cache, CacheStatus};
 use crate::gzip::Assembler;
 use crate::params::{CitizensQuery, ParamError};
-use crate::snapshot::{Picked, Selection, Snapshot};
+use crate::snapshot::{IdentityBody, Picked, Selection, Snapshot, SnapshotError};
 use crate::time::EpochMs;
 use crate::upstream::UpstreamError;
 
@@ -233,18 +233,6 @@ impl std::hash::Hasher for Fnv {
     }
 }
 
-/// The body as a stream of shared slices: nothing is copied.
-fn parts_body(parts: Vec<Bytes>) -> Body {
-    if parts.len() == 1 {
-        if let Some(one) = parts.into_iter().next() {
-            return full(one);
-        }
-        return full(Bytes::new());
-    }
-    let frames = parts.into_iter().map(|b| Ok::<_, BoxError>(Frame::data(b)));
-    StreamBody::new(futures_util::stream::iter(frames)).boxed()
-}
-
 /// How a cached answer is represented: what `cached_response` needs besides the body.
 struct Representation<'a> {
     etag: String,
@@ -259,11 +247,11 @@ fn cached_response(
     req: &HeaderMap,
     rep: Representation<'_>,
     cache: CacheStatus,
-    body: impl FnOnce() -> (Vec<Bytes>, usize),
+    body: impl FnOnce() -> (Body, usize),
 ) -> Response<Body> {
     let fresh = not_modified(req, &rep.etag);
-    let (parts, len) = if fresh { (Vec::new(), 0) } else { body() };
-    let mut resp = Response::new(if fresh { empty() } else { parts_body(parts) });
+    let (body, len) = if fresh { (empty(), 0) } else { body() };
+    let mut resp = Response::new(body);
     if fresh {
         *resp.status_mut() = StatusCode::NOT_MODIFIED;
     }
@@ -286,45 +274,31 @@ fn cached_response(
 }
 
 /// Loose rows (outside whole chunks) above this many bytes make a gzip answer worth
-/// compressing once and keeping with the snapshot, rather than framing them uncompressed.
+/// compressing once, rather than framing them uncompressed.
 const DERIVE_ABOVE: usize = 16 << 10;
 
-/// Derived answers up to this size are kept as one contiguous buffer.
-const CONTIGUOUS_AT_MOST: usize = 256 << 10;
-
-/// The selected rows of `snap` in the legacy array or the page envelope.
-fn render(snap: &Snapshot, q: &CitizensQuery, picked: &Picked, gzip: bool) -> (Vec<Bytes>, usize) {
-    let mut a = if gzip {
-        Assembler::gzip()
-    } else {
-        Assembler::identity()
-    };
-    a.literal(if q.page.is_some() {
-        b"{\"citizens\":["
-    } else {
-        b"["
-    });
-    snap.render_rows(picked, &mut a);
+/// The head and tail around the selected rows: the legacy array or the page envelope.
+fn frame(q: &CitizensQuery, picked: &Picked) -> (Bytes, Bytes) {
     match q.page {
-        Some(p) => a.literal(
-            format!(
+        Some(p) => (
+            Bytes::from_static(b"{\"citizens\":["),
+            Bytes::from(format!(
                 "],\"page\":{},\"size\":{},\"hasMore\":{},\"count\":{}}}",
                 p.page, p.size, picked.has_more, picked.count
-            )
-            .as_bytes(),
+            )),
         ),
-        None => a.literal(b"]"),
+        None => (Bytes::from_static(b"["), Bytes::from_static(b"]")),
     }
-    a.finish()
 }
 
 /// A citizens read answered from a snapshot.
 ///
-/// Full wards are stored bytes. Other gzip selections are derived once per snapshot and kept
-/// with it: chunk-aligned pages and whole booths as framed slices of the stored gzip, selections
-/// that cut through chunks (deltas, unaligned pages) compressed once, off the async workers.
-/// Identity selections are slices of the identity JSON, assembled per request.
+/// Full wards in gzip are stored bytes. Other gzip selections are derived once per snapshot
+/// and kept in the cache's derived budget: framed from stored pieces when few rows lie outside
+/// whole chunks, else compressed once, off the async workers. Identity answers are inflated
+/// from the chunks as they are sent.
 pub async fn snapshot_answer(
+    store: &Cache,
     snap: Arc<Snapshot>,
     q: &CitizensQuery,
     req: &HeaderMap,
@@ -350,27 +324,51 @@ pub async fn snapshot_answer(
         snapshot_time: Some(snap.built_at),
     };
     if not_modified(req, &rep.etag) {
-        return cached_response(req, rep, cache, || (Vec::new(), 0));
+        return cached_response(req, rep, cache, || (empty(), 0));
     }
-    if q.is_full_ward() {
-        let b = if gzip {
-            snap.full_gzip()
-        } else {
+    if !gzip {
+        let body = if q.is_full_ward() {
             snap.full_identity()
+        } else {
+            let picked = snap.pick(&selection(q));
+            let (head, tail) = frame(q, &picked);
+            snap.identity(&picked, head, tail)
         };
-        let n = b.len();
-        return cached_response(req, rep, cache, || (vec![b], n));
+        let n = body.len();
+        return cached_response(req, rep, cache, || (identity_body(body), n));
     }
-    if let Some(parts) = gzip.then(|| snap.derived(variant)).flatten() {
-        return cached_response(req, rep, cache, || (parts.0.clone(), parts.1));
-    }
-    let body = if gzip {
-        derive_gzip(&snap, q, variant).await
+    let body = if q.is_full_ward() {
+        snap.full_gzip()
+    } else if let Some(b) = store.derived_answer(snap.id, variant) {
+        b
     } else {
-        let sel = selection(q);
-        render(&snap, q, &snap.pick(&sel), false)
+        match derive_gzip(snap.clone(), q.clone()).await {
+            Ok(b) => {
+                store.keep_derived(snap.id, variant, b.clone());
+                b
+            }
+            Err(e) => return unreadable(&snap, e),
+        }
     };
-    cached_response(req, rep, cache, || body)
+    let n = body.len();
+    cached_response(req, rep, cache, || (full(body), n))
+}
+
+/// An identity answer's body: rows inflated from their chunks as the client reads.
+fn identity_body(body: IdentityBody) -> Body {
+    let frames = body.map(|part| part.map(Frame::data).map_err(BoxError::from));
+    StreamBody::new(futures_util::stream::iter(frames)).boxed()
+}
+
+/// A snapshot whose stored bytes do not inflate: it was checked when built or loaded, so this
+/// is memory gone bad; the client is told to retry rather than sent a wrong answer.
+fn unreadable(snap: &Snapshot, e: SnapshotError) -> Response<Body> {
+    tracing::error!(ward = %snap.key, error = %e, "snapshot unreadable");
+    ApiError::Unavailable {
+        reason: format!("cached ward {} is unreadable: {e}", snap.key),
+        retry_after: Duration::from_secs(1),
+    }
+    .into_response()
 }
 
 fn selection(q: &CitizensQuery) -> Selection<'_> {
@@ -381,35 +379,26 @@ fn selection(q: &CitizensQuery) -> Selection<'_> {
     }
 }
 
-/// A gzip selection that is not stored bytes, made once and kept with its snapshot: framed
-/// from stored pieces when few loose rows remain, else compressed once off the async workers.
-async fn derive_gzip(snap: &Arc<Snapshot>, q: &CitizensQuery, variant: u64) -> (Vec<Bytes>, usize) {
-    let picked = snap.pick(&selection(q));
-    if snap.loose_bytes(&picked) <= DERIVE_ABOVE {
-        // Kept as one contiguous buffer when small (a 1,000-row page is ~60 KB): each later
-        // hit is then a single write of head and body, like a file served from disk.
-        let (parts, n) = render(snap, q, &picked, true);
-        let parts = if n <= CONTIGUOUS_AT_MOST {
-            vec![concat(&parts, n).into()]
-        } else {
-            parts
-        };
-        snap.keep_derived(variant, Arc::new((parts.clone(), n)));
-        return (parts, n);
-    }
-    let (s, q2) = (snap.clone(), q.clone());
-    let built = tokio::task::spawn_blocking(move || {
-        let (parts, n) = render(&s, &q2, &picked, false);
-        let gz = crate::gzip::gzip_whole(&concat(&parts, n));
-        let n = gz.len();
-        s.keep_derived(variant, Arc::new((vec![gz.clone()], n)));
-        (vec![gz], n)
+/// A gzip selection that is not stored bytes, made once per snapshot off the async workers
+/// (its loose rows are inflated from their chunks): framed from stored pieces when few loose
+/// rows remain, else compressed whole.
+async fn derive_gzip(snap: Arc<Snapshot>, q: CitizensQuery) -> Result<Bytes, SnapshotError> {
+    let made = tokio::task::spawn_blocking(move || {
+        let picked = snap.pick(&selection(&q));
+        let (head, tail) = frame(&q, &picked);
+        if snap.loose_bytes(&picked) <= DERIVE_ABOVE {
+            let mut a = Assembler::gzip();
+            a.literal(&head);
+            snap.render_gzip(&picked, &mut a)?;
+            a.literal(&tail);
+            let (parts, n) = a.finish();
+            return Ok(Bytes::from(concat(&parts, n)));
+        }
+        let identity = snap.identity(&picked, head, tail).collect()?;
+        Ok(crate::gzip::gzip_whole(&identity))
     })
     .await;
-    match built {
-        Ok(parts) => parts,
-        Err(_) => render(snap, q, &snap.pick(&selection(q)), true),
-    }
+    made.unwrap_or(Err(SnapshotError::Corrupt("derivation task failed")))
 }
 
 /// The pieces of an answer as one buffer of `n` bytes.
@@ -438,7 +427,7 @@ pub fn blob_answer(blob: &Blob, req: &HeaderMap, cache: CacheStatus) -> Response
             blob.identity.clone()
         };
         let n = b.len();
-        (vec![b], n)
+        (full(b), n)
     })
 }
 

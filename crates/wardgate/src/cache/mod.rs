@@ -14,6 +14,7 @@
 
 pub mod build;
 pub mod coalesce;
+pub mod derived;
 pub mod key;
 pub mod l1;
 pub mod l2;
@@ -34,6 +35,7 @@ use crate::time::EpochMs;
 use crate::upstream::UpstreamError;
 pub use build::{BuildError, Builder};
 use coalesce::{Coalescer, WaitError};
+use derived::Derived;
 use key::Kind;
 pub use key::{CacheKey, Entry, WriteScope};
 use l1::L1;
@@ -63,6 +65,8 @@ type Build = tokio::sync::watch::Receiver<coalesce::Outcome<Entry, BuildError>>;
 
 pub struct Cache {
     pub l1: L1,
+    /// Derived answers, in their own share of L1.
+    pub derived: Derived,
     pub l2: Option<Arc<L2>>,
     builds: Arc<Coalescer<CacheKey, Entry, BuildError>>,
     marks: Watermarks,
@@ -85,6 +89,7 @@ impl Cache {
     ) -> Arc<Cache> {
         Arc::new(Cache {
             l1: L1::default(),
+            derived: Derived::default(),
             l2,
             builds: Arc::default(),
             marks: Watermarks::default(),
@@ -425,8 +430,22 @@ impl Cache {
             return;
         }
         self.l1
-            .insert(key.clone(), e.clone(), cfg.cache.l1_max_bytes.0 as usize);
+            .insert(key.clone(), e.clone(), cfg.cache.entries_max_bytes());
         self.count_l1();
+    }
+
+    /// A derived answer kept for `variant` of the snapshot `snapshot_id`.
+    pub fn derived_answer(&self, snapshot_id: u64, variant: u64) -> Option<bytes::Bytes> {
+        self.derived.get(snapshot_id, variant)
+    }
+
+    /// Keeps a derived answer within the derived budget.
+    pub fn keep_derived(&self, snapshot_id: u64, variant: u64, body: bytes::Bytes) {
+        let max = self.live.load().cache.derived_max_bytes();
+        self.derived.keep(snapshot_id, variant, body, max);
+        self.metrics
+            .derived_bytes
+            .set(self.derived.usage().0 as i64);
     }
 
     fn count_l1(&self) {

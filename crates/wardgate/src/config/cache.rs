@@ -42,8 +42,11 @@ impl Default for MasterMaxAge {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CacheConfig {
-    /// Bound of the in-process cache, bytes.
+    /// Bound of the in-process cache, bytes: whole wards and blobs, plus the derived budget.
     pub l1_max_bytes: ByteSize,
+    /// Share of `l1_max_bytes` kept for derived answers (booth subsets, deltas, unaligned
+    /// pages), percent, 1-50. Whole wards get the rest, so derived answers never push them out.
+    pub derived_share_percent: u8,
     /// Age after which a ward snapshot is renewed in the background.
     pub snapshot_max_age: Dur,
     /// How long past max age an old copy may be served while the upstream fails.
@@ -62,6 +65,7 @@ impl Default for CacheConfig {
     fn default() -> Self {
         CacheConfig {
             l1_max_bytes: ByteSize(2 << 30),
+            derived_share_percent: 10,
             snapshot_max_age: Dur(Duration::from_secs(300)),
             max_stale: Dur(Duration::from_secs(3_600)),
             clock_skew: Dur(Duration::from_secs(120)),
@@ -73,6 +77,16 @@ impl Default for CacheConfig {
 }
 
 impl CacheConfig {
+    /// Bytes of L1 for derived answers.
+    pub fn derived_max_bytes(&self) -> usize {
+        (self.l1_max_bytes.0 / 100 * u64::from(self.derived_share_percent)) as usize
+    }
+
+    /// Bytes of L1 for whole wards and blobs: what the derived budget leaves.
+    pub fn entries_max_bytes(&self) -> usize {
+        self.l1_max_bytes.0 as usize - self.derived_max_bytes()
+    }
+
     /// The oldest copy wardgate may serve: max age, plus max stale while the upstream fails.
     pub fn max_served_age(&self) -> Duration {
         self.snapshot_max_age.0 + self.max_stale.0
@@ -91,6 +105,12 @@ impl CacheConfig {
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
         if self.l1_max_bytes.0 < (1 << 20) {
             return Err(invalid("cache.l1_max_bytes", "must be at least 1MiB"));
+        }
+        if !(1..=50).contains(&self.derived_share_percent) {
+            return Err(invalid(
+                "cache.derived_share_percent",
+                "must be 1-50: the share of L1 kept for derived answers",
+            ));
         }
         require_nonzero(&[
             ("cache.snapshot_max_age", self.snapshot_max_age),

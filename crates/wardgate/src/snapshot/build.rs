@@ -3,23 +3,27 @@
 
 use std::collections::HashMap;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use serde::Deserialize;
 
-use super::{row_span, Chunk, Derived, RowMeta, Snapshot, SnapshotError, CHUNK_ROWS};
+use super::{next_id, Chunk, RowTable, Snapshot, SnapshotError, CHUNK_ROWS};
 use crate::gzip::{self, Check};
 use crate::params::WardKey;
 use crate::time::EpochMs;
 
-/// Streams rows into a snapshot, compressing each chunk as soon as it closes, so memory stays
-/// bounded by one ward and the compression work overlaps the source's row stream.
+/// Streams rows into a snapshot, compressing each chunk as soon as it closes, so that a build
+/// holds one chunk of identity JSON at a time and its compression overlaps the row stream.
 pub struct SnapshotBuilder {
     key: WardKey,
-    identity: BytesMut,
-    rows: Vec<RowMeta>,
+    /// The JSON of the chunk being filled: its rows and the commas between them.
+    pending: Vec<u8>,
+    lens: Vec<u32>,
+    booth_of: Vec<u32>,
+    modified: Vec<i64>,
     booths: Vec<String>,
     booth_index: HashMap<String, u16>,
-    chunks: Vec<Chunk>,
+    /// Chunks closed so far: rows, place in `gz`, check.
+    closed: Vec<(u32, u32, std::ops::Range<usize>, Check)>,
     gz: Vec<u8>,
     chunk_first: usize,
     compress: flate2::Compress,
@@ -30,15 +34,15 @@ impl SnapshotBuilder {
         let mut gz = Vec::with_capacity(256 << 10);
         gz.extend_from_slice(&gzip::GZIP_HEADER);
         gzip::put_stored(&mut gz, b"[");
-        let mut identity = BytesMut::with_capacity(1 << 20);
-        identity.put_u8(b'[');
         SnapshotBuilder {
             key,
-            identity,
-            rows: Vec::new(),
+            pending: Vec::with_capacity(256 << 10),
+            lens: Vec::new(),
+            booth_of: Vec::new(),
+            modified: Vec::new(),
             booths: Vec::new(),
             booth_index: HashMap::new(),
-            chunks: Vec::new(),
+            closed: Vec::new(),
             gz,
             chunk_first: 0,
             compress: gzip::compressor(),
@@ -62,61 +66,82 @@ impl SnapshotBuilder {
                 idx
             }
         };
-        let n = self.rows.len();
+        let len = u32::try_from(json.len()).map_err(|_| SnapshotError::BadRow {
+            index: self.lens.len(),
+            field: "length (over 4 GiB)",
+        })?;
+        let n = self.lens.len();
         if n > self.chunk_first && n % CHUNK_ROWS == 0 {
             self.close_chunk();
         }
-        if !self.rows.is_empty() {
-            self.identity.put_u8(b',');
+        if n > self.chunk_first {
+            self.pending.push(b',');
         }
-        self.rows.push(RowMeta {
-            start: self.identity.len() as u32,
-            len: json.len() as u32,
-            modified,
-            booth,
-        });
-        self.identity.put_slice(json);
+        self.pending.extend_from_slice(json);
+        self.lens.push(len);
+        self.booth_of.push(u32::from(booth));
+        self.modified.push(modified);
         Ok(())
     }
 
     fn close_chunk(&mut self) {
-        let (first, end) = (self.chunk_first as u32, self.rows.len() as u32);
+        let (first, end) = (self.chunk_first as u32, self.lens.len() as u32);
         if first == end {
             return;
         }
-        if !self.chunks.is_empty() {
+        if !self.closed.is_empty() {
             gzip::put_stored(&mut self.gz, b",");
         }
-        let raw = row_span(&self.identity, &self.rows, first, end);
         let at = self.gz.len();
-        gzip::deflate_piece(&mut self.compress, raw, &mut self.gz);
-        let chunk = Chunk::new(&self.rows, first, end, at..self.gz.len(), raw);
-        self.chunks.push(chunk);
+        gzip::deflate_piece(&mut self.compress, &self.pending, &mut self.gz);
+        let check = Check::of(&self.pending);
+        self.closed.push((first, end, at..self.gz.len(), check));
+        self.pending.clear();
         self.chunk_first = end as usize;
     }
 
     pub fn rows(&self) -> usize {
-        self.rows.len()
+        self.lens.len()
     }
 
     pub fn finish(mut self, built_at: EpochMs) -> Snapshot {
         self.close_chunk();
-        self.identity.put_u8(b']');
         gzip::put_stored(&mut self.gz, b"]");
-        let whole = Check::of(&self.identity);
+        let checks = self.closed.iter().map(|c| c.3);
+        let whole = whole_check(checks);
         gzip::put_trailer(&mut self.gz, whole);
+        // The buffer grew by doubling: keep only its bytes, which are what L1 accounts.
+        self.gz.shrink_to_fit();
+        let rows = RowTable::new(&self.lens, &self.booth_of, &self.modified);
+        let chunks = self
+            .closed
+            .into_iter()
+            .map(|(first, end, gz, check)| Chunk::new(&rows, first, end, gz, check))
+            .collect();
         Snapshot {
             tag: format!("{:08x}{:x}{:x}", whole.crc, whole.len, built_at.0),
+            id: next_id(),
             key: self.key,
             built_at,
-            identity: self.identity.freeze(),
             gz_full: Bytes::from(self.gz),
-            rows: self.rows,
+            rows,
             booths: self.booths,
-            chunks: self.chunks,
-            derived: Derived::default(),
+            chunks,
         }
     }
+}
+
+/// The check of the whole identity answer, `[` chunk `,` chunk ... `]`, from its chunks' own.
+pub(super) fn whole_check(chunks: impl Iterator<Item = Check>) -> Check {
+    let comma = Check::of(b",");
+    let mut whole = Check::of(b"[");
+    for (i, c) in chunks.enumerate() {
+        if i > 0 {
+            whole = whole.then(comma);
+        }
+        whole = whole.then(c);
+    }
+    whole.then(Check::of(b"]"))
 }
 
 /// The two fields of a row the filters need; the rest stays raw JSON.
@@ -146,6 +171,12 @@ impl Snapshot {
         let mut b = SnapshotBuilder::new(key);
         let mut booth_buf = String::new();
         for (index, raw) in rows.iter().enumerate() {
+            if !raw.get().starts_with('{') {
+                return Err(SnapshotError::BadRow {
+                    index,
+                    field: "object",
+                });
+            }
             let facts: RowFacts =
                 serde_json::from_str(raw.get()).map_err(|_| SnapshotError::BadRow {
                     index,
@@ -168,12 +199,14 @@ impl Snapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
+
     use crate::snapshot::fixtures::{key, render};
     use crate::snapshot::Selection;
 
     #[test]
     fn empty_ward_and_bad_rows() {
-        let s = Snapshot::from_legacy_json(key(), b"[]", EpochMs(1)).unwrap();
+        let s = Arc::new(Snapshot::from_legacy_json(key(), b"[]", EpochMs(1)).unwrap());
         assert_eq!(render(&s, &Selection::default(), true).0, b"[]");
         assert!(Snapshot::decode(Bytes::from(s.encode())).is_ok());
         assert!(Snapshot::from_legacy_json(key(), b"{\"error\":1}", EpochMs(1)).is_err());

@@ -3,8 +3,10 @@
 
 use bytes::{BufMut, Bytes};
 
-use super::{row_span, Chunk, Derived, RowMeta, Snapshot, SnapshotError};
-use crate::gzip;
+use super::build::whole_check;
+use super::inflate::inflate_piece;
+use super::{next_id, Chunk, RowTable, Snapshot, SnapshotError};
+use crate::gzip::{self, Check};
 use crate::params::WardKey;
 use crate::time::EpochMs;
 
@@ -22,9 +24,9 @@ type ChunkHead = (u32, u32, usize, usize);
 
 impl Snapshot {
     /// Serializes for Redis: a versioned header, row facts, chunk bounds and the full-ward gzip.
-    /// Identity bytes are not stored: `decode` inflates them, which also verifies the CRC.
+    /// Identity bytes are not stored: `decode` inflates each chunk once to verify it.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.gz_full.len() + self.rows.len() * 14 + 256);
+        let mut out = Vec::with_capacity(self.gz_full.len() + self.rows() * 14 + 256);
         out.extend_from_slice(MAGIC);
         out.put_u16_le(FORMAT_VERSION);
         out.put_i64_le(self.built_at.0);
@@ -40,11 +42,11 @@ impl Snapshot {
         for b in &self.booths {
             put_str(&mut out, b);
         }
-        out.put_u32_le(self.rows.len() as u32);
-        for r in &self.rows {
-            out.put_u32_le(r.len);
-            out.put_i64_le(r.modified);
-            out.put_u16_le(r.booth);
+        out.put_u32_le(self.rows() as u32);
+        for i in 0..self.rows() {
+            out.put_u32_le(self.rows.json_len(i));
+            out.put_i64_le(self.rows.modified(i));
+            out.put_u16_le(self.rows.booth(i));
         }
         out.put_u32_le(self.chunks.len() as u32);
         for c in &self.chunks {
@@ -58,30 +60,29 @@ impl Snapshot {
         out
     }
 
-    /// Reads what `encode` wrote (or format 1); refuses other versions and anything inconsistent.
+    /// Reads what `encode` wrote (or format 1); refuses other versions and anything
+    /// inconsistent. Every chunk is inflated once here, to check it against its rows and the
+    /// gzip trailer, and then dropped: the snapshot keeps only the gzip.
     pub fn decode(data: Bytes) -> Result<Snapshot, SnapshotError> {
         let mut r = Reader { data: &data, at: 0 };
         let (built_at, key, tag) = read_header(&mut r)?;
         let nb = r.u32()? as usize;
         let booths = (0..nb).map(|_| r.string()).collect::<Result<Vec<_>, _>>()?;
-        let (rows, rows_end) = read_rows(&mut r, booths.len())?;
+        let rows = read_rows(&mut r, booths.len())?;
         let heads = read_chunk_heads(&mut r)?;
         let glen = r.u32()? as usize;
-        let at = r.at;
-        r.take(glen)?;
-        let gz_full = data.slice(at..at + glen);
-        let identity = inflate_identity(&gz_full, rows_end)?;
-        let chunks = check_chunks(heads, &rows, &identity, glen)?;
+        // A copy, so that the fetched buffer (row facts and all) is not kept alive by a slice.
+        let gz_full = Bytes::copy_from_slice(r.take(glen)?);
+        let chunks = check_chunks(heads, &rows, &gz_full)?;
         Ok(Snapshot {
             key,
             built_at,
             tag,
-            identity,
+            id: next_id(),
             gz_full,
             rows,
             booths,
             chunks,
-            derived: Derived::default(),
         })
     }
 }
@@ -105,33 +106,25 @@ fn read_header(r: &mut Reader<'_>) -> Result<(EpochMs, WardKey, String), Snapsho
     Ok((built_at, key, tag))
 }
 
-/// The row facts; each row's place in the identity JSON follows from the lengths before it.
-/// Returns the rows and where the identity JSON's closing `]` must stand.
-fn read_rows(r: &mut Reader<'_>, booth_count: usize) -> Result<(Vec<RowMeta>, u32), SnapshotError> {
+/// The row facts: length of each row's JSON, `modifieddate`, booth index.
+fn read_rows(r: &mut Reader<'_>, booth_count: usize) -> Result<RowTable, SnapshotError> {
     let nr = r.u32()? as usize;
-    let mut rows = Vec::with_capacity(nr.min(1 << 22));
-    let mut pos = 1u32; // after '['
-    for i in 0..nr {
-        if i > 0 {
-            pos += 1; // the comma
-        }
-        let len = r.u32()?;
-        let modified = r.i64()?;
+    let cap = nr.min(1 << 22);
+    let (mut lens, mut booths, mut modified) = (
+        Vec::with_capacity(cap),
+        Vec::with_capacity(cap),
+        Vec::with_capacity(cap),
+    );
+    for _ in 0..nr {
+        lens.push(r.u32()?);
+        modified.push(r.i64()?);
         let booth = r.u16()?;
         if booth as usize >= booth_count {
             return Err(SnapshotError::Corrupt("booth index"));
         }
-        rows.push(RowMeta {
-            start: pos,
-            len,
-            modified,
-            booth,
-        });
-        pos = pos
-            .checked_add(len)
-            .ok_or(SnapshotError::Corrupt("length"))?;
+        booths.push(u32::from(booth));
     }
-    Ok((rows, pos))
+    Ok(RowTable::new(&lens, &booths, &modified))
 }
 
 /// Each chunk's stored bounds, checked against the rows and the gzip in `check_chunks`.
@@ -144,45 +137,93 @@ fn read_chunk_heads(r: &mut Reader<'_>) -> Result<Vec<ChunkHead>, SnapshotError>
     Ok(heads)
 }
 
-/// Inflates the full-ward gzip back into the identity JSON, which must end at `rows_end`.
-fn inflate_identity(gz_full: &[u8], rows_end: u32) -> Result<Bytes, SnapshotError> {
-    // The gzip decoder verifies the trailer's CRC-32 and length.
-    let identity = Bytes::from(gzip::gunzip(gz_full).map_err(|_| SnapshotError::Corrupt("gzip"))?);
-    if identity.len() != rows_end as usize + 1
-        || identity.first() != Some(&b'[')
-        || identity.last() != Some(&b']')
-    {
-        return Err(SnapshotError::Corrupt("row lengths"));
-    }
-    Ok(identity)
-}
-
-/// Chunks must tile the rows in order and lie inside the gzip; their checks are recomputed.
+/// Chunks must tile the rows in order and the gzip exactly as `SnapshotBuilder` lays it out;
+/// each chunk must inflate to its rows' lengths, and their checks must add up to the trailer's.
 fn check_chunks(
     heads: Vec<ChunkHead>,
-    rows: &[RowMeta],
-    identity: &[u8],
-    glen: usize,
+    rows: &RowTable,
+    gz: &[u8],
 ) -> Result<Vec<Chunk>, SnapshotError> {
+    let mut framing = Framing { gz, at: 0 };
+    framing.expect(&gzip::GZIP_HEADER)?;
+    framing.expect_stored(b"[")?;
     let mut chunks = Vec::with_capacity(heads.len());
     let mut expect_first = 0u32;
-    for (first, end, ga, gb) in heads {
+    for (i, (first, end, ga, gb)) in heads.into_iter().enumerate() {
+        if i > 0 {
+            framing.expect_stored(b",")?;
+        }
         if first != expect_first
             || end <= first
-            || end as usize > rows.len()
-            || ga > gb
-            || gb > glen
+            || end as usize > rows.count()
+            || ga != framing.at
+            || gb < ga
+            || gb > gz.len()
         {
             return Err(SnapshotError::Corrupt("chunk bounds"));
         }
+        let raw = inflate_piece(&gz[ga..gb], rows.span_len(first, end))?;
+        check_row_edges(&raw, rows, first, end)?;
+        chunks.push(Chunk::new(rows, first, end, ga..gb, Check::of(&raw)));
+        framing.at = gb;
         expect_first = end;
-        let raw = row_span(identity, rows, first, end);
-        chunks.push(Chunk::new(rows, first, end, ga..gb, raw));
     }
-    if expect_first as usize != rows.len() {
+    if expect_first as usize != rows.count() {
         return Err(SnapshotError::Corrupt("row count"));
     }
+    framing.expect_stored(b"]")?;
+    framing.expect(&gzip::FINAL_BLOCK)?;
+    let mut trailer = Vec::with_capacity(8);
+    gzip::put_trailer(&mut trailer, whole_check(chunks.iter().map(|c| c.check)));
+    framing.expect(&trailer[gzip::FINAL_BLOCK.len()..])?;
+    if framing.at != gz.len() {
+        return Err(SnapshotError::Corrupt("trailing bytes"));
+    }
     Ok(chunks)
+}
+
+/// Every row of an inflated chunk is one JSON object, rows separated by one comma.
+fn check_row_edges(raw: &[u8], rows: &RowTable, first: u32, end: u32) -> Result<(), SnapshotError> {
+    let mut at = 0usize;
+    for i in first..end {
+        if i > first {
+            if raw.get(at) != Some(&b',') {
+                return Err(SnapshotError::Corrupt("row separator"));
+            }
+            at += 1;
+        }
+        let len = rows.json_len(i as usize) as usize;
+        let row = raw
+            .get(at..at + len)
+            .ok_or(SnapshotError::Corrupt("row length"))?;
+        if row.first() != Some(&b'{') || row.last() != Some(&b'}') {
+            return Err(SnapshotError::Corrupt("row object"));
+        }
+        at += len;
+    }
+    Ok(())
+}
+
+/// Walks the stored framing around the chunks of a full-ward gzip.
+struct Framing<'a> {
+    gz: &'a [u8],
+    at: usize,
+}
+
+impl Framing<'_> {
+    fn expect(&mut self, want: &[u8]) -> Result<(), SnapshotError> {
+        if self.gz.get(self.at..self.at + want.len()) != Some(want) {
+            return Err(SnapshotError::Corrupt("gzip framing"));
+        }
+        self.at += want.len();
+        Ok(())
+    }
+
+    fn expect_stored(&mut self, literal: &[u8]) -> Result<(), SnapshotError> {
+        let mut block = Vec::with_capacity(literal.len() + 5);
+        gzip::put_stored(&mut block, literal);
+        self.expect(&block)
+    }
 }
 
 fn put_str(out: &mut Vec<u8>, s: &str) {
@@ -232,15 +273,17 @@ impl Reader<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::snapshot::fixtures::{key, render, ward_json};
+    use std::sync::Arc;
+
+    use crate::snapshot::fixtures::{render, snap, ward_json};
     use crate::snapshot::Selection;
 
     #[test]
     fn redis_encoding_roundtrips_and_refuses_damage() {
         let json = ward_json(777);
-        let s = Snapshot::from_legacy_json(key(), &json, EpochMs(42)).unwrap();
+        let s = snap(&json);
         let enc = s.encode();
-        let back = Snapshot::decode(Bytes::from(enc.clone())).unwrap();
+        let back = Arc::new(Snapshot::decode(Bytes::from(enc.clone())).unwrap());
         assert_eq!(back.tag, s.tag);
         assert_eq!(back.key, s.key);
         assert_eq!(render(&back, &Selection::default(), true).0, json);
@@ -253,7 +296,7 @@ mod tests {
         ));
         let mut previous = enc.clone();
         previous[4..6].copy_from_slice(&PREVIOUS_FORMAT_VERSION.to_le_bytes());
-        let back = Snapshot::decode(Bytes::from(previous)).unwrap();
+        let back = Arc::new(Snapshot::decode(Bytes::from(previous)).unwrap());
         assert_eq!(
             render(&back, &Selection::default(), true).0,
             json,
@@ -264,5 +307,10 @@ mod tests {
         flipped[n - 10] ^= 0x55;
         assert!(Snapshot::decode(Bytes::from(flipped)).is_err());
         assert!(Snapshot::decode(Bytes::from(enc[..enc.len() / 2].to_vec())).is_err());
+        // A byte changed inside a chunk's compressed bytes: caught by inflating it.
+        let mut inside = enc.clone();
+        let at = inside.len() - s.gzip_bytes() / 2;
+        inside[at] ^= 0x01;
+        assert!(Snapshot::decode(Bytes::from(inside)).is_err());
     }
 }

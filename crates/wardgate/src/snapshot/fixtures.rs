@@ -1,9 +1,14 @@
 //! Test fixtures shared by the snapshot unit tests: legacy-shaped wards, and rendering a
 //! selection back to plain JSON.
 
+use std::sync::Arc;
+
+use bytes::Bytes;
+
 use super::{Picked, Selection, Snapshot};
 use crate::gzip::{self, Assembler};
 use crate::params::WardKey;
+use crate::time::EpochMs;
 
 /// Rows shaped like the legacy ones: booth changes every 37 rows, scattered modifieddates.
 pub(super) fn ward_json(n: usize) -> Vec<u8> {
@@ -40,22 +45,29 @@ pub(super) fn rows_of(json: &[u8]) -> Vec<serde_json::Value> {
     serde_json::from_slice(json).unwrap()
 }
 
-pub(super) fn render(s: &Snapshot, sel: &Selection<'_>, gz: bool) -> (Vec<u8>, Picked) {
+/// The selection as plain JSON, rendered as gzip (then inflated) or as identity.
+pub(super) fn render(s: &Arc<Snapshot>, sel: &Selection<'_>, gz: bool) -> (Vec<u8>, Picked) {
     let picked = s.pick(sel);
-    let mut a = if gz {
-        Assembler::gzip()
-    } else {
-        Assembler::identity()
-    };
-    a.literal(b"[");
-    s.render_rows(&picked, &mut a);
-    a.literal(b"]");
-    let (parts, _) = a.finish();
-    let body: Vec<u8> = parts.iter().flat_map(|b| b.iter().copied()).collect();
     let body = if gz {
+        let mut a = Assembler::gzip();
+        a.literal(b"[");
+        s.render_gzip(&picked, &mut a).unwrap();
+        a.literal(b"]");
+        let (parts, n) = a.finish();
+        let body: Vec<u8> = parts.iter().flat_map(|b| b.iter().copied()).collect();
+        assert_eq!(body.len(), n);
         gzip::gunzip(&body).unwrap()
     } else {
+        let b = s.identity(&picked, Bytes::from_static(b"["), Bytes::from_static(b"]"));
+        let n = b.len();
+        let body = b.collect().unwrap();
+        assert_eq!(body.len(), n, "Content-Length");
         body
     };
     (body, picked)
+}
+
+/// A snapshot of a legacy answer, shared as the cache shares it.
+pub(super) fn snap(json: &[u8]) -> Arc<Snapshot> {
+    Arc::new(Snapshot::from_legacy_json(key(), json, EpochMs(42)).unwrap())
 }

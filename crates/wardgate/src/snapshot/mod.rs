@@ -1,4 +1,4 @@
-//! A ward snapshot: the ward's rows, kept as identity JSON and as precompressed deflate chunks.
+//! A ward snapshot: the ward's rows, kept as precompressed deflate chunks and nothing else.
 //!
 //! Built once per ward (from the upstream's full-ward answer or streamed from the read replica),
 //! a snapshot answers every read of its ward: the full array, a booth subset, a delta, or a page,
@@ -9,19 +9,27 @@
 //! booths row by row, and a chunk that ended at every booth change would hold one row. Full
 //! wards and pages whose size is a multiple of `CHUNK_ROWS` are served from compressed chunks
 //! alone; booth subsets, deltas and unaligned pages are derived once per snapshot and selection
-//! (`derived`). Either way the hot path never compresses.
+//! and kept in the cache's derived budget. Either way the hot path never compresses.
+//!
+//! **Invariant:** a snapshot holds its gzip, its packed row facts (`rows`) and chunk bounds,
+//! nothing more: identity answers are inflated from the chunks as they are sent (`inflate`),
+//! so a cached ward costs about its gzip bytes.
 //!
 //! `build` turns rows into a snapshot, `pick` answers a selection from it, `codec` is its Redis
-//! format and `derived` the small cache of gzip answers kept with it.
+//! format.
 
 mod build;
 mod codec;
-mod derived;
 #[cfg(test)]
 mod fixtures;
+mod inflate;
 mod pick;
+mod rows;
 
+use std::collections::VecDeque;
 use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use bytes::Bytes;
 
@@ -31,10 +39,11 @@ use crate::time::EpochMs;
 
 pub use build::SnapshotBuilder;
 pub use codec::{FORMAT_VERSION, PREVIOUS_FORMAT_VERSION};
-pub use derived::Parts;
+pub use inflate::IdentityBody;
 pub use pick::{Picked, Selection};
 
-use derived::{Derived, DERIVED_BYTES};
+use inflate::Part;
+use rows::RowTable;
 
 /// Rows per compressed chunk. Divides the default page size (1,000) so default pages are
 /// chunk-aligned. Measured on a 10,000-row ward at level 6, against one whole gzip stream:
@@ -56,21 +65,13 @@ pub enum SnapshotError {
     OtherVersion(u16),
 }
 
-/// Per-row facts the filters need, and where the row's JSON lies in `identity`.
-#[derive(Clone, Copy, Debug)]
-struct RowMeta {
-    start: u32,
-    len: u32,
-    modified: i64,
-    booth: u16,
-}
-
 /// A run of rows compressed once as one deflate piece, lying at `gz` in the full-ward gzip.
 #[derive(Clone, Debug)]
 struct Chunk {
     first_row: u32,
     end_row: u32,
     gz: Range<usize>,
+    /// CRC-32 and length of the chunk's JSON (its rows and the commas between them).
     check: Check,
     min_modified: i64,
     max_modified: i64,
@@ -79,24 +80,37 @@ struct Chunk {
 }
 
 impl Chunk {
-    /// The chunk of rows `first..end`, whose JSON is `raw`, lying at `gz` in the full-ward gzip.
-    fn new(rows: &[RowMeta], first: u32, end: u32, gz: Range<usize>, raw: &[u8]) -> Chunk {
-        let span = &rows[first as usize..end as usize];
+    /// The chunk of rows `first..end`, whose JSON has `check`, lying at `gz` in the full-ward
+    /// gzip.
+    fn new(rows: &RowTable, first: u32, end: u32, gz: Range<usize>, check: Check) -> Chunk {
+        let span = first as usize..end as usize;
+        let modified = || span.clone().map(|i| rows.modified(i));
         Chunk {
             first_row: first,
             end_row: end,
             gz,
-            check: Check::of(raw),
-            min_modified: span.iter().map(|r| r.modified).min().unwrap_or(i64::MIN),
-            max_modified: span.iter().map(|r| r.modified).max().unwrap_or(i64::MIN),
+            check,
+            min_modified: modified().min().unwrap_or(i64::MIN),
+            max_modified: modified().max().unwrap_or(i64::MIN),
             booths: {
-                let mut b: Vec<u16> = span.iter().map(|r| r.booth).collect();
+                let mut b: Vec<u16> = span.clone().map(|i| rows.booth(i)).collect();
                 b.sort_unstable();
                 b.dedup();
                 b.into_boxed_slice()
             },
         }
     }
+
+    fn bytes(&self) -> usize {
+        std::mem::size_of::<Chunk>() + self.booths.len() * 2
+    }
+}
+
+/// Distinguishes snapshots for as long as the process runs: derived answers are kept under it.
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+fn next_id() -> u64 {
+    NEXT_ID.fetch_add(1, Ordering::Relaxed)
 }
 
 /// One ward's rows, ready to serve.
@@ -107,34 +121,34 @@ pub struct Snapshot {
     pub built_at: EpochMs,
     /// Identifies this content: part of every ETag served from it.
     pub tag: String,
-    /// The full-ward legacy answer, `[row,row,...]`: identity answers are slices of it.
-    identity: Bytes,
-    /// The same as one gzip member: header, `[` stored, chunk pieces separated by stored `,`,
-    /// `]` stored, final block, trailer. The full-ward gzip answer is this very buffer, and any
-    /// run of consecutive chunks (with their commas) is one slice of it.
+    /// Unique to this snapshot in this process (the key of its derived answers).
+    pub id: u64,
+    /// The full-ward answer as one gzip member: header, `[` stored, chunk pieces separated by
+    /// stored `,`, `]` stored, final block, trailer. The full-ward gzip answer is this very
+    /// buffer, and any run of consecutive chunks (with their commas) is one slice of it.
     gz_full: Bytes,
-    rows: Vec<RowMeta>,
+    rows: RowTable,
     booths: Vec<String>,
     chunks: Vec<Chunk>,
-    /// Gzip answers for selections other than the full ward, kept with the snapshot (see
-    /// `Snapshot::derived`): aligned pages as their framed slices, deltas and unaligned pages
-    /// compressed once.
-    derived: Derived,
 }
 
 impl Snapshot {
     pub fn rows(&self) -> usize {
-        self.rows.len()
+        self.rows.count()
     }
 
-    /// Bytes this snapshot holds in memory (what L1 accounts).
+    /// Bytes this snapshot holds in memory (what L1 accounts): its gzip, row facts, chunk
+    /// bounds and booth names.
     pub fn weight(&self) -> usize {
-        self.identity.len()
+        std::mem::size_of::<Snapshot>()
             + self.gz_full.len()
-            + DERIVED_BYTES / 4 // derived answers: their bound, discounted (most wards have few)
-            + self.rows.len() * std::mem::size_of::<RowMeta>()
-            + self.chunks.iter().map(|c| std::mem::size_of::<Chunk>() + c.booths.len() * 2).sum::<usize>()
-            + 256
+            + self.rows.bytes()
+            + self.chunks.iter().map(Chunk::bytes).sum::<usize>()
+            + self.booths.iter().map(|b| b.len() + 24).sum::<usize>()
+            + self.tag.len()
+            + self.key.state.len()
+            + self.key.assembly.len()
+            + self.key.ward.len()
     }
 
     /// Size of the full ward as gzip, bytes.
@@ -147,25 +161,19 @@ impl Snapshot {
         self.gz_full.clone()
     }
 
-    /// The full-ward answer as identity JSON.
-    pub fn full_identity(&self) -> Bytes {
-        self.identity.clone()
+    /// The full-ward answer as identity JSON, inflated as it is sent.
+    pub fn full_identity(self: &Arc<Self>) -> IdentityBody {
+        let n = self.rows() as u32;
+        let parts = VecDeque::from([
+            Part::Literal(Bytes::from_static(b"[")),
+            Part::Rows(0, n),
+            Part::Literal(Bytes::from_static(b"]")),
+        ]);
+        IdentityBody::new(self.clone(), parts)
     }
 
-    /// Rows `first..end` of the identity JSON, the commas between them included.
-    fn span(&self, first: u32, end: u32) -> Bytes {
-        self.identity.slice(row_range(&self.rows, first, end))
+    /// The chunk holding row `row`.
+    fn chunk_of(&self, row: u32) -> usize {
+        self.chunks.partition_point(|c| c.end_row <= row)
     }
-}
-
-/// The same span as `Snapshot::span`, while the identity JSON is still being built or checked.
-fn row_span<'a>(identity: &'a [u8], rows: &[RowMeta], first: u32, end: u32) -> &'a [u8] {
-    &identity[row_range(rows, first, end)]
-}
-
-/// Where rows `first..end` lie in the identity JSON: from the first's start to the last's end.
-fn row_range(rows: &[RowMeta], first: u32, end: u32) -> Range<usize> {
-    let a = rows[first as usize].start as usize;
-    let last = rows[end as usize - 1];
-    a..(last.start + last.len) as usize
 }

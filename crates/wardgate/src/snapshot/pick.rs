@@ -1,7 +1,14 @@
 //! Answering a selection from a snapshot: the reference query's filters and page over its rows
 //! (`pick`), then the picked rows as slices of the stored buffers (`render_rows`).
 
-use super::{Chunk, RowMeta, Snapshot};
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::inflate::{IdentityBody, Part, RowReader};
+use super::rows::RowTable;
+use super::{Chunk, Snapshot, SnapshotError};
 use crate::gzip::{Assembler, Check};
 use crate::params::{BoothSet, Page};
 
@@ -62,9 +69,12 @@ impl Filter {
             && self.since_ms.is_none_or(|s| ch.min_modified > s)
     }
 
-    fn row(&self, r: &RowMeta) -> bool {
-        self.booth_ok.as_ref().is_none_or(|ok| ok[r.booth as usize])
-            && self.since_ms.is_none_or(|s| r.modified > s)
+    fn row(&self, rows: &RowTable, i: u32) -> bool {
+        let i = i as usize;
+        self.booth_ok
+            .as_ref()
+            .is_none_or(|ok| ok[rows.booth(i) as usize])
+            && self.since_ms.is_none_or(|s| rows.modified(i) > s)
     }
 }
 
@@ -118,10 +128,10 @@ impl Walk {
 
     /// Mixed chunk: walks its rows, gathering consecutive matches into runs; true once the page
     /// is known to be done.
-    fn mixed_chunk(&mut self, ch: &Chunk, rows: &[RowMeta], filter: &Filter) -> bool {
+    fn mixed_chunk(&mut self, ch: &Chunk, rows: &RowTable, filter: &Filter) -> bool {
         let mut open: Option<(u32, u32)> = None;
         for i in ch.first_row..ch.end_row {
-            if !filter.row(&rows[i as usize]) {
+            if !filter.row(rows, i) {
                 if let Some((a, b)) = open.take() {
                     self.picked.runs.push(Piece::Rows(a, b));
                 }
@@ -172,9 +182,8 @@ impl Snapshot {
             }
             let done = if walk.take == 0 {
                 // The page is full: only whether any later row matches is left to learn.
-                walk.picked.has_more = self.rows[ch.first_row as usize..ch.end_row as usize]
-                    .iter()
-                    .any(|r| filter.row(r));
+                walk.picked.has_more =
+                    (ch.first_row..ch.end_row).any(|i| filter.row(&self.rows, i));
                 walk.picked.has_more
             } else if filter.all_match(ch) {
                 walk.whole_chunk(ci, ch)
@@ -188,54 +197,75 @@ impl Snapshot {
         walk.picked
     }
 
-    /// Writes the picked rows into `out`, separated by commas. The caller frames the array.
-    pub fn render_rows(&self, picked: &Picked, out: &mut Assembler) {
-        // Consecutive rows (identity) or consecutive chunks (gzip, commas included) are one
-        // contiguous slice of the stored buffers: merge runs before emitting.
-        let gz = out.is_gzip();
+    /// The picked rows as spans: runs of consecutive rows, or of consecutive whole chunks
+    /// when `chunks` (gzip), each a single slice of the stored bytes.
+    fn spans(&self, picked: &Picked, chunks: bool) -> Vec<Span> {
+        let mut out: Vec<Span> = Vec::with_capacity(picked.runs.len());
+        for run in &picked.runs {
+            let next = match run {
+                Piece::Chunk(ci) if chunks => Span::Chunks(*ci, *ci),
+                Piece::Chunk(ci) => {
+                    Span::Rows(self.chunks[*ci].first_row, self.chunks[*ci].end_row)
+                }
+                Piece::Rows(a, b) => Span::Rows(*a, *b),
+            };
+            match (out.last_mut(), next) {
+                (Some(Span::Chunks(_, e)), Span::Chunks(n, _)) if n == *e + 1 => *e = n,
+                (Some(Span::Rows(_, e)), Span::Rows(a, b)) if a == *e => *e = b,
+                _ => out.push(next),
+            }
+        }
+        out
+    }
+
+    /// Writes the picked rows into a gzip answer, separated by commas: whole chunks as their
+    /// stored pieces, other rows inflated from their chunks and framed uncompressed. The
+    /// caller frames the array.
+    pub fn render_gzip(&self, picked: &Picked, out: &mut Assembler) -> Result<(), SnapshotError> {
         let comma = Check::of(b",");
-        let mut open: Option<(Run, Run)> = None;
-        let mut first_out = true;
-        let mut emit = |span: (Run, Run), out: &mut Assembler| {
-            if !first_out {
+        let mut reader = RowReader::default();
+        for (i, span) in self.spans(picked, true).into_iter().enumerate() {
+            if i > 0 {
                 out.literal(b",");
             }
-            first_out = false;
             match span {
-                (Run::Chunks(a), Run::Chunks(b)) => {
+                Span::Chunks(a, b) => {
                     let check = (a + 1..=b).fold(self.chunks[a].check, |c, i| {
                         c.then(comma).then(self.chunks[i].check)
                     });
                     let range = self.chunks[a].gz.start..self.chunks[b].gz.end;
                     out.piece(self.gz_full.slice(range), check);
                 }
-                (Run::Rows(a, _), Run::Rows(_, b)) => out.literal_bytes(self.span(a, b)),
-                _ => {}
+                Span::Rows(mut a, b) => {
+                    while a < b {
+                        let ci = self.chunk_of(a);
+                        let end = b.min(self.chunks[ci].end_row);
+                        out.literal_bytes(reader.rows(self, ci, a, end)?);
+                        if end < b {
+                            out.literal(b",");
+                        }
+                        a = end;
+                    }
+                }
             }
-        };
-        for run in &picked.runs {
-            let run = match run {
-                Piece::Chunk(ci) if gz => Run::Chunks(*ci),
-                Piece::Chunk(ci) => Run::Rows(self.chunks[*ci].first_row, self.chunks[*ci].end_row),
-                Piece::Rows(a, b) => Run::Rows(*a, *b),
-            };
-            open = match (open, run) {
-                (Some((s, Run::Chunks(e))), Run::Chunks(n)) if n == e + 1 => {
-                    Some((s, Run::Chunks(n)))
-                }
-                (Some((s, Run::Rows(_, e))), Run::Rows(a, b)) if a == e => {
-                    Some((s, Run::Rows(a, b)))
-                }
-                (Some(span), run) => {
-                    emit(span, out);
-                    Some((run, run))
-                }
-                (None, run) => Some((run, run)),
-            };
         }
-        if let Some(span) = open {
-            emit(span, out);
+        Ok(())
+    }
+
+    /// The picked rows as an identity answer between `head` and `tail`, inflated as it is sent.
+    pub fn identity(self: &Arc<Self>, picked: &Picked, head: Bytes, tail: Bytes) -> IdentityBody {
+        let mut parts = VecDeque::with_capacity(picked.runs.len() * 2 + 2);
+        parts.push_back(Part::Literal(head));
+        for (i, span) in self.spans(picked, false).into_iter().enumerate() {
+            if i > 0 {
+                parts.push_back(Part::Literal(Bytes::from_static(b",")));
+            }
+            if let Span::Rows(a, b) = span {
+                parts.push_back(Part::Rows(a, b));
+            }
         }
+        parts.push_back(Part::Literal(tail));
+        IdentityBody::new(self.clone(), parts)
     }
 
     /// Bytes of picked rows that do not lie in whole chunks (they would be sent uncompressed).
@@ -245,16 +275,17 @@ impl Snapshot {
             .iter()
             .map(|r| match r {
                 Piece::Chunk(_) => 0,
-                Piece::Rows(a, b) => self.span(*a, *b).len(),
+                Piece::Rows(a, b) => self.rows.span_len(*a, *b),
             })
             .sum()
     }
 }
 
-/// One end of a run being merged in `render_rows`.
+/// A run of picked rows as `render_gzip` and `identity` write it: chunks `a..=b`, or rows
+/// `a..b`.
 #[derive(Clone, Copy)]
-enum Run {
-    Chunks(usize),
+enum Span {
+    Chunks(usize, usize),
     Rows(u32, u32),
 }
 
@@ -263,9 +294,8 @@ mod tests {
     use std::collections::BTreeSet;
 
     use super::*;
-    use crate::snapshot::fixtures::{interleaved_ward_json, key, render, rows_of, ward_json};
+    use crate::snapshot::fixtures::{interleaved_ward_json, render, rows_of, snap, ward_json};
     use crate::snapshot::CHUNK_ROWS;
-    use crate::time::EpochMs;
 
     /// The reference semantics, computed the slow way.
     fn reference(all: &[serde_json::Value], sel: &Selection<'_>) -> (Vec<serde_json::Value>, bool) {
@@ -299,7 +329,7 @@ mod tests {
     #[test]
     fn full_ward_is_byte_identical_in_both_encodings() {
         let json = ward_json(1234);
-        let s = Snapshot::from_legacy_json(key(), &json, EpochMs(42)).unwrap();
+        let s = snap(&json);
         assert_eq!(s.rows(), 1234);
         for gz in [false, true] {
             let (body, picked) = render(&s, &Selection::default(), gz);
@@ -317,7 +347,7 @@ mod tests {
     fn every_selection_matches_the_reference_on(json: &[u8]) {
         let json = json.to_vec();
         let all = rows_of(&json);
-        let s = Snapshot::from_legacy_json(key(), &json, EpochMs(42)).unwrap();
+        let s = snap(&json);
         let booths = BoothSet(BTreeSet::from([
             "2".to_string(),
             "5".to_string(),
@@ -360,7 +390,7 @@ mod tests {
     #[test]
     fn chunks_are_runs_of_rows_whatever_the_booths() {
         for json in [ward_json(1000), interleaved_ward_json(1000)] {
-            let s = Snapshot::from_legacy_json(key(), &json, EpochMs(42)).unwrap();
+            let s = snap(&json);
             assert_eq!(
                 s.chunks.len(),
                 1000 / CHUNK_ROWS,
@@ -376,8 +406,7 @@ mod tests {
             assert!(p.runs.iter().all(|r| matches!(r, Piece::Chunk(_))));
         }
         // Every booth wanted: whole chunks still, though each chunk holds many booths.
-        let s =
-            Snapshot::from_legacy_json(key(), &interleaved_ward_json(1000), EpochMs(42)).unwrap();
+        let s = snap(&interleaved_ward_json(1000));
         let all = BoothSet((1..=7).map(|b| b.to_string()).collect());
         let p = s.pick(&Selection {
             booths: Some(&all),

@@ -21,6 +21,7 @@ use crate::config::{Config, Dur, Secret};
 use crate::metrics::Metrics;
 use crate::params::WardKey;
 use crate::replica::Replica;
+use crate::snapshot::{FORMAT_VERSION, PREVIOUS_FORMAT_VERSION};
 use crate::upstream::Upstream;
 
 /// `wardgate warm`.
@@ -66,6 +67,32 @@ pub struct WarmArgs {
     /// How long past max age the serving instances may still use the copy; sets the Redis TTL.
     #[arg(long, env = "WARDGATE_MAX_STALE", default_value = "1h")]
     pub max_stale: Dur,
+    /// Snapshot formats to write, comma-separated: this version's, and during a format
+    /// rollout the previous one too, so that instances of both sides find every ward warm
+    /// [default: this version's].
+    #[arg(long, value_delimiter = ',')]
+    pub formats: Vec<u16>,
+}
+
+impl WarmArgs {
+    /// The formats to write, this version's first; refuses any this version cannot write.
+    fn formats(&self) -> Result<Vec<u16>, String> {
+        let mut out = vec![FORMAT_VERSION];
+        for f in &self.formats {
+            if *f != FORMAT_VERSION && *f != PREVIOUS_FORMAT_VERSION {
+                return Err(format!(
+                    "--formats: this wardgate writes snapshot formats {FORMAT_VERSION} and {PREVIOUS_FORMAT_VERSION}, not {f}"
+                ));
+            }
+            if !out.contains(f) {
+                out.push(*f);
+            }
+        }
+        if !self.formats.is_empty() && !self.formats.contains(&FORMAT_VERSION) {
+            out.remove(0);
+        }
+        Ok(out)
+    }
 }
 
 /// What a warm run did.
@@ -164,21 +191,23 @@ pub async fn run(args: &WarmArgs) -> Result<WarmReport, String> {
         Some(u) => Some(Replica::new(u).map_err(|e| e.to_string())?),
         None => None,
     };
+    let formats = args.formats()?;
     let wards = targets(args, replica.as_ref()).await?;
     let source = if replica.is_some() {
         "replica"
     } else {
         "upstream"
     };
-    tracing::info!(wards = wards.len(), source, "warming");
+    tracing::info!(wards = wards.len(), source, ?formats, "warming");
     let builder = Arc::new(Builder::new(upstream, replica, live, metrics));
 
     let progress = Progress::start(wards.len());
     let results: Vec<(WardKey, Result<Option<usize>, String>)> = futures_util::stream::iter(wards)
         .map(|w| {
             let (builder, l2, progress) = (builder.clone(), l2.clone(), &progress);
+            let formats = &formats;
             async move {
-                let r = warm_one(&builder, &l2, &w, args).await;
+                let r = warm_one(&builder, &l2, &w, args, formats).await;
                 progress.ward_done(&r);
                 (w, r)
             }
@@ -216,30 +245,50 @@ async fn wait_for_redis(l2: &L2) -> Result<(), String> {
     Ok(())
 }
 
-/// Builds one ward into Redis unless a fresh copy is there (`--force` rebuilds); the rows
-/// built, or `None` when skipped.
+/// Builds one ward into Redis, in every format asked for, unless each has a fresh copy there
+/// (`--force` rebuilds); the rows built, or `None` when skipped.
 async fn warm_one(
     builder: &Builder,
     l2: &L2,
     w: &WardKey,
     args: &WarmArgs,
+    formats: &[u16],
 ) -> Result<Option<usize>, String> {
     let key = CacheKey::Ward(w.clone());
     let max_age = args.snapshot_max_age.0;
-    if !args.force {
-        if let Some(e) = l2.get(&key).await {
-            if e.built_at().within(max_age) {
-                return Ok(None);
-            }
-        }
+    if !args.force && all_fresh(l2, w, formats, max_age).await {
+        return Ok(None);
     }
     let entry = builder.build(&key).await.map_err(|e| e.to_string())?;
-    let rows = match &entry {
-        Entry::Snapshot(s) => s.rows(),
-        Entry::Blob(_) => 0,
+    let Entry::Snapshot(snap) = &entry else {
+        return Err(format!("{key} did not build as a ward"));
     };
-    l2.put(&key, &entry, max_age + args.max_stale.0).await;
-    Ok(Some(rows))
+    let ttl = max_age + args.max_stale.0;
+    for f in formats {
+        if *f == snap.format {
+            l2.put(&key, &entry, ttl).await;
+            continue;
+        }
+        // Rechunked from the same rows: same content and tag, the other format's layout.
+        let (s, f) = (snap.clone(), *f);
+        let other = tokio::task::spawn_blocking(move || s.in_format(f))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("{key} in format {f}: {e}"))?;
+        l2.put(&key, &Entry::Snapshot(Arc::new(other)), ttl).await;
+    }
+    Ok(Some(snap.rows()))
+}
+
+/// Whether Redis holds a copy of `w` younger than `max_age` in each of `formats`.
+async fn all_fresh(l2: &L2, w: &WardKey, formats: &[u16], max_age: Duration) -> bool {
+    for f in formats {
+        match l2.get_ward(w, *f).await {
+            Some(Some(e)) if e.built_at().within(max_age) => {}
+            _ => return false,
+        }
+    }
+    true
 }
 
 /// Progress of a run: a bar on a terminal, else a log line every 5 s; then the report.
@@ -326,6 +375,33 @@ impl Progress {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn formats_default_to_this_versions_and_refuse_unknown_ones() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            warm: WarmArgs,
+        }
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["warm", "--redis-url", "redis://x", "--state", "S"];
+            argv.extend_from_slice(extra);
+            Cli::try_parse_from(argv).unwrap().warm.formats()
+        };
+        assert_eq!(parse(&[]).unwrap(), [FORMAT_VERSION]);
+        let both = format!("{FORMAT_VERSION},{PREVIOUS_FORMAT_VERSION}");
+        assert_eq!(
+            parse(&["--formats", &both]).unwrap(),
+            [FORMAT_VERSION, PREVIOUS_FORMAT_VERSION]
+        );
+        let only_old = PREVIOUS_FORMAT_VERSION.to_string();
+        assert_eq!(
+            parse(&["--formats", &only_old]).unwrap(),
+            [PREVIOUS_FORMAT_VERSION]
+        );
+        assert!(parse(&["--formats", "9"]).unwrap_err().contains("not 9"));
+    }
 
     #[test]
     fn ward_specs_parse() {

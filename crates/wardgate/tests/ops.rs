@@ -3,14 +3,9 @@
 
 mod support;
 
-use std::process::Command;
 use std::time::Duration;
 
 use support::*;
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_wardgate"))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn warm_fills_redis_so_a_fresh_instance_never_asks_the_upstream() {

@@ -15,6 +15,7 @@ use redis::AsyncCommands;
 use super::key::{CacheKey, Entry, WriteScope};
 use crate::blob::{self, Blob};
 use crate::metrics::Metrics;
+use crate::params::WardKey;
 use crate::snapshot::{self, Snapshot};
 use crate::time::EpochMs;
 
@@ -92,7 +93,7 @@ impl L2 {
         }
     }
 
-    fn ward_key(&self, w: &crate::params::WardKey, version: u16) -> String {
+    fn ward_key(&self, w: &WardKey, version: u16) -> String {
         let p = &self.prefix;
         format!("{p}:s{version}:ward:{}:{}:{}", w.state, w.assembly, w.ward)
     }
@@ -168,16 +169,18 @@ impl L2 {
         if keys.is_empty() {
             return Vec::new();
         }
-        let names: Vec<String> = keys.iter().map(|k| self.watermark_key(k)).collect();
-        let r: Result<Result<Vec<Option<i64>>, _>, _> = tokio::time::timeout(
-            OP_TIMEOUT * 4,
-            redis::cmd("MGET").arg(&names).query_async(&mut c),
-        )
-        .await;
+        // One GET per key, pipelined: no multi-key command spans wards, so the same calls
+        // work when the keys live on different nodes of a Redis Cluster.
+        let mut pipe = redis::pipe();
+        for k in keys {
+            pipe.cmd("GET").arg(self.watermark_key(k));
+        }
+        let r: Result<Result<Vec<Option<i64>>, _>, _> =
+            tokio::time::timeout(OP_TIMEOUT * 4, pipe.query_async(&mut c)).await;
         match r {
             Ok(Ok(v)) => v.into_iter().map(|v| v.map(EpochMs)).collect(),
             Ok(Err(e)) => {
-                self.failed("MGET watermarks", e);
+                self.failed("GET watermarks", e);
                 vec![None; keys.len()]
             }
             Err(_) => vec![None; keys.len()],
@@ -244,32 +247,34 @@ impl L2 {
     /// A ward missing in this version's format is looked for in the previous one, which
     /// this version reads: during a format rollout the new instances serve what the fleet wrote.
     pub async fn get(&self, key: &CacheKey) -> Option<Entry> {
-        let k = self.data_key(key);
-        let mut raw = self.get_raw(&k).await?;
-        if let (None, CacheKey::Ward(w)) = (&raw, key) {
-            raw = self
-                .get_raw(&self.ward_key(w, snapshot::PREVIOUS_FORMAT_VERSION))
-                .await?;
-        }
-        let raw = raw?;
-        let entry = match key {
-            CacheKey::Ward(_) => {
-                // Decoding inflates ~1 MB per ward; keep it off the async workers.
-                let data = Bytes::from(raw);
-                tokio::task::spawn_blocking(move || Snapshot::decode(data))
-                    .await
-                    .ok()
-                    .and_then(|r| {
-                        r.map_err(
-                            |e| tracing::warn!(key = %k, error = %e, "ignoring stored snapshot"),
-                        )
-                        .ok()
-                    })
-                    .map(|s| Entry::Snapshot(Arc::new(s)))
-            }
-            CacheKey::Blob(_) => Blob::decode(&raw).map(|b| Entry::Blob(Arc::new(b))),
+        let CacheKey::Ward(w) = key else {
+            let raw = self.get_raw(&self.data_key(key)).await??;
+            return Blob::decode(&raw).map(|b| Entry::Blob(Arc::new(b)));
         };
-        entry
+        match self.get_ward(w, snapshot::FORMAT_VERSION).await? {
+            Some(s) => Some(s),
+            None => self.get_ward(w, snapshot::PREVIOUS_FORMAT_VERSION).await?,
+        }
+    }
+
+    /// A ward's copy in `format`: `None` when Redis failed, `Some(None)` when it is absent or
+    /// unreadable.
+    pub async fn get_ward(&self, w: &WardKey, format: u16) -> Option<Option<Entry>> {
+        let k = self.ward_key(w, format);
+        let Some(raw) = self.get_raw(&k).await? else {
+            return Some(None);
+        };
+        // Decoding inflates every chunk once to verify it; keep it off the async workers.
+        let data = Bytes::from(raw);
+        let decoded = tokio::task::spawn_blocking(move || Snapshot::decode(data)).await;
+        Some(match decoded {
+            Ok(Ok(s)) => Some(Entry::Snapshot(Arc::new(s))),
+            Ok(Err(e)) => {
+                tracing::warn!(key = %k, error = %e, "ignoring stored snapshot");
+                None
+            }
+            Err(_) => None,
+        })
     }
 
     /// `GET key`: `None` when Redis failed, `Some(None)` when the key is absent.
@@ -296,7 +301,11 @@ impl L2 {
             Entry::Blob(b) => b.encode(),
         };
         let ms = ttl.as_millis().clamp(1_000, u128::from(u32::MAX)) as u64;
-        let k = self.data_key(key);
+        // A snapshot is stored under its own format's key (`warm` writes the previous format too).
+        let k = match (key, entry) {
+            (CacheKey::Ward(w), Entry::Snapshot(s)) => self.ward_key(w, s.format),
+            _ => self.data_key(key),
+        };
         let r: Result<Result<(), _>, _> =
             tokio::time::timeout(OP_TIMEOUT * 4, c.pset_ex(&k, data, ms)).await;
         match r {
@@ -348,9 +357,15 @@ impl L2 {
         if keys.is_empty() {
             return 0;
         }
-        let r: Result<(), _> = c.del(&keys).await;
+        // One UNLINK per key, pipelined: no multi-key command spans wards (Redis Cluster), and
+        // the values are freed off Redis's main thread.
+        let mut pipe = redis::pipe();
+        for k in &keys {
+            pipe.cmd("UNLINK").arg(k).ignore();
+        }
+        let r: Result<(), _> = pipe.query_async(&mut c).await;
         if let Err(e) = r {
-            self.failed("DEL", e);
+            self.failed("UNLINK", e);
         }
         keys.len()
     }

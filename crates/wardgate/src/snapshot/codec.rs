@@ -28,7 +28,7 @@ impl Snapshot {
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.gz_full.len() + self.rows() * 14 + 256);
         out.extend_from_slice(MAGIC);
-        out.put_u16_le(FORMAT_VERSION);
+        out.put_u16_le(self.format);
         out.put_i64_le(self.built_at.0);
         for s in [
             &self.key.state,
@@ -65,7 +65,7 @@ impl Snapshot {
     /// gzip trailer, and then dropped: the snapshot keeps only the gzip.
     pub fn decode(data: Bytes) -> Result<Snapshot, SnapshotError> {
         let mut r = Reader { data: &data, at: 0 };
-        let (built_at, key, tag) = read_header(&mut r)?;
+        let (format, built_at, key, tag) = read_header(&mut r)?;
         let nb = r.u32()? as usize;
         let booths = (0..nb).map(|_| r.string()).collect::<Result<Vec<_>, _>>()?;
         let rows = read_rows(&mut r, booths.len())?;
@@ -79,6 +79,7 @@ impl Snapshot {
             built_at,
             tag,
             id: next_id(),
+            format,
             gz_full,
             rows,
             booths,
@@ -88,7 +89,7 @@ impl Snapshot {
 }
 
 /// Magic, format version, then build time, ward key and tag.
-fn read_header(r: &mut Reader<'_>) -> Result<(EpochMs, WardKey, String), SnapshotError> {
+fn read_header(r: &mut Reader<'_>) -> Result<(u16, EpochMs, WardKey, String), SnapshotError> {
     if r.take(4)? != MAGIC {
         return Err(SnapshotError::Corrupt("magic"));
     }
@@ -103,7 +104,7 @@ fn read_header(r: &mut Reader<'_>) -> Result<(EpochMs, WardKey, String), Snapsho
         ward: r.string()?,
     };
     let tag = r.string()?;
-    Ok((built_at, key, tag))
+    Ok((version, built_at, key, tag))
 }
 
 /// The row facts: length of each row's JSON, `modifieddate`, booth index.

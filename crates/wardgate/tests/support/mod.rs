@@ -16,6 +16,11 @@ use wardgate_sample::{self as origin, MemoryStore, OriginOptions, Store};
 #[allow(unused_imports)]
 pub use wardgate_test_support::{free_port, mysql_root_url, redis_url, RedisServer};
 
+/// The `wardgate` binary of this build, as an operator runs it.
+pub fn bin() -> std::process::Command {
+    std::process::Command::new(env!("CARGO_BIN_EXE_wardgate"))
+}
+
 pub const STATE: &str = "Karnataka";
 pub const ASSEMBLY: &str = "150";
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";

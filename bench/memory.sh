@@ -24,7 +24,7 @@ PREFIX="wgbench-mem-$$"
 PIDS=()
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  redis-cli -u "$REDIS_URL" --scan --pattern "$PREFIX:*" 2>/dev/null |
+  redis-cli -u "$REDIS_URL" --scan --pattern "$PREFIX-*" 2>/dev/null |
     xargs -r -n 500 redis-cli -u "$REDIS_URL" del >/dev/null 2>&1 || true
   rm -rf "$TMP"
 }
@@ -45,10 +45,13 @@ o=$PORT_BASE
 PIDS+=($!)
 wait_http "http://127.0.0.1:$o/open/volunteer/states"
 
-# Starts an instance on ports $1 (public) and $1+1 (admin); prints its PID.
+# Starts an instance on ports $1 (public) and $1+1 (admin) with the allocator setting $2
+# (`deployed`: as the Dockerfile sets it; `glibc-default`: none); prints its PID.
 start_wardgate() {
-  "$BIN" serve --listen "127.0.0.1:$1" --admin-listen "127.0.0.1:$(($1 + 1))" \
-    --upstream "http://127.0.0.1:$o" --redis-url "$REDIS_URL" --redis-prefix "$PREFIX" \
+  local env=()
+  if [ "$2" = deployed ]; then env=(MALLOC_MMAP_THRESHOLD_=131072); fi
+  env "${env[@]}" "$BIN" serve --listen "127.0.0.1:$1" --admin-listen "127.0.0.1:$(($1 + 1))" \
+    --upstream "http://127.0.0.1:$o" --redis-url "$REDIS_URL" --redis-prefix "$PREFIX_NOW" \
     --rate-limit downloads=100000/s:100000 >"$TMP/wardgate-$1.log" 2>&1 &
   echo $!
 }
@@ -66,33 +69,36 @@ read_wards() {
 
 OUT="$TMP/table.md"
 {
-  echo "| instance | wards from | RSS idle MiB | RSS holding the wards MiB | gzip of the wards MiB | L1 accounted MiB | (RSS − idle) ÷ gzip | RSS ÷ (1.2 × gzip + 24 MiB) |"
-  echo "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+  echo "| malloc | instance | wards from | RSS idle MiB | RSS holding the wards MiB | gzip of the wards MiB | L1 accounted MiB | (RSS − idle) ÷ gzip | RSS ÷ (1.2 × gzip + 24 MiB) |"
+  echo "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"
 } >"$OUT"
-row() { # instance, source, pid, admin port, idle KiB, gzip bytes
-  local rss l1
-  rss=$(($(rss_kib "$3") * 1024)); l1=$(l1_bytes "$4")
-  local grow bound
-  grow="$(awk -v r="$rss" -v i="$(($5 * 1024))" -v g="$6" 'BEGIN { printf "%.3f", (r - i) / g }')"
-  bound="$(awk -v r="$rss" -v g="$6" 'BEGIN { printf "%.3f", r / (1.2 * g + 24 * 1048576) }')"
-  echo "| $1 | $2 | $(mib $(($5 * 1024))) | $(mib "$rss") | $(mib "$6") | $(mib "${l1%.*}") | $grow | $bound |" | tee -a "$OUT"
+row() { # malloc, instance, source, pid, admin port, idle KiB, gzip bytes
+  local rss l1 grow bound
+  rss=$(($(rss_kib "$4") * 1024)); l1=$(l1_bytes "$5")
+  grow="$(awk -v r="$rss" -v i="$(($6 * 1024))" -v g="$7" 'BEGIN { printf "%.3f", (r - i) / g }')"
+  bound="$(awk -v r="$rss" -v g="$7" 'BEGIN { printf "%.3f", r / (1.2 * g + 24 * 1048576) }')"
+  echo "| $1 | $2 | $3 | $(mib $(($6 * 1024))) | $(mib "$rss") | $(mib "$7") | $(mib "${l1%.*}") | $grow | $bound |" | tee -a "$OUT"
 }
 
-a=$((PORT_BASE + 1))
-pa=$(start_wardgate "$a"); PIDS+=("$pa")
-wait_http "http://127.0.0.1:$((a + 1))/healthz"
-idle_a=$(rss_kib "$pa")
-gz=$(read_wards "$a" gzip)
-row A "the backend (cold builds)" "$pa" $((a + 1)) "$idle_a" "$gz"
+port=$((PORT_BASE + 1))
+for malloc in deployed glibc-default; do
+  a=$port; b=$((port + 2)); port=$((port + 4))
+  PREFIX_NOW="$PREFIX-$malloc"
+  pa=$(start_wardgate "$a" "$malloc"); PIDS+=("$pa")
+  wait_http "http://127.0.0.1:$((a + 1))/healthz"
+  idle_a=$(rss_kib "$pa")
+  gz=$(read_wards "$a" gzip)
+  row "$malloc" A "the backend (cold builds)" "$pa" $((a + 1)) "$idle_a" "$gz"
 
-b=$((PORT_BASE + 3))
-pb=$(start_wardgate "$b"); PIDS+=("$pb")
-wait_http "http://127.0.0.1:$((b + 1))/healthz"
-idle_b=$(rss_kib "$pb")
-gz_b=$(read_wards "$b" gzip)
-row B "Redis (written by A)" "$pb" $((b + 1)) "$idle_b" "$gz_b"
-id_b=$(read_wards "$b" identity)
-row B "Redis, then every ward read once as identity" "$pb" $((b + 1)) "$idle_b" "$gz_b"
+  pb=$(start_wardgate "$b" "$malloc"); PIDS+=("$pb")
+  wait_http "http://127.0.0.1:$((b + 1))/healthz"
+  idle_b=$(rss_kib "$pb")
+  gz_b=$(read_wards "$b" gzip)
+  row "$malloc" B "Redis (written by A)" "$pb" $((b + 1)) "$idle_b" "$gz_b"
+  id_b=$(read_wards "$b" identity)
+  row "$malloc" B "Redis, then every ward read once as identity" "$pb" $((b + 1)) "$idle_b" "$gz_b"
+  kill "$pa" "$pb"
+done
 
 {
   echo "# Memory per cached ward"
@@ -103,7 +109,9 @@ row B "Redis, then every ward read once as identity" "$pb" $((b + 1)) "$idle_b" 
   echo "the backend's answer; instance B, started after, loads them from the copies A wrote to"
   echo "Redis, then serves each once to an identity client ($id_b bytes, inflated as sent)."
   echo "RSS is \`VmRSS\` of the wardgate process; L1 accounted is \`wardgate_l1_bytes\`."
-  echo "The engine's goal is RSS ≤ 1.2 × gzip + 24 MiB (last column ≤ 1)."
+  echo "The engine's goal is RSS ≤ 1.2 × gzip + 24 MiB (last column ≤ 1). Each pair of instances"
+  echo "runs twice: with glibc's malloc as the Dockerfile sets it (\`MALLOC_MMAP_THRESHOLD_=131072\`),"
+  echo "and with glibc's defaults, whose dynamic mmap threshold keeps freed build buffers."
   echo
   cat "$OUT"
   echo

@@ -265,17 +265,12 @@ async fn warm_one(
     };
     let ttl = max_age + args.max_stale.0;
     for f in formats {
-        if *f == snap.format {
+        if *f == FORMAT_VERSION {
             l2.put(&key, &entry, ttl).await;
-            continue;
+        } else {
+            let data = snap.encode_as(*f).map_err(|e| format!("{key}: {e}"))?;
+            l2.put_ward_as(w, *f, data, ttl).await;
         }
-        // Rechunked from the same rows: same content and tag, the other format's layout.
-        let (s, f) = (snap.clone(), *f);
-        let other = tokio::task::spawn_blocking(move || s.in_format(f))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| format!("{key} in format {f}: {e}"))?;
-        l2.put(&key, &Entry::Snapshot(Arc::new(other)), ttl).await;
     }
     Ok(Some(snap.rows()))
 }

@@ -373,7 +373,7 @@ async fn redis_stopped_and_restarted_under_read_load() {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("{}:*ward*:4", gate.prefix))
+            .arg(format!("{}:s*:ward:*:4*", gate.prefix))
             .query_async(&mut conn)
             .await
             .unwrap();

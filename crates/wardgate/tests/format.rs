@@ -19,10 +19,10 @@ async fn a_new_format_instance_serves_the_previous_formats_copies() {
         format!("{}/open/volunteer/citizens?{}", origin.url(), ward_query(1)),
     )
     .await;
-    // A copy as an instance of the previous format stored it: one booth a chunk.
+    // A copy as an instance of the previous format stored it, under its own key.
     let key = wardgate::params::WardKey::parse(STATE, ASSEMBLY, "1").unwrap();
     let snap = Snapshot::from_legacy_json(key, &json, EpochMs::now()).unwrap();
-    let old = snap.in_format(PREVIOUS_FORMAT_VERSION).unwrap().encode();
+    let old = snap.encode_as(PREVIOUS_FORMAT_VERSION).unwrap();
     let prefix = unique("wgformat");
     let mut r = redis::Client::open(redis_url())
         .unwrap()
@@ -67,18 +67,8 @@ async fn warm_writes_every_format_the_fleet_runs() {
     let prefix = unique("wgformats");
     let formats = format!("{FORMAT_VERSION},{PREVIOUS_FORMAT_VERSION}");
     let warm = || {
-        bin()
-            .args([
-                "warm",
-                "--state",
-                STATE,
-                "--assembly",
-                ASSEMBLY,
-                "--wards",
-                "1-2",
-            ])
-            .args(["--upstream", &origin.url(), "--redis-url", &redis_url()])
-            .args(["--redis-prefix", &prefix, "--formats", &formats])
+        warm_from_upstream(&origin.url(), "1-2", &prefix)
+            .args(["--formats", &formats])
             .output()
             .unwrap()
     };
@@ -106,22 +96,23 @@ async fn warm_writes_every_format_the_fleet_runs() {
             ),
         )
         .await;
-        let mut sizes = Vec::new();
-        for f in [FORMAT_VERSION, PREVIOUS_FORMAT_VERSION] {
-            let k = format!("{prefix}:s{f}:ward:karnataka:{ASSEMBLY}:{ward}");
+        // This format's key carries the ward as its hash tag; the previous one's does not.
+        let keys = [
+            (
+                FORMAT_VERSION,
+                format!("{prefix}:s{FORMAT_VERSION}:ward:{{karnataka:{ASSEMBLY}:{ward}}}"),
+            ),
+            (
+                PREVIOUS_FORMAT_VERSION,
+                format!("{prefix}:s{PREVIOUS_FORMAT_VERSION}:ward:karnataka:{ASSEMBLY}:{ward}"),
+            ),
+        ];
+        for (f, k) in keys {
             let raw: Vec<u8> = r.get(&k).await.unwrap();
+            assert_eq!(raw[4..6], f.to_le_bytes(), "{k} is in format {f}");
             let s = Snapshot::decode(raw.into()).unwrap();
-            assert_eq!(s.format, f, "{k}");
             assert_eq!(gunzip(&s.full_gzip()), json, "{k} holds the origin's rows");
-            sizes.push(s.gzip_bytes());
         }
-        // Format 1 chunks end at every booth change: on a roll numbered per booth that is
-        // nearly every row, which is why format 2 exists; a copy that is not in format 1's
-        // layout would be misread by its instances.
-        assert!(
-            sizes[1] > 2 * sizes[0],
-            "format 1 is booth-chunked: {sizes:?}"
-        );
     }
     // Resumable across formats: a second run finds both copies of both wards fresh.
     let again = warm();

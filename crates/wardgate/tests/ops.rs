@@ -97,25 +97,8 @@ async fn warm_fills_redis_so_a_fresh_instance_never_asks_the_upstream() {
     gate.stop().await;
 
     // A ward that does not exist upstream is named in a non-zero exit.
-    let bad = bin()
-        .args([
-            "warm",
-            "--state",
-            STATE,
-            "--assembly",
-            ASSEMBLY,
-            "--wards",
-            "1",
-            "--upstream",
-            "http://127.0.0.1:9",
-        ])
-        .args([
-            "--redis-url",
-            &redis_url(),
-            "--redis-prefix",
-            &unique("wgwarm"),
-            "--force",
-        ])
+    let bad = warm_from_upstream("http://127.0.0.1:9", "1", &unique("wgwarm"))
+        .arg("--force")
         .output()
         .unwrap();
     assert!(!bad.status.success());

@@ -94,8 +94,22 @@ impl L2 {
     }
 
     fn ward_key(&self, w: &WardKey, version: u16) -> String {
+        self.ward_key_tail(version, &format!("{}:{}:{}", w.state, w.assembly, w.ward))
+    }
+
+    /// The data key of format `version` whose tail is `state:assembly:ward` (or a SCAN
+    /// pattern of that shape).
+    ///
+    /// **Invariant:** from format 3 on, every key of one ward (its copy, its build lock) carries
+    /// the ward as its Redis Cluster hash tag, `{state:assembly:ward}`, so that they live in one
+    /// slot. Watermark keys are the exception: frozen at their first spelling (below).
+    fn ward_key_tail(&self, version: u16, tail: &str) -> String {
         let p = &self.prefix;
-        format!("{p}:s{version}:ward:{}:{}:{}", w.state, w.assembly, w.ward)
+        if version >= 3 {
+            format!("{p}:s{version}:ward:{{{tail}}}")
+        } else {
+            format!("{p}:s{version}:ward:{tail}")
+        }
     }
 
     /// `{prefix}:wm:` and the data key of the ward as format 1 spelled it; an assembly's has an
@@ -295,19 +309,24 @@ impl L2 {
 
     /// Stores an entry for `ttl` (max age + max stale: past that nobody may serve it).
     pub async fn put(&self, key: &CacheKey, entry: &Entry, ttl: Duration) {
-        let Some(mut c) = self.conn() else { return };
         let data = match entry {
             Entry::Snapshot(s) => s.encode(),
             Entry::Blob(b) => b.encode(),
         };
+        self.set(&self.data_key(key), data, ttl).await;
+    }
+
+    /// Stores a ward's copy encoded in `format` (`Snapshot::encode_as`) under that format's key:
+    /// `warm --formats` writes the previous format for the instances that still run it.
+    pub async fn put_ward_as(&self, w: &WardKey, format: u16, data: Vec<u8>, ttl: Duration) {
+        self.set(&self.ward_key(w, format), data, ttl).await;
+    }
+
+    async fn set(&self, k: &str, data: Vec<u8>, ttl: Duration) {
+        let Some(mut c) = self.conn() else { return };
         let ms = ttl.as_millis().clamp(1_000, u128::from(u32::MAX)) as u64;
-        // A snapshot is stored under its own format's key (`warm` writes the previous format too).
-        let k = match (key, entry) {
-            (CacheKey::Ward(w), Entry::Snapshot(s)) => self.ward_key(w, s.format),
-            _ => self.data_key(key),
-        };
         let r: Result<Result<(), _>, _> =
-            tokio::time::timeout(OP_TIMEOUT * 4, c.pset_ex(&k, data, ms)).await;
+            tokio::time::timeout(OP_TIMEOUT * 4, c.pset_ex(k, data, ms)).await;
         match r {
             Ok(Ok(())) => {}
             Ok(Err(e)) => self.failed("SET", e),
@@ -321,7 +340,7 @@ impl L2 {
     pub async fn delete_matching(&self, pattern_tail: &str) -> usize {
         let mut n = 0;
         for v in [snapshot::FORMAT_VERSION, snapshot::PREVIOUS_FORMAT_VERSION] {
-            let pattern = format!("{}:s{v}:ward:{pattern_tail}", self.prefix);
+            let pattern = self.ward_key_tail(v, pattern_tail);
             n += self.scan_and_delete(&pattern).await;
         }
         n
@@ -464,8 +483,25 @@ mod tests {
             l2.watermark_key(&WriteScope::Assembly(w.assembly_key())),
             "p:wm:p:s1:ward:karnataka:150:"
         );
-        assert!(l2
-            .data_key(&CacheKey::Ward(w))
-            .contains(&format!(":s{}:", snapshot::FORMAT_VERSION)));
+        assert_eq!(
+            l2.data_key(&CacheKey::Ward(w.clone())),
+            format!("p:s{}:ward:{{karnataka:150:7}}", snapshot::FORMAT_VERSION),
+            "a ward's keys carry it as their hash tag"
+        );
+        assert_eq!(
+            l2.lock_key(&CacheKey::Ward(w.clone())),
+            format!(
+                "p:lock:p:s{}:ward:{{karnataka:150:7}}",
+                snapshot::FORMAT_VERSION
+            )
+        );
+        assert_eq!(
+            l2.ward_key(&w, snapshot::PREVIOUS_FORMAT_VERSION),
+            format!(
+                "p:s{}:ward:karnataka:150:7",
+                snapshot::PREVIOUS_FORMAT_VERSION
+            ),
+            "the previous format's keys as it spelled them"
+        );
     }
 }

@@ -40,10 +40,15 @@ pub(super) fn validate_redis_url(url: Option<&Secret>) -> Result<(), ConfigError
     Ok(())
 }
 
-/// `redis_prefix`: non-empty and without white space, since it starts every Redis key.
+/// `redis_prefix`: non-empty, without white space (it starts every Redis key) and without
+/// braces (a ward's keys carry the ward as their Redis Cluster hash tag, and a brace in the
+/// prefix would make the prefix the tag, putting every ward in one slot).
 pub(super) fn validate_redis_prefix(prefix: &str) -> Result<(), ConfigError> {
-    if prefix.is_empty() || prefix.contains(char::is_whitespace) {
-        return Err(invalid("redis_prefix", "must be non-empty, without spaces"));
+    if prefix.is_empty() || prefix.contains(|c: char| c.is_whitespace() || c == '{' || c == '}') {
+        return Err(invalid(
+            "redis_prefix",
+            "must be non-empty, without spaces or braces",
+        ));
     }
     Ok(())
 }

@@ -248,6 +248,18 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("trusted_proxies"));
+
+        // A brace would make the prefix every key's hash tag: one Redis Cluster slot for all.
+        let c = Config {
+            redis_prefix: "{wardgate}".into(),
+            ..Config::default()
+        };
+        assert!(c.validate().unwrap_err().to_string().contains("braces"));
+
+        let mut c = Config::default();
+        c.cache.derived_share_percent = 80;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("cache.derived_share_percent"), "{e}");
     }
 
     #[test]

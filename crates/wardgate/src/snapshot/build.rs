@@ -6,10 +6,7 @@ use std::collections::HashMap;
 use bytes::Bytes;
 use serde::Deserialize;
 
-use super::{
-    next_id, Chunk, RowTable, Snapshot, SnapshotError, CHUNK_ROWS, FORMAT_VERSION,
-    PREVIOUS_FORMAT_VERSION,
-};
+use super::{next_id, Chunk, RowTable, Snapshot, SnapshotError, CHUNK_ROWS};
 use crate::gzip::{self, Check};
 use crate::params::WardKey;
 use crate::time::EpochMs;
@@ -30,28 +27,10 @@ pub struct SnapshotBuilder {
     gz: Vec<u8>,
     chunk_first: usize,
     compress: flate2::Compress,
-    /// The format whose chunking rule applies: format 1 also ends a chunk at each booth
-    /// change, which its readers rely on.
-    format: u16,
 }
 
 impl SnapshotBuilder {
     pub fn new(key: WardKey) -> SnapshotBuilder {
-        SnapshotBuilder::with_format(key, FORMAT_VERSION)
-    }
-
-    /// A builder for `format`, this version's or the previous one (which `warm` writes beside
-    /// this one for the instances that still run it).
-    pub fn in_format(key: WardKey, format: u16) -> Result<SnapshotBuilder, SnapshotError> {
-        match format {
-            FORMAT_VERSION | PREVIOUS_FORMAT_VERSION => {
-                Ok(SnapshotBuilder::with_format(key, format))
-            }
-            other => Err(SnapshotError::OtherVersion(other)),
-        }
-    }
-
-    fn with_format(key: WardKey, format: u16) -> SnapshotBuilder {
         let mut gz = Vec::with_capacity(256 << 10);
         gz.extend_from_slice(&gzip::GZIP_HEADER);
         gzip::put_stored(&mut gz, b"[");
@@ -67,7 +46,6 @@ impl SnapshotBuilder {
             gz,
             chunk_first: 0,
             compress: gzip::compressor(),
-            format,
         }
     }
 
@@ -93,9 +71,7 @@ impl SnapshotBuilder {
             field: "length (over 4 GiB)",
         })?;
         let n = self.lens.len();
-        let booth_changed = self.format == PREVIOUS_FORMAT_VERSION
-            && self.booth_of.get(self.chunk_first) != Some(&u32::from(booth));
-        if n > self.chunk_first && (n % CHUNK_ROWS == 0 || booth_changed) {
+        if n > self.chunk_first && n % CHUNK_ROWS == 0 {
             self.close_chunk();
         }
         if n > self.chunk_first {
@@ -145,7 +121,6 @@ impl SnapshotBuilder {
         Snapshot {
             tag: format!("{:08x}{:x}{:x}", whole.crc, whole.len, built_at.0),
             id: next_id(),
-            format: self.format,
             key: self.key,
             built_at,
             gz_full: Bytes::from(self.gz),
@@ -191,25 +166,9 @@ impl Snapshot {
         body: &[u8],
         built_at: EpochMs,
     ) -> Result<Snapshot, SnapshotError> {
-        Snapshot::from_legacy_json_in(key, body, built_at, FORMAT_VERSION)
-    }
-
-    /// The same rows in another format's chunking (for `warm`, which writes every format the
-    /// fleet runs); content, build time and tag stay the same.
-    pub fn in_format(&self, format: u16) -> Result<Snapshot, SnapshotError> {
-        let json = self.identity_json()?;
-        Snapshot::from_legacy_json_in(self.key.clone(), &json, self.built_at, format)
-    }
-
-    fn from_legacy_json_in(
-        key: WardKey,
-        body: &[u8],
-        built_at: EpochMs,
-        format: u16,
-    ) -> Result<Snapshot, SnapshotError> {
         let rows: Vec<&serde_json::value::RawValue> =
             serde_json::from_slice(body).map_err(|e| SnapshotError::NotAnArray(e.to_string()))?;
-        let mut b = SnapshotBuilder::in_format(key, format)?;
+        let mut b = SnapshotBuilder::new(key);
         let mut booth_buf = String::new();
         for (index, raw) in rows.iter().enumerate() {
             if !raw.get().starts_with('{') {
@@ -242,7 +201,7 @@ mod tests {
     use super::*;
     use std::sync::Arc;
 
-    use crate::snapshot::fixtures::{interleaved_ward_json, key, render, snap};
+    use crate::snapshot::fixtures::{key, render};
     use crate::snapshot::Selection;
 
     #[test]
@@ -252,30 +211,5 @@ mod tests {
         assert!(Snapshot::decode(Bytes::from(s.encode())).is_ok());
         assert!(Snapshot::from_legacy_json(key(), b"{\"error\":1}", EpochMs(1)).is_err());
         assert!(Snapshot::from_legacy_json(key(), br#"[{"id":1}]"#, EpochMs(1)).is_err());
-    }
-
-    #[test]
-    fn the_previous_format_ends_a_chunk_at_every_booth_change() {
-        let json = interleaved_ward_json(700);
-        let s = snap(&json);
-        let old = Arc::new(s.in_format(PREVIOUS_FORMAT_VERSION).unwrap());
-        assert_eq!(
-            (s.format, old.format),
-            (FORMAT_VERSION, PREVIOUS_FORMAT_VERSION)
-        );
-        assert_eq!(s.chunks.len(), 2);
-        assert_eq!(
-            old.chunks.len(),
-            700,
-            "seven booths interleaved: one row a chunk"
-        );
-        assert!(old.chunks.iter().all(|c| c.booths.len() == 1));
-        assert_eq!(old.tag, s.tag, "same rows, same tag");
-        for gz in [true, false] {
-            assert_eq!(render(&old, &Selection::default(), gz).0, json);
-        }
-        let back = Snapshot::decode(Bytes::from(old.encode())).unwrap();
-        assert_eq!(back.format, PREVIOUS_FORMAT_VERSION);
-        assert!(SnapshotBuilder::in_format(key(), 9).is_err());
     }
 }

@@ -10,13 +10,15 @@ use crate::gzip::{self, Check};
 use crate::params::WardKey;
 use crate::time::EpochMs;
 
-/// Format version of the Redis encoding; bump on any change to `encode`.
-pub const FORMAT_VERSION: u16 = 2;
+/// Format version of a ward's copy in Redis, payload and key spelling together; bump on any
+/// change to `encode` or to the key. Format 3 is format 2's payload under keys that carry the
+/// ward as a Redis Cluster hash tag (`cache::l2`).
+pub const FORMAT_VERSION: u16 = 3;
 
-/// The format before this one, which this version also reads: the same layout, with chunks
-/// that hold one booth each (a special case of format 2's chunks). Reading it keeps a canary
-/// of a new format warm from the copies the fleet wrote.
-pub const PREVIOUS_FORMAT_VERSION: u16 = 1;
+/// The format before this one, which this version reads and `warm --formats` writes: the same
+/// payload and chunking, under keys without a hash tag. Reading it keeps a canary of a new
+/// format warm from the copies the fleet wrote.
+pub const PREVIOUS_FORMAT_VERSION: u16 = 2;
 const MAGIC: &[u8; 4] = b"WGSN";
 
 /// A chunk's bounds as stored: first row, end row, and its byte range in the full-ward gzip.
@@ -26,9 +28,22 @@ impl Snapshot {
     /// Serializes for Redis: a versioned header, row facts, chunk bounds and the full-ward gzip.
     /// Identity bytes are not stored: `decode` inflates each chunk once to verify it.
     pub fn encode(&self) -> Vec<u8> {
+        self.encode_header_version(FORMAT_VERSION)
+    }
+
+    /// Serializes in `format`, this one or the previous (which has the same payload), for
+    /// `warm --formats`.
+    pub fn encode_as(&self, format: u16) -> Result<Vec<u8>, SnapshotError> {
+        match format {
+            FORMAT_VERSION | PREVIOUS_FORMAT_VERSION => Ok(self.encode_header_version(format)),
+            other => Err(SnapshotError::OtherVersion(other)),
+        }
+    }
+
+    fn encode_header_version(&self, format: u16) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.gz_full.len() + self.rows() * 14 + 256);
         out.extend_from_slice(MAGIC);
-        out.put_u16_le(self.format);
+        out.put_u16_le(format);
         out.put_i64_le(self.built_at.0);
         for s in [
             &self.key.state,
@@ -60,12 +75,12 @@ impl Snapshot {
         out
     }
 
-    /// Reads what `encode` wrote (or format 1); refuses other versions and anything
+    /// Reads what `encode` or `encode_as` wrote; refuses other versions and anything
     /// inconsistent. Every chunk is inflated once here, to check it against its rows and the
     /// gzip trailer, and then dropped: the snapshot keeps only the gzip.
     pub fn decode(data: Bytes) -> Result<Snapshot, SnapshotError> {
         let mut r = Reader { data: &data, at: 0 };
-        let (format, built_at, key, tag) = read_header(&mut r)?;
+        let (built_at, key, tag) = read_header(&mut r)?;
         let nb = r.u32()? as usize;
         let booths = (0..nb).map(|_| r.string()).collect::<Result<Vec<_>, _>>()?;
         let rows = read_rows(&mut r, booths.len())?;
@@ -79,7 +94,6 @@ impl Snapshot {
             built_at,
             tag,
             id: next_id(),
-            format,
             gz_full,
             rows,
             booths,
@@ -89,7 +103,7 @@ impl Snapshot {
 }
 
 /// Magic, format version, then build time, ward key and tag.
-fn read_header(r: &mut Reader<'_>) -> Result<(u16, EpochMs, WardKey, String), SnapshotError> {
+fn read_header(r: &mut Reader<'_>) -> Result<(EpochMs, WardKey, String), SnapshotError> {
     if r.take(4)? != MAGIC {
         return Err(SnapshotError::Corrupt("magic"));
     }
@@ -104,7 +118,7 @@ fn read_header(r: &mut Reader<'_>) -> Result<(u16, EpochMs, WardKey, String), Sn
         ward: r.string()?,
     };
     let tag = r.string()?;
-    Ok((version, built_at, key, tag))
+    Ok((built_at, key, tag))
 }
 
 /// The row facts: length of each row's JSON, `modifieddate`, booth index.
@@ -295,14 +309,18 @@ mod tests {
             Snapshot::decode(Bytes::from(other)),
             Err(SnapshotError::OtherVersion(9))
         ));
-        let mut previous = enc.clone();
-        previous[4..6].copy_from_slice(&PREVIOUS_FORMAT_VERSION.to_le_bytes());
+        let previous = s.encode_as(PREVIOUS_FORMAT_VERSION).unwrap();
+        assert_eq!(previous[4..6], PREVIOUS_FORMAT_VERSION.to_le_bytes());
         let back = Arc::new(Snapshot::decode(Bytes::from(previous)).unwrap());
         assert_eq!(
             render(&back, &Selection::default(), true).0,
             json,
-            "format 1 is read"
+            "the previous format is read"
         );
+        assert!(matches!(
+            s.encode_as(9),
+            Err(SnapshotError::OtherVersion(9))
+        ));
         let mut flipped = enc.clone();
         let n = flipped.len();
         flipped[n - 10] ^= 0x55;

@@ -123,9 +123,6 @@ pub struct Snapshot {
     pub tag: String,
     /// Unique to this snapshot in this process (the key of its derived answers).
     pub id: u64,
-    /// The Redis format whose chunking it has (`FORMAT_VERSION` unless written for, or read
-    /// from, instances of the previous format).
-    pub format: u16,
     /// The full-ward answer as one gzip member: header, `[` stored, chunk pieces separated by
     /// stored `,`, `]` stored, final block, trailer. The full-ward gzip answer is this very
     /// buffer, and any run of consecutive chunks (with their commas) is one slice of it.
@@ -173,21 +170,6 @@ impl Snapshot {
             Part::Literal(Bytes::from_static(b"]")),
         ]);
         IdentityBody::new(self.clone(), parts)
-    }
-
-    /// The full-ward answer as identity JSON, in one buffer.
-    fn identity_json(&self) -> Result<Vec<u8>, SnapshotError> {
-        let mut reader = inflate::RowReader::default();
-        let mut out = Vec::with_capacity(self.rows.span_len(0, self.rows() as u32) + 2);
-        out.push(b'[');
-        for (ci, ch) in self.chunks.iter().enumerate() {
-            if ci > 0 {
-                out.push(b',');
-            }
-            out.extend_from_slice(&reader.rows(self, ci, ch.first_row, ch.end_row)?);
-        }
-        out.push(b']');
-        Ok(out)
     }
 
     /// The chunk holding row `row`.

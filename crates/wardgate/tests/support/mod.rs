@@ -21,6 +21,24 @@ pub fn bin() -> std::process::Command {
     std::process::Command::new(env!("CARGO_BIN_EXE_wardgate"))
 }
 
+/// `wardgate warm` of wards `wards` (e.g. `1-2`) of the test assembly from `upstream` into
+/// Redis under `prefix`; callers add the flags they test.
+pub fn warm_from_upstream(upstream: &str, wards: &str, prefix: &str) -> std::process::Command {
+    let mut c = bin();
+    c.args([
+        "warm",
+        "--state",
+        STATE,
+        "--assembly",
+        ASSEMBLY,
+        "--wards",
+        wards,
+    ])
+    .args(["--upstream", upstream, "--redis-url", &redis_url()])
+    .args(["--redis-prefix", prefix]);
+    c
+}
+
 pub const STATE: &str = "Karnataka";
 pub const ASSEMBLY: &str = "150";
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";

@@ -27,6 +27,15 @@ pub fn datetime_value(ms: i64) -> Value {
     )
 }
 
+/// Epoch ms (UTC) as Jackson 2.9 writes a `Date` when `WRITE_DATES_AS_TIMESTAMPS` is off,
+/// Spring Boot 2.0's default: `YYYY-MM-DDTHH:MM:SS.mmm+0000`.
+pub fn format_iso_jackson(ms: i64) -> String {
+    let mut s = format_datetime_ms(ms);
+    s.replace_range(10..11, "T");
+    s.push_str("+0000");
+    s
+}
+
 /// Epoch ms (UTC) as `YYYY-MM-DD HH:MM:SS.mmm`, the DATETIME(3) text form.
 pub fn format_datetime_ms(ms: i64) -> String {
     let days = ms.div_euclid(86_400_000);

@@ -69,6 +69,10 @@ pub struct OriginArgs {
     /// Serve generated data from memory instead of MariaDB (no database needed).
     #[arg(long)]
     pub memory: bool,
+    /// How rows' `modifieddate` is written: epoch ms, or ISO-8601 text as Spring Boot 2.0
+    /// writes dates by default (`2026-11-24T10:15:59.297+0000`).
+    #[arg(long, value_enum, default_value_t = voter::DateForm::EpochMs)]
+    pub dates: voter::DateForm,
     /// With --memory: the roll to generate.
     #[command(flatten, next_help_heading = "Generated roll (with --memory)")]
     pub roll: RollSpec,
@@ -78,6 +82,7 @@ impl OriginOptions {
     pub fn from_args(args: &OriginArgs) -> Self {
         OriginOptions {
             latency: Duration::from_millis(args.latency),
+            dates: args.dates,
             ..OriginOptions::default()
         }
     }

@@ -251,11 +251,11 @@ async fn citizens(shared: &Shared, req: Request<Incoming>) -> Response<OriginBod
     // ~400 bytes per row; reserving avoids repeated regrowth of a multi-MB buffer.
     let mut out = Vec::with_capacity(rows.len() * 420 + 128);
     match q.page {
-        None => write_json_array(&rows, &mut out),
+        None => write_json_array(&rows, shared.opts.dates, &mut out),
         Some((page, size)) => {
             let has_more = rows.len() as u64 > size;
             rows.truncate(usize::try_from(size).unwrap_or(usize::MAX));
-            write_page_json(&rows, page, size, has_more, &mut out);
+            write_page_json(&rows, (page, size), has_more, shared.opts.dates, &mut out);
         }
     }
     json(StatusCode::OK, out)

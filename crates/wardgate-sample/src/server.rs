@@ -30,6 +30,8 @@ pub struct OriginOptions {
     pub max_page_size: u64,
     /// Largest citizens or login request body accepted (the echo route streams, unlimited).
     pub max_body_bytes: usize,
+    /// How rows' `modifieddate` is written.
+    pub dates: crate::voter::DateForm,
 }
 
 impl Default for OriginOptions {
@@ -38,6 +40,7 @@ impl Default for OriginOptions {
             latency: Duration::ZERO,
             max_page_size: DEFAULT_MAX_PAGE_SIZE,
             max_body_bytes: 16 * 1024 * 1024,
+            dates: crate::voter::DateForm::EpochMs,
         }
     }
 }

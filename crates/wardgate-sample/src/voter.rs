@@ -1,5 +1,6 @@
 //! The `citizen` row and its byte-exact JSON form, as the legacy backend's Jackson writes it.
 
+use crate::datetime::format_iso_jackson;
 use crate::numeric::is_json_number;
 
 /// Column names of `citizen` in schema order; `SELECT *` returns them in this order and the
@@ -25,6 +26,18 @@ pub const CITIZEN_COLUMNS: &[&str] = &[
     "voted",
     "modifieddate",
 ];
+
+/// How `modifieddate` is written: epoch ms (Jackson with `WRITE_DATES_AS_TIMESTAMPS` on, as
+/// the application configures it) or ISO-8601 text (Spring Boot 2.0's default, which turned it
+/// off): `"2026-11-24T10:15:59.297+0000"`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum DateForm {
+    #[default]
+    #[value(name = "epoch")]
+    EpochMs,
+    #[value(name = "iso")]
+    Iso,
+}
 
 /// One `citizen` row.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,7 +69,7 @@ impl Citizen {
     /// Appends the row as the backend's Jackson writes it: a compact JSON object, keys in
     /// schema order, DECIMAL text verbatim as a number, NULL as `null`, `modifieddate` as
     /// epoch ms.
-    pub fn write_json(&self, out: &mut Vec<u8>) {
+    pub fn write_json(&self, out: &mut Vec<u8>, dates: DateForm) {
         out.extend_from_slice(b"{\"id\":");
         write_i64(out, self.id);
         write_text_fields(
@@ -102,7 +115,14 @@ impl Citizen {
             b",\"voted\":false"
         });
         out.extend_from_slice(b",\"modifieddate\":");
-        write_i64(out, self.modifieddate);
+        match dates {
+            DateForm::EpochMs => write_i64(out, self.modifieddate),
+            DateForm::Iso => {
+                out.push(b'"');
+                out.extend_from_slice(format_iso_jackson(self.modifieddate).as_bytes());
+                out.push(b'"');
+            }
+        }
         out.push(b'}');
     }
 }
@@ -116,21 +136,28 @@ fn write_text_fields(out: &mut Vec<u8>, fields: &[(&[u8], Option<&str>)]) {
 }
 
 /// Writes `[row,row,...]`, the body of an unpaged citizens answer.
-pub fn write_json_array(rows: &[Citizen], out: &mut Vec<u8>) {
+pub fn write_json_array(rows: &[Citizen], dates: DateForm, out: &mut Vec<u8>) {
     out.push(b'[');
     for (i, row) in rows.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
-        row.write_json(out);
+        row.write_json(out, dates);
     }
     out.push(b']');
 }
 
 /// Writes the paged envelope `{"citizens":[...],"page":P,"size":N,"hasMore":b,"count":n}`.
-pub fn write_page_json(rows: &[Citizen], page: u64, size: u64, has_more: bool, out: &mut Vec<u8>) {
+pub fn write_page_json(
+    rows: &[Citizen],
+    page: (u64, u64),
+    has_more: bool,
+    dates: DateForm,
+    out: &mut Vec<u8>,
+) {
+    let (page, size) = page;
     out.extend_from_slice(b"{\"citizens\":");
-    write_json_array(rows, out);
+    write_json_array(rows, dates, out);
     out.extend_from_slice(b",\"page\":");
     out.extend_from_slice(page.to_string().as_bytes());
     out.extend_from_slice(b",\"size\":");
@@ -247,7 +274,15 @@ mod tests {
     #[test]
     fn json_is_byte_exact() {
         let mut out = Vec::new();
-        sample().write_json(&mut out);
+        sample().write_json(&mut out, DateForm::EpochMs);
+        let mut iso = Vec::new();
+        sample().write_json(&mut iso, DateForm::Iso);
+        let v: serde_json::Value = serde_json::from_slice(&iso).unwrap();
+        let d = v["modifieddate"].as_str().unwrap();
+        assert!(
+            d.len() == 28 && d.as_bytes()[10] == b'T' && d.ends_with("+0000"),
+            "{d}"
+        );
         let expected = concat!(
             r#"{"id":42,"state":"Karnataka","assembly_no":"150","ward_no":"7","booth_no":"71","srno":"12","#,
             r#""voter_id":"KA/150/000012","first_name":"Ravi","family_name":null,"gender":"M","age":34,"mobile":"","#,
@@ -278,7 +313,7 @@ mod tests {
         c.voted = true;
         c.modifieddate = 0;
         let mut out = Vec::new();
-        c.write_json(&mut out);
+        c.write_json(&mut out, DateForm::EpochMs);
         let s = String::from_utf8(out).unwrap();
         assert!(s.starts_with("{\"id\":-9223372036854775808,"));
         assert!(s.contains("\"first_name\":null,\"family_name\":null,\"gender\":null,\"age\":null,\"mobile\":null,\"address\":null,\"latitude\":null,\"longitude\":\"not-a-number\""));
@@ -289,17 +324,17 @@ mod tests {
     #[test]
     fn arrays_and_pages() {
         let mut out = Vec::new();
-        write_json_array(&[], &mut out);
+        write_json_array(&[], DateForm::EpochMs, &mut out);
         assert_eq!(out, b"[]");
         let rows = vec![sample(), sample()];
         let mut one = Vec::new();
-        rows[0].write_json(&mut one);
+        rows[0].write_json(&mut one, DateForm::EpochMs);
         let mut out = Vec::new();
-        write_json_array(&rows, &mut out);
+        write_json_array(&rows, DateForm::EpochMs, &mut out);
         let one = String::from_utf8(one).unwrap();
         assert_eq!(String::from_utf8(out).unwrap(), format!("[{one},{one}]"));
         let mut out = Vec::new();
-        write_page_json(&rows[..1], 3, 1, true, &mut out);
+        write_page_json(&rows[..1], (3, 1), true, DateForm::EpochMs, &mut out);
         assert_eq!(
             String::from_utf8(out).unwrap(),
             format!("{{\"citizens\":[{one}],\"page\":3,\"size\":1,\"hasMore\":true,\"count\":1}}")

@@ -78,6 +78,83 @@ impl EpochMs {
     }
 }
 
+/// A fixed offset from UTC in minutes east (`+05:30` is 330): the zone in which a backend
+/// writes datetimes that carry none. India keeps one offset all year, so a fixed one suffices.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UtcOffset(pub i32);
+
+impl UtcOffset {
+    /// `Z`, `±HH:MM`, `±HHMM` or `±HH`.
+    pub fn parse(s: &str) -> Option<UtcOffset> {
+        if s == "Z" {
+            return Some(UtcOffset(0));
+        }
+        let sign = match s.as_bytes().first()? {
+            b'+' => 1,
+            b'-' => -1,
+            _ => return None,
+        };
+        let (hh, mm) = match s.len() {
+            3 => (&s[1..3], "00"),
+            5 => (&s[1..3], &s[3..5]),
+            6 if s.as_bytes()[3] == b':' => (&s[1..3], &s[4..6]),
+            _ => return None,
+        };
+        let num = |t: &str| {
+            t.bytes()
+                .all(|b| b.is_ascii_digit())
+                .then(|| t.parse::<i32>().ok())
+                .flatten()
+        };
+        let (h, m) = (num(hh)?, num(mm)?);
+        (h <= 23 && m <= 59).then_some(UtcOffset(sign * (h * 60 + m)))
+    }
+}
+
+impl EpochMs {
+    /// A date as a Spring/Jackson/JDBC backend writes it in a row: epoch ms (as text), or
+    /// ISO-8601 / SQL text, `YYYY-MM-DD` then `T` or a space, `HH:MM:SS`, any fraction, then `Z`,
+    /// `±HH:MM`, `±HHMM`, `±HH` or nothing (then read in `local`). Sub-millisecond digits are
+    /// dropped, as Java's `Date` has none.
+    pub fn parse_legacy(s: &str, local: UtcOffset) -> Option<EpochMs> {
+        let unsigned = s.strip_prefix('-').unwrap_or(s);
+        if !unsigned.is_empty() && unsigned.bytes().all(|b| b.is_ascii_digit()) {
+            return s.parse().ok().map(EpochMs);
+        }
+        let b = s.as_bytes();
+        let shape_ok = b.len() >= 19
+            && b[4] == b'-'
+            && b[7] == b'-'
+            && (b[10] == b'T' || b[10] == b' ')
+            && b[13] == b':'
+            && b[16] == b':';
+        if !shape_ok {
+            return None;
+        }
+        let mut rest = &s[19..];
+        let mut ms = 0u32;
+        if let Some(f) = rest.strip_prefix('.') {
+            let n = f.bytes().take_while(u8::is_ascii_digit).count();
+            if n == 0 {
+                return None;
+            }
+            ms = format!("{:0<3}", &f[..n.min(3)]).parse().ok()?;
+            rest = &f[n..];
+        }
+        let zone = if rest.is_empty() {
+            local
+        } else {
+            UtcOffset::parse(rest)?
+        };
+        let mut text = s[..19].to_string();
+        text.replace_range(10..11, " ");
+        let naive = EpochMs::parse_sql_datetime(&text)?;
+        Some(EpochMs(
+            naive.0 + i64::from(ms) - i64::from(zone.0) * 60_000,
+        ))
+    }
+}
+
 /// Days from 1970-01-01 to a proleptic Gregorian date.
 fn days_since_epoch(y: i64, month: usize, day: i64) -> i64 {
     let leap = |y: i64| (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
@@ -99,6 +176,46 @@ impl fmt::Display for EpochMs {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn backend_dates_parse_in_every_form_a_spring_backend_writes() {
+        let want = EpochMs(1_764_152_159_297); // 2025-11-26T10:15:59.297Z
+        let ist = UtcOffset(330);
+        for form in [
+            "1764152159297",
+            "2025-11-26T10:15:59.297+0000",
+            "2025-11-26T10:15:59.297+00:00",
+            "2025-11-26T10:15:59.297Z",
+            "2025-11-26T15:45:59.297+05:30",
+            "2025-11-26T15:45:59.297+0530",
+            "2025-11-26T10:15:59.297123Z",
+            "2025-11-26 15:45:59.297",
+            "2025-11-26T15:45:59.297",
+        ] {
+            assert_eq!(EpochMs::parse_legacy(form, ist), Some(want), "{form}");
+        }
+        assert_eq!(
+            EpochMs::parse_legacy("2025-11-26T10:15:59Z", ist),
+            Some(EpochMs(want.0 - 297))
+        );
+        assert_eq!(
+            EpochMs::parse_legacy("2025-11-26T10:15:59.2-01", ist),
+            Some(EpochMs(want.0 - 97 + 3_600_000))
+        );
+        for bad in [
+            "",
+            "-",
+            "2025-11-26",
+            "2025-11-26T10:15:59.",
+            "2025-11-26T10:15:59+5",
+            "2025-13-26T10:15:59Z",
+            "2025-11-26T10:15:59+24:00",
+            "yesterday",
+        ] {
+            assert_eq!(EpochMs::parse_legacy(bad, ist), None, "{bad}");
+        }
+        assert_eq!(UtcOffset::parse("-03:30"), Some(UtcOffset(-210)));
+    }
+
     use super::*;
 
     #[test]

@@ -13,7 +13,7 @@ use wardgate::params::WardKey;
 use wardgate::snapshot::Snapshot;
 use wardgate::time::EpochMs;
 use wardgate_sample::synth::{generate_ward, RollSpec};
-use wardgate_sample::voter::write_json_array;
+use wardgate_sample::voter::{write_json_array, DateForm};
 
 #[global_allocator]
 static ALLOC: Cap<System> = Cap::new(System, usize::MAX);
@@ -27,7 +27,7 @@ fn ward_answer(spec: &RollSpec, ward: u32) -> Vec<u8> {
     let mut rows = generate_ward(spec, ward);
     rows.sort_by_key(|c| (c.srno.parse::<u64>().unwrap_or(0), c.id));
     let mut out = Vec::new();
-    write_json_array(&rows, &mut out);
+    write_json_array(&rows, DateForm::EpochMs, &mut out);
     out
 }
 

@@ -130,8 +130,8 @@ impl Builder {
         };
         let pq = format!("{CITIZENS_PATH}?{}", q.to_upstream_query());
         let body = self.upstream.fetch(&pq, permit).await?.ok()?.body;
-        let key = w.clone();
-        Ok(off_workers(move || Snapshot::from_legacy_json(key, &body, at)).await??)
+        let (key, local) = (w.clone(), self.live.load().citizens.date_offset());
+        Ok(off_workers(move || Snapshot::from_backend_json(key, &body, at, local)).await??)
     }
 }
 

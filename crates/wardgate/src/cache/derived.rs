@@ -50,7 +50,8 @@ impl Derived {
     }
 
     /// Keeps an answer, then evicts least-recently-used ones until within `max_bytes`. The
-    /// body is copied into a buffer of its own unless it is one already.
+    /// body is copied into an exactly sized buffer of its own (once per answer), so that the
+    /// budget counts what is held: a compressor's buffer has slack, a slice shares a ward's.
     pub fn keep(&self, snapshot: u64, variant: u64, body: Bytes, max_bytes: usize) {
         let w = body.len() + ENTRY_OVERHEAD;
         if w > max_bytes {

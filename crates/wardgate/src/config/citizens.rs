@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{invalid, ConfigError};
+use crate::time::UtcOffset;
 
 /// Citizens endpoint policy.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -14,6 +15,10 @@ pub struct CitizensConfig {
     pub require_pagination: bool,
     /// Accept `wardNo=-1` (whole assembly), paginated only.
     pub allow_assembly_wide: bool,
+    /// Offset from UTC of the datetimes the backend writes without a zone (a row's
+    /// `modifieddate` as `2026-11-24 15:45:59.297`), `±HH:MM`. Dates with a zone or as epoch
+    /// ms need none.
+    pub backend_date_offset: String,
 }
 
 impl Default for CitizensConfig {
@@ -22,6 +27,7 @@ impl Default for CitizensConfig {
             max_page_size: 1000,
             require_pagination: false,
             allow_assembly_wide: false,
+            backend_date_offset: "+00:00".into(),
         }
     }
 }
@@ -31,6 +37,17 @@ impl CitizensConfig {
         if !(1..=100_000).contains(&self.max_page_size) {
             return Err(invalid("citizens.max_page_size", "must be 1..=100000"));
         }
+        if UtcOffset::parse(&self.backend_date_offset).is_none() {
+            return Err(invalid(
+                "citizens.backend_date_offset",
+                "must be an offset from UTC such as +05:30 or +00:00",
+            ));
+        }
         Ok(())
+    }
+
+    /// `backend_date_offset`, validated.
+    pub fn date_offset(&self) -> UtcOffset {
+        UtcOffset::parse(&self.backend_date_offset).unwrap_or_default()
     }
 }

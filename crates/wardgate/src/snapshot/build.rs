@@ -9,7 +9,7 @@ use serde::Deserialize;
 use super::{next_id, Chunk, RowTable, Snapshot, SnapshotError, CHUNK_ROWS};
 use crate::gzip::{self, Check};
 use crate::params::WardKey;
-use crate::time::EpochMs;
+use crate::time::{EpochMs, UtcOffset};
 
 /// Streams rows into a snapshot, compressing each chunk as soon as it closes, so that a build
 /// holds one chunk of identity JSON at a time and its compression overlaps the row stream.
@@ -148,7 +148,9 @@ pub(super) fn whole_check(chunks: impl Iterator<Item = Check>) -> Check {
 #[derive(Deserialize)]
 struct RowFacts {
     booth_no: StrOrNum,
-    modifieddate: i64,
+    /// Epoch ms, or text in any form `EpochMs::parse_legacy` reads (Spring Boot 2.0 writes
+    /// dates as ISO-8601 text unless the application says otherwise).
+    modifieddate: StrOrNum,
 }
 
 #[derive(Deserialize)]
@@ -165,6 +167,16 @@ impl Snapshot {
         key: WardKey,
         body: &[u8],
         built_at: EpochMs,
+    ) -> Result<Snapshot, SnapshotError> {
+        Snapshot::from_backend_json(key, body, built_at, UtcOffset(0))
+    }
+
+    /// The same, reading zone-less datetimes in `local` (`citizens.backend_date_offset`).
+    pub fn from_backend_json(
+        key: WardKey,
+        body: &[u8],
+        built_at: EpochMs,
+        local: UtcOffset,
     ) -> Result<Snapshot, SnapshotError> {
         let rows: Vec<&serde_json::value::RawValue> =
             serde_json::from_slice(body).map_err(|e| SnapshotError::NotAnArray(e.to_string()))?;
@@ -190,7 +202,18 @@ impl Snapshot {
                     booth_buf.as_str()
                 }
             };
-            b.push_row(raw.get().as_bytes(), booth, facts.modifieddate)?;
+            let modified = match &facts.modifieddate {
+                StrOrNum::N(n) => *n,
+                StrOrNum::S(s) => {
+                    EpochMs::parse_legacy(s, local)
+                        .ok_or(SnapshotError::BadRow {
+                            index,
+                            field: "modifieddate (not a date wardgate can read)",
+                        })?
+                        .0
+                }
+            };
+            b.push_row(raw.get().as_bytes(), booth, modified)?;
         }
         Ok(b.finish(built_at))
     }
@@ -211,5 +234,23 @@ mod tests {
         assert!(Snapshot::decode(Bytes::from(s.encode())).is_ok());
         assert!(Snapshot::from_legacy_json(key(), b"{\"error\":1}", EpochMs(1)).is_err());
         assert!(Snapshot::from_legacy_json(key(), br#"[{"id":1}]"#, EpochMs(1)).is_err());
+    }
+
+    #[test]
+    fn dates_are_read_as_the_backend_writes_them() {
+        let rows = br#"[{"booth_no":"1","modifieddate":"2025-11-26T10:15:59.297+0000"},{"booth_no":2,"modifieddate":"2025-11-26 15:45:59.297"},{"booth_no":"1","modifieddate":1764152159298}]"#;
+        let s = Snapshot::from_backend_json(key(), rows, EpochMs(1), UtcOffset(330)).unwrap();
+        let stamps: Vec<i64> = (0..3).map(|i| s.rows.modified(i)).collect();
+        assert_eq!(
+            stamps,
+            [1_764_152_159_297, 1_764_152_159_297, 1_764_152_159_298]
+        );
+        assert_eq!(render(&Arc::new(s), &Selection::default(), true).0, rows);
+        let bad = br#"[{"booth_no":"1","modifieddate":"last tuesday"}]"#;
+        let e = Snapshot::from_legacy_json(key(), bad, EpochMs(1)).unwrap_err();
+        assert!(
+            e.to_string().contains("row 0 lacks a usable modifieddate"),
+            "{e}"
+        );
     }
 }

@@ -53,6 +53,7 @@ pub fn policies() -> Vec<wardgate::config::CitizensConfig> {
             require_pagination: true,
             allow_assembly_wide: true,
             max_page_size: 7,
+            ..d.clone()
         },
         CitizensConfig {
             max_page_size: 1,

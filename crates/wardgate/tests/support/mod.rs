@@ -78,6 +78,7 @@ pub struct OriginBuilder {
     mysql: bool,
     addr: Option<SocketAddr>,
     serials: origin::Serials,
+    dates: origin::voter::DateForm,
 }
 
 impl Origin {
@@ -89,6 +90,7 @@ impl Origin {
             mysql: false,
             addr: None,
             serials: origin::Serials::PerBooth,
+            dates: origin::voter::DateForm::EpochMs,
         }
     }
 
@@ -146,6 +148,11 @@ impl OriginBuilder {
         self
     }
     /// How serial numbers run in the generated roll (in memory; per booth by default).
+    /// Write `modifieddate` as ISO-8601 text, as Spring Boot 2.0 does by default.
+    pub fn iso_dates(mut self) -> Self {
+        self.dates = origin::voter::DateForm::Iso;
+        self
+    }
     pub fn serials(mut self, serials: origin::Serials) -> Self {
         self.serials = serials;
         self
@@ -187,6 +194,7 @@ impl OriginBuilder {
         let addr = listener.local_addr().unwrap();
         let opts = OriginOptions {
             latency: self.latency,
+            dates: self.dates,
             ..OriginOptions::default()
         };
         let task = tokio::spawn(origin::serve(listener, store, opts));

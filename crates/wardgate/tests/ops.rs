@@ -19,24 +19,9 @@ async fn warm_fills_redis_so_a_fresh_instance_never_asks_the_upstream() {
     let db = origin.database.clone().unwrap();
     let prefix = unique("wgwarm");
     let warm = |force: bool| {
-        let mut c = bin();
-        c.args([
-            "warm",
-            "--state",
-            STATE,
-            "--assembly",
-            ASSEMBLY,
-            "--mysql-url",
-            &format!("{}/{db}", mysql_root_url()),
-        ])
-        .args([
-            "--redis-url",
-            &redis_url(),
-            "--redis-prefix",
-            &prefix,
-            "--concurrency",
-            "4",
-        ]);
+        let mut c = warm_cmd(&prefix);
+        c.args(["--mysql-url", &format!("{}/{db}", mysql_root_url())])
+            .args(["--concurrency", "4"]);
         if force {
             c.arg("--force");
         }

@@ -21,21 +21,19 @@ pub fn bin() -> std::process::Command {
     std::process::Command::new(env!("CARGO_BIN_EXE_wardgate"))
 }
 
-/// `wardgate warm` of wards `wards` (e.g. `1-2`) of the test assembly from `upstream` into
-/// Redis under `prefix`; callers add the flags they test.
-pub fn warm_from_upstream(upstream: &str, wards: &str, prefix: &str) -> std::process::Command {
+/// `wardgate warm` of the test assembly into Redis under `prefix`; callers add its source
+/// (`--mysql-url`, or `--upstream` with `--wards`) and the flags they test.
+pub fn warm_cmd(prefix: &str) -> std::process::Command {
     let mut c = bin();
-    c.args([
-        "warm",
-        "--state",
-        STATE,
-        "--assembly",
-        ASSEMBLY,
-        "--wards",
-        wards,
-    ])
-    .args(["--upstream", upstream, "--redis-url", &redis_url()])
-    .args(["--redis-prefix", prefix]);
+    c.args(["warm", "--state", STATE, "--assembly", ASSEMBLY])
+        .args(["--redis-url", &redis_url(), "--redis-prefix", prefix]);
+    c
+}
+
+/// `warm_cmd` of wards `wards` (e.g. `1-2`) from `upstream`.
+pub fn warm_from_upstream(upstream: &str, wards: &str, prefix: &str) -> std::process::Command {
+    let mut c = warm_cmd(prefix);
+    c.args(["--upstream", upstream, "--wards", wards]);
     c
 }
 

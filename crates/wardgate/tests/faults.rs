@@ -128,13 +128,7 @@ async fn a_legacy_syncing_client_converges_with_zero_missed_and_zero_phantom_row
         clock = next_clock;
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    let table = rows_by_id(
-        fetch_json(
-            &c,
-            format!("{}/open/volunteer/citizens?{}", origin.url(), q(-1)),
-        )
-        .await,
-    );
+    let table = rows_by_id(fetch_json(&c, origin.citizens(&q(-1))).await);
     let missed: Vec<_> = table
         .iter()
         .filter(|(id, row)| copy.get(id) != Some(row))

@@ -14,11 +14,7 @@ use wardgate::time::EpochMs;
 async fn a_new_format_instance_serves_the_previous_formats_copies() {
     let origin = Origin::builder().start().await;
     let c = client();
-    let json = fetch(
-        &c,
-        format!("{}/open/volunteer/citizens?{}", origin.url(), ward_query(1)),
-    )
-    .await;
+    let json = fetch(&c, origin.citizens(&ward_query(1))).await;
     // A copy as an instance of the previous format stored it, under its own key.
     let key = wardgate::params::WardKey::parse(STATE, ASSEMBLY, "1").unwrap();
     let snap = Snapshot::from_legacy_json(key, &json, EpochMs::now()).unwrap();
@@ -87,15 +83,7 @@ async fn warm_writes_every_format_the_fleet_runs() {
         .await
         .unwrap();
     for ward in ["1", "2"] {
-        let json = fetch(
-            &c,
-            format!(
-                "{}/open/volunteer/citizens?{}",
-                origin.url(),
-                ward_query(ward.parse().unwrap())
-            ),
-        )
-        .await;
+        let json = fetch(&c, origin.citizens(&ward_query(ward.parse().unwrap()))).await;
         // This format's key carries the ward as its hash tag; the previous one's does not.
         let keys = [
             (

@@ -65,11 +65,7 @@ async fn warm_fills_redis_so_a_fresh_instance_never_asks_the_upstream() {
     }
     // Byte-for-byte against the origin for a few of them.
     for w in [1, 20] {
-        let want = fetch(
-            &c,
-            format!("{}/open/volunteer/citizens?{}", origin.url(), ward_query(w)),
-        )
-        .await;
+        let want = fetch(&c, origin.citizens(&ward_query(w))).await;
         let r = c.get(gate.citizens(&ward_query(w))).send().await.unwrap();
         assert_eq!(r.status(), 200, "ward {w}");
         assert_eq!(r.bytes().await.unwrap(), want, "ward {w}");

@@ -16,11 +16,7 @@ async fn assert_same_answers(
 ) {
     for gz in [false, true] {
         for query in queries {
-            let want = fetch(
-                c,
-                format!("{}/open/volunteer/citizens?{query}", origin.url()),
-            )
-            .await;
+            let want = fetch(c, origin.citizens(query)).await;
             let mut req = c.get(gate.citizens(query));
             if gz {
                 req = req.header("accept-encoding", "gzip");
@@ -54,7 +50,7 @@ async fn answers_equal_the_origin_on_10000_row_wards_of_both_roll_shapes() {
         let gate = Gate::builder(&origin.url()).start().await;
         let c = client();
         let q = ward_query(1);
-        let all = fetch(&c, format!("{}/open/volunteer/citizens?{q}", origin.url())).await;
+        let all = fetch(&c, origin.citizens(&q)).await;
         let rows: Vec<serde_json::Value> = serde_json::from_slice(&all).unwrap();
         assert_eq!(
             rows[0]["modifieddate"].is_string(),
@@ -92,15 +88,7 @@ async fn answers_equal_the_origin_on_10000_row_wards_of_both_roll_shapes() {
             (dates[dates.len() / 4], b1),
         ] {
             let dq = |d: i64| format!("{base}&date={d}&boothNos={booths}");
-            let want = fetch(
-                &c,
-                format!(
-                    "{}/open/volunteer/citizens?{}",
-                    origin.url(),
-                    dq(widened(date))
-                ),
-            )
-            .await;
+            let want = fetch(&c, origin.citizens(&dq(widened(date)))).await;
             for gz in [false, true] {
                 let mut req = c.get(gate.citizens(&dq(date)));
                 if gz {
@@ -137,7 +125,7 @@ async fn answers_equal_the_origin_for_wards_booths_pages_and_deltas() {
     let q = ward_query(1);
 
     // Full ward: first MISS, then HIT, identity and gzip equal to the origin's bytes.
-    let want = fetch(&c, format!("{}/open/volunteer/citizens?{q}", origin.url())).await;
+    let want = fetch(&c, origin.citizens(&q)).await;
     let r = c.get(gate.citizens(&q)).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["x-cache"], "MISS");
@@ -206,15 +194,7 @@ async fn answers_equal_the_origin_for_wards_booths_pages_and_deltas() {
     dates.sort();
     let date = dates[dates.len() * 3 / 4];
     let dq = |d: i64| format!("state={STATE}&assemblyNo={ASSEMBLY}&wardNo=1&date={d}&boothNos=-1");
-    let want = fetch(
-        &c,
-        format!(
-            "{}/open/volunteer/citizens?{}",
-            origin.url(),
-            dq(widened(date))
-        ),
-    )
-    .await;
+    let want = fetch(&c, origin.citizens(&dq(widened(date)))).await;
     let got = fetch(&c, gate.citizens(&dq(date))).await;
     assert_eq!(got, want);
     for _ in 0..2 {
@@ -535,11 +515,7 @@ async fn assembly_wide_reads_are_paginated_and_assembly_wide_writes_supersede_ev
         "page"
     );
     let page = format!("{all}&page=1&size=200");
-    let want = fetch(
-        &c,
-        format!("{}/open/volunteer/citizens?{page}", origin.url()),
-    )
-    .await;
+    let want = fetch(&c, origin.citizens(&page)).await;
     assert_eq!(fetch(&c, first.citizens(&page)).await, want);
 
     // Both instances hold ward 2; a write sent assembly-wide (wardNo=-1) changes a row of it.
@@ -642,11 +618,7 @@ async fn a_per_booth_ward_costs_the_wire_what_one_gzip_stream_does() {
         .await;
     let gate = Gate::builder(&origin.url()).start().await;
     let c = client();
-    let json = fetch(
-        &c,
-        format!("{}/open/volunteer/citizens?{}", origin.url(), ward_query(1)),
-    )
-    .await;
+    let json = fetch(&c, origin.citizens(&ward_query(1))).await;
     let rows: Vec<serde_json::Value> = serde_json::from_slice(&json).unwrap();
     assert_eq!(rows.len(), 10_000);
     assert_ne!(

@@ -148,11 +148,7 @@ async fn an_https_upstream_is_verified_against_the_configured_ca() {
     let c = client();
     let r = c.get(gate.citizens(&ward_query(1))).send().await.unwrap();
     assert_eq!(r.status(), 200);
-    let want = fetch(
-        &c,
-        format!("{}/open/volunteer/citizens?{}", origin.url(), ward_query(1)),
-    )
-    .await;
+    let want = fetch(&c, origin.citizens(&ward_query(1))).await;
     assert_eq!(r.bytes().await.unwrap(), want);
     // With only the system roots the self-signed upstream is refused: nothing is served.
     let untrusting = Gate::builder(&upstream).start().await;

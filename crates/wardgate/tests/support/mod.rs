@@ -96,6 +96,11 @@ impl Origin {
         format!("http://{}", self.addr)
     }
 
+    /// The origin's own citizens URL for `query`, to compare wardgate's answers against.
+    pub fn citizens(&self, query: &str) -> String {
+        format!("{}/open/volunteer/citizens?{query}", self.url())
+    }
+
     /// Counters of what reached the backend.
     pub async fn stats(&self) -> serde_json::Value {
         reqwest::get(format!("{}/__origin/stats", self.url()))

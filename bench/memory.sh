@@ -14,27 +14,18 @@ set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/.." && pwd)"
 : "${WARDS:=100}" "${VOTERS:=10000}" "${PORT_BASE:=18400}" "${REDIS_URL:=redis://127.0.0.1:6379}"
-BIN="${BIN:-$ROOT/target/release/wardgate}"
-SAMPLE="$ROOT/target/release/wardgate-sample"
-if [ ! -x "$BIN" ] || [ ! -x "$SAMPLE" ]; then
-  (cd "$ROOT" && cargo build --release --quiet)
-fi
+# shellcheck source=bench/common.sh
+. "$HERE/common.sh"
 TMP="$(mktemp -d /tmp/wardgate-memory.XXXXXX)"
 PREFIX="wgbench-mem-$$"
-PIDS=()
 cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  kill_started
   redis-cli -u "$REDIS_URL" --scan --pattern "$PREFIX-*" 2>/dev/null |
     xargs -r -n 500 redis-cli -u "$REDIS_URL" del >/dev/null 2>&1 || true
   rm -rf "$TMP"
 }
 trap cleanup EXIT
 
-wait_http() {
-  for _ in $(seq 1 600); do curl -sf -o /dev/null "$1" && return 0; sleep 0.1; done
-  echo "not answering: $1" >&2
-  return 1
-}
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
 l1_bytes() { curl -sf "http://127.0.0.1:$1/metrics" | awk '$1 == "wardgate_l1_bytes" { print $2 }'; }
 mib() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1048576 }'; }
@@ -43,7 +34,7 @@ o=$PORT_BASE
 "$SAMPLE" serve --memory --wards "$WARDS" --voters-per-ward "$VOTERS" --serials per-booth \
   --listen "127.0.0.1:$o" >"$TMP/origin.log" 2>&1 &
 PIDS+=($!)
-wait_http "http://127.0.0.1:$o/open/volunteer/states"
+wait_http "http://127.0.0.1:$o/open/volunteer/states" 600
 
 # Starts an instance on ports $1 (public) and $1+1 (admin) with the allocator setting $2
 # (`deployed`: as the Dockerfile sets it; `glibc-default`: none); prints its PID.

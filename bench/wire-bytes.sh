@@ -12,24 +12,14 @@ set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/.." && pwd)"
 : "${VOTERS:=10000}" "${PORT_BASE:=18300}"
-BIN="$ROOT/target/release/wardgate"
-SAMPLE="$ROOT/target/release/wardgate-sample"
-if [ ! -x "$BIN" ] || [ ! -x "$SAMPLE" ]; then
-  (cd "$ROOT" && cargo build --release --quiet)
-fi
+# shellcheck source=bench/common.sh
+. "$HERE/common.sh"
 TMP="$(mktemp -d /tmp/wardgate-wire.XXXXXX)"
-PIDS=()
 cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  kill_started
   rm -rf "$TMP"
 }
 trap cleanup EXIT
-
-wait_http() {
-  for _ in $(seq 1 100); do curl -sf -o /dev/null "$1" && return 0; sleep 0.1; done
-  echo "not answering: $1" >&2
-  return 1
-}
 
 BASE="state=Karnataka&assemblyNo=150&wardNo=1"
 declare -A KINDS=(

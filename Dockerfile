@@ -1,12 +1,17 @@
 # syntax=docker/dockerfile:1
 # wardgate container image: multi-stage, small, non-root.
-#   docker build -t registry.example.org/wardgate/wardgate:$(git describe --tags --always) .
+#   docker build --build-arg WARDGATE_RELEASE=$(git rev-parse --short=12 HEAD) \
+#     -t registry.example.org/wardgate/wardgate:$(git describe --tags --always) .
+# WARDGATE_RELEASE is the release label every answer carries (X-Wardgate-Version) and
+# /metrics exports (wardgate_build_info{revision}): the build context holds no .git.
 # Runtime: Debian slim (glibc, CA roots, /bin/sleep for the pod's preStop hook), uid/gid 10001,
 # read-only root file system friendly (writes nothing).
 
 ARG RUST_VERSION=1
 FROM rust:${RUST_VERSION}-bookworm AS build
 WORKDIR /src
+ARG WARDGATE_RELEASE=unknown
+ENV WARDGATE_RELEASE=${WARDGATE_RELEASE}
 COPY . .
 # The product binary only: no default features, so no demo and no sample-backend code in it.
 # Cache mounts keep the registry and target/ between builds; the binary is copied out of the

@@ -3,6 +3,7 @@
 //! never part of the proxy's request path.
 #![forbid(unsafe_code)]
 
+pub mod answer;
 pub mod datetime;
 pub mod decode;
 pub mod master;
@@ -73,6 +74,10 @@ pub struct OriginArgs {
     /// writes dates by default (`2026-11-24T10:15:59.297+0000`).
     #[arg(long, value_enum, default_value_t = voter::DateForm::EpochMs)]
     pub dates: voter::DateForm,
+    /// How cross-origin requests are answered (a Spring `CorsConfiguration`): `*`, the origin
+    /// echoed with credentials, or no CORS headers at all.
+    #[arg(long, value_enum, default_value_t = answer::CorsMode::Any)]
+    pub cors: answer::CorsMode,
     /// With --memory: the roll to generate.
     #[command(flatten, next_help_heading = "Generated roll (with --memory)")]
     pub roll: RollSpec,
@@ -83,6 +88,7 @@ impl OriginOptions {
         OriginOptions {
             latency: Duration::from_millis(args.latency),
             dates: args.dates,
+            cors: args.cors,
             ..OriginOptions::default()
         }
     }

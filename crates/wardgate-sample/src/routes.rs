@@ -1,4 +1,4 @@
-//! The legacy routes the origin answers, one handler each, and the responses they share.
+//! The legacy routes the origin answers, one handler each.
 
 use std::sync::atomic::Ordering;
 
@@ -9,6 +9,7 @@ use http_body_util::{BodyExt, Full, Limited, StreamBody};
 use hyper::body::{Frame, Incoming};
 use tracing::{debug, error};
 
+use crate::answer::{self, error_json, json, ErrorMessage};
 use crate::master::{
     assemblies_json, dashboard_json, parties_json, settings_json, states_json, wards_json,
 };
@@ -22,11 +23,11 @@ use crate::{now_ms, OriginError};
 /// the configured latency, the legacy route.
 pub(crate) async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<OriginBody> {
     // Spring matches a trailing slash too; route on the path without it.
-    let raw_path = req.uri().path();
+    let raw_path = req.uri().path().to_string();
     let path = if raw_path.len() > 1 {
         raw_path.trim_end_matches('/')
     } else {
-        raw_path
+        &raw_path
     }
     .to_string();
     if let Some(resp) = control(&shared.stats, &path, req.method()) {
@@ -37,7 +38,28 @@ pub(crate) async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<
     if !shared.opts.latency.is_zero() {
         tokio::time::sleep(shared.opts.latency).await;
     }
-    route(shared, &path, req).await
+    let cors = shared.opts.cors;
+    if answer::is_preflight(req.method(), req.headers()) {
+        shared.stats.preflights.fetch_add(1, Ordering::Relaxed);
+        return answer::preflight(cors, req.headers());
+    }
+    let headers = req.headers().clone();
+    let mut resp = route(shared, &path, req).await;
+    answer::add_cors(cors, &headers, resp.headers_mut(), false);
+    match resp.extensions_mut().remove::<ErrorMessage>() {
+        Some(ErrorMessage(msg)) => {
+            let body =
+                answer::error_body(resp.status(), &msg, &raw_path, shared.opts.dates, now_ms());
+            let (parts, _) = resp.into_parts();
+            Response::from_parts(
+                parts,
+                Full::new(Bytes::from(body))
+                    .map_err(|never| match never {})
+                    .boxed(),
+            )
+        }
+        None => resp,
+    }
 }
 
 /// The `/__origin/*` routes tests use to read and reset the counters.
@@ -149,29 +171,6 @@ async fn dashboard(shared: &Shared, is_get: bool, query: Option<&str>) -> Respon
     .await
 }
 
-fn full(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Response<OriginBody> {
-    let mut resp = Response::new(
-        Full::new(Bytes::from(body))
-            .map_err(|never| match never {})
-            .boxed(),
-    );
-    *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    resp
-}
-
-fn json(status: StatusCode, body: Vec<u8>) -> Response<OriginBody> {
-    full(status, "application/json", body)
-}
-
-fn error_json(status: StatusCode, msg: &str) -> Response<OriginBody> {
-    json(
-        status,
-        serde_json::json!({ "error": msg }).to_string().into_bytes(),
-    )
-}
-
 fn internal(e: &OriginError) -> Response<OriginBody> {
     error!(error = %e, "origin request failed");
     error_json(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
@@ -253,9 +252,8 @@ async fn citizens(shared: &Shared, req: Request<Incoming>) -> Response<OriginBod
     match q.page {
         None => write_json_array(&rows, shared.opts.dates, &mut out),
         Some((page, size)) => {
-            let has_more = rows.len() as u64 > size;
             rows.truncate(usize::try_from(size).unwrap_or(usize::MAX));
-            write_page_json(&rows, (page, size), has_more, shared.opts.dates, &mut out);
+            write_page_json(&rows, (page, size), shared.opts.dates, &mut out);
         }
     }
     json(StatusCode::OK, out)

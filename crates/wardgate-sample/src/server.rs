@@ -32,6 +32,8 @@ pub struct OriginOptions {
     pub max_body_bytes: usize,
     /// How rows' `modifieddate` is written.
     pub dates: crate::voter::DateForm,
+    /// How cross-origin requests are answered.
+    pub cors: crate::answer::CorsMode,
 }
 
 impl Default for OriginOptions {
@@ -41,6 +43,7 @@ impl Default for OriginOptions {
             max_page_size: DEFAULT_MAX_PAGE_SIZE,
             max_body_bytes: 16 * 1024 * 1024,
             dates: crate::voter::DateForm::EpochMs,
+            cors: crate::answer::CorsMode::Any,
         }
     }
 }
@@ -55,6 +58,8 @@ pub struct OriginStats {
     pub citizens_reads: AtomicU64,
     /// Valid citizens requests that carried at least one update.
     pub citizens_writes: AtomicU64,
+    /// CORS preflights answered (no handler runs for them, as in Spring).
+    pub preflights: AtomicU64,
     /// Master-data requests (states, constituencies, wards and booths, parties,
     /// settings, dashboard stats).
     pub master: AtomicU64,
@@ -83,11 +88,12 @@ impl Drop for InFlight<'_> {
 impl OriginStats {
     pub(crate) fn json(&self) -> Vec<u8> {
         format!(
-            "{{\"requests\":{},\"citizens_reads\":{},\"citizens_writes\":{},\"master\":{},\"max_inflight\":{}}}",
+            "{{\"requests\":{},\"citizens_reads\":{},\"citizens_writes\":{},\"master\":{},\"preflights\":{},\"max_inflight\":{}}}",
             self.requests.load(Ordering::Relaxed),
             self.citizens_reads.load(Ordering::Relaxed),
             self.citizens_writes.load(Ordering::Relaxed),
             self.master.load(Ordering::Relaxed),
+            self.preflights.load(Ordering::Relaxed),
             self.max_inflight.load(Ordering::Relaxed)
         )
         .into_bytes()
@@ -99,6 +105,7 @@ impl OriginStats {
             &self.citizens_reads,
             &self.citizens_writes,
             &self.master,
+            &self.preflights,
             &self.max_inflight,
         ] {
             c.store(0, Ordering::Relaxed);

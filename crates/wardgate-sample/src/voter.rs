@@ -147,27 +147,21 @@ pub fn write_json_array(rows: &[Citizen], dates: DateForm, out: &mut Vec<u8>) {
     out.push(b']');
 }
 
-/// Writes the paged envelope `{"citizens":[...],"page":P,"size":N,"hasMore":b,"count":n}`.
-pub fn write_page_json(
-    rows: &[Citizen],
-    page: (u64, u64),
-    has_more: bool,
-    dates: DateForm,
-    out: &mut Vec<u8>,
-) {
+/// Writes the paged envelope as the backend's `HashMap` serialises it:
+/// `{"size":N,"hasMore":b,"page":P,"citizens":[...]}`, where `hasMore` is `rows == size` (so
+/// the last full page says `true`, and the app asks once more).
+pub fn write_page_json(rows: &[Citizen], page: (u64, u64), dates: DateForm, out: &mut Vec<u8>) {
     let (page, size) = page;
-    out.extend_from_slice(b"{\"citizens\":");
-    write_json_array(rows, dates, out);
-    out.extend_from_slice(b",\"page\":");
-    out.extend_from_slice(page.to_string().as_bytes());
-    out.extend_from_slice(b",\"size\":");
+    out.extend_from_slice(b"{\"size\":");
     out.extend_from_slice(size.to_string().as_bytes());
-    out.extend_from_slice(if has_more {
-        b",\"hasMore\":true,\"count\":"
+    out.extend_from_slice(if rows.len() as u64 == size {
+        b",\"hasMore\":true,\"page\":"
     } else {
-        b",\"hasMore\":false,\"count\":"
+        b",\"hasMore\":false,\"page\":"
     });
-    out.extend_from_slice(rows.len().to_string().as_bytes());
+    out.extend_from_slice(page.to_string().as_bytes());
+    out.extend_from_slice(b",\"citizens\":");
+    write_json_array(rows, dates, out);
     out.push(b'}');
 }
 
@@ -334,10 +328,15 @@ mod tests {
         let one = String::from_utf8(one).unwrap();
         assert_eq!(String::from_utf8(out).unwrap(), format!("[{one},{one}]"));
         let mut out = Vec::new();
-        write_page_json(&rows[..1], (3, 1), true, DateForm::EpochMs, &mut out);
+        write_page_json(&rows[..1], (3, 1), DateForm::EpochMs, &mut out);
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            format!("{{\"citizens\":[{one}],\"page\":3,\"size\":1,\"hasMore\":true,\"count\":1}}")
+            format!("{{\"size\":1,\"hasMore\":true,\"page\":3,\"citizens\":[{one}]}}")
         );
+        let mut out = Vec::new();
+        write_page_json(&rows[..1], (0, 2), DateForm::EpochMs, &mut out);
+        assert!(String::from_utf8(out)
+            .unwrap()
+            .starts_with("{\"size\":2,\"hasMore\":false,"));
     }
 }

@@ -4,8 +4,11 @@
 //! test process on first use (Debian packages `redis-server`, `mariadb-server`), or name the
 //! servers of `WARDGATE_TEST_REDIS` / `WARDGATE_TEST_MYSQL` when set. Started servers stop
 //! when the test process ends, however it ends. `WARDGATE_TEST_VERBOSE=1` prints start times.
+//! [`PageOrigin`] runs a test's script in a page of its own origin in headless Chromium (Debian
+//! package `chromium`, or `WARDGATE_TEST_CHROMIUM`), for what only a browser enforces: CORS.
 #![forbid(unsafe_code)]
 
+mod browser;
 mod mariadb;
 mod redis;
 mod server;
@@ -13,6 +16,7 @@ mod server;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+pub use browser::{PageOrigin, CHROMIUM_ENV};
 pub use mariadb::{mysql_root_url, MariaDb, MYSQL_ENV};
 pub use redis::{redis_url, RedisServer, REDIS_ENV};
 pub use server::free_port;

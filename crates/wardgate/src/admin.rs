@@ -94,18 +94,18 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Result<Response<
         (&Method::GET, "/readyz") => ready(&shared).await,
         (&Method::GET, "/metrics") => metrics(&shared),
         (_, "/admin/snapshots") | (_, "/admin/purge") if !token_ok(&req, &shared) => {
-            ApiError::Unauthorized.into_response()
+            ApiError::Unauthorized.into_response(&path)
         }
         (&Method::GET, "/admin/snapshots") => snapshots(&shared),
         (&Method::POST, "/admin/purge") => purge(&shared, req.uri().query().unwrap_or(""))
             .await
-            .unwrap_or_else(ApiError::into_response),
+            .unwrap_or_else(|e| e.into_response(&path)),
         (_, "/admin/snapshots")
         | (_, "/admin/purge")
         | (_, "/healthz")
         | (_, "/readyz")
-        | (_, "/metrics") => ApiError::MethodNotAllowed.into_response(),
-        _ => ApiError::NotFound.into_response(),
+        | (_, "/metrics") => ApiError::MethodNotAllowed.into_response(&path),
+        _ => ApiError::NotFound.into_response(&path),
     };
     Ok(resp)
 }

@@ -42,9 +42,17 @@ pub struct SourceLabels {
     pub source: &'static str,
 }
 
+/// A row field wardgate indexes (`booth_no`, `modifieddate`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct FieldLabels {
+    pub field: &'static str,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct VersionLabels {
     pub version: &'static str,
+    /// The git revision or operator-set release label (`build.rs`).
+    pub revision: &'static str,
 }
 
 /// Every metric wardgate exports.
@@ -63,6 +71,10 @@ pub struct Metrics {
     pub builds: Family<SourceLabels, Counter>,
     pub build_duration: Histogram,
     pub build_rows: Counter,
+    /// Wards built with rows lacking a readable indexed field.
+    pub unindexed_builds: Family<FieldLabels, Counter>,
+    /// Filtered reads forwarded because their ward lacks the field they filter on.
+    pub unindexed_reads: Family<FieldLabels, Counter>,
     pub ready: Gauge,
 }
 
@@ -84,6 +96,8 @@ impl Metrics {
             builds: Family::default(),
             build_duration: latency(),
             build_rows: Counter::default(),
+            unindexed_builds: Family::default(),
+            unindexed_reads: Family::default(),
             ready: Gauge::default(),
             registry: Registry::default(),
         };
@@ -159,14 +173,30 @@ impl Metrics {
             self.build_rows.clone(),
         );
         r.register("ready", "1 when /readyz answers 200", self.ready.clone());
+        self.register_rows(r);
+    }
+
+    /// The row-shape metrics, and the build's identity.
+    fn register_rows(&self, r: &mut Registry) {
+        r.register(
+            "unindexed_builds",
+            "Wards built with rows whose field (label) wardgate cannot read; they serve whole",
+            self.unindexed_builds.clone(),
+        );
+        r.register(
+            "unindexed_reads",
+            "Reads forwarded to the backend because their ward lacks the field they filter on",
+            self.unindexed_reads.clone(),
+        );
         let info: Family<VersionLabels, Gauge> = Family::default();
         info.get_or_create(&VersionLabels {
             version: env!("CARGO_PKG_VERSION"),
+            revision: env!("WARDGATE_REVISION"),
         })
         .set(1);
         r.register(
             "build_info",
-            "wardgate version (canaries are told apart by it)",
+            "wardgate version and release revision (canaries are told apart by it)",
             info,
         );
     }

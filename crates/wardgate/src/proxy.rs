@@ -22,19 +22,20 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use http::header::{self, HeaderValue};
+use http::header::{self, HeaderValue, ACCESS_CONTROL_ALLOW_ORIGIN as ACAO};
 use http::{Method, Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use crate::body::{full, Body};
 use crate::cache::{CacheError, CacheStatus, WriteScope};
-use crate::config::Live;
+use crate::config::{CorsMode, Live};
+use crate::cors;
 use crate::limit::{self, Limiter};
 use crate::metrics::{ClassLabels, Metrics, RequestLabels};
 use crate::params::{CitizensQuery, Scope};
 use crate::respond::{self, ApiError};
-use crate::route::{self, Route, RouteClass, CITIZENS_PATH};
+use crate::route::{self, Guarded, Route, RouteClass, CITIZENS_PATH};
 use crate::shared::Shared;
 use crate::upstream::{self as up, Upstream, UpstreamError};
 
@@ -90,8 +91,13 @@ impl Proxy {
             conn,
             upstream: None,
         };
+        let origin = cors::origin(req.headers());
         let (class, answer) = self.route(req, conn, &mut trace).await;
-        let resp = answer.unwrap_or_else(ApiError::into_response);
+        let mut resp = answer.unwrap_or_else(|e| e.into_response(trace.uri.path()));
+        // 7b. CORS: every answer of a guarded route carries what the backend would send.
+        if let (Some(origin), Some(route)) = (origin, class.guarded()) {
+            self.cors(route, &origin, &mut resp).await;
+        }
         self.finish(class, &resp, &trace);
         Ok(resp)
     }
@@ -109,7 +115,7 @@ impl Proxy {
             Ok(Route::Citizens) if carries_body(&req) => RouteClass::Write,
             Ok(Route::Citizens) => RouteClass::Citizens,
             Ok(Route::Master(..)) | Err(_) => RouteClass::Master,
-            Ok(Route::Passthrough | Route::Preflight | Route::NotAllowed) => {
+            Ok(Route::Passthrough | Route::Preflight(_) | Route::NotAllowed) => {
                 RouteClass::Passthrough
             }
         };
@@ -141,20 +147,71 @@ impl Proxy {
                 (class, self.cached_blob(key, max_age, req.headers()).await)
             }
             Route::Passthrough => (class, self.pass_through(req, ip, conn, trace).await),
-            Route::Preflight => {
-                // CORS preflights carry no parameters the backend needs: the query stays here.
-                let mut req = req;
-                match http::Uri::builder()
-                    .path_and_query(req.uri().path())
-                    .build()
-                {
-                    Ok(u) => *req.uri_mut() = u,
-                    Err(_) => return (class, Err(ApiError::NotFound)),
-                }
-                (class, self.pass_through(req, ip, conn, trace).await)
-            }
+            Route::Preflight(g) => (class, self.preflight(g, req, ip, conn, trace).await),
             Route::NotAllowed => (class, Err(ApiError::MethodNotAllowed)),
         }
+    }
+
+    /// A CORS preflight on a guarded route: answered from `[cors]`, or relayed without its
+    /// query (it carries no parameters the backend needs) and learned, or, while the backend
+    /// cannot answer, replayed from what it answered before.
+    async fn preflight(
+        &self,
+        route: Guarded,
+        mut req: Request<Incoming>,
+        ip: std::net::IpAddr,
+        conn: ConnInfo,
+        trace: &mut Trace,
+    ) -> Answer {
+        let mode = self.live().load().cors.mode;
+        if mode == CorsMode::Configured {
+            return Ok(cors::configured_preflight(
+                &self.live().load().cors,
+                req.headers(),
+            ));
+        }
+        let asked = req.headers().clone();
+        *req.uri_mut() = http::Uri::builder()
+            .path_and_query(req.uri().path())
+            .build()
+            .map_err(|_| ApiError::NotFound)?;
+        let relayed = self.pass_through(req, ip, conn, trace).await;
+        let cors = &self.shared.cors;
+        match relayed {
+            Ok(resp) if !resp.status().is_server_error() => {
+                if mode == CorsMode::Learned {
+                    cors.learn_preflight(route, &asked, &resp);
+                }
+                Ok(resp)
+            }
+            failed => match cors.replay_preflight(route, &asked) {
+                Some(stored) if mode == CorsMode::Learned => Ok(stored),
+                _ => failed,
+            },
+        }
+    }
+
+    /// Puts the CORS headers on an answer of a guarded route, or learns them from it when the
+    /// backend gave it (`PASS`).
+    async fn cors(&self, route: Guarded, origin: &HeaderValue, resp: &mut Response<Body>) {
+        let relayed = respond::cache_status(resp) == CacheStatus::PASS;
+        let cfg = self.live().load();
+        let allow = match cfg.cors.mode {
+            CorsMode::Off => return,
+            CorsMode::Configured if relayed && resp.headers().contains_key(ACAO) => return,
+            CorsMode::Configured => cors::configured(&cfg.cors, origin),
+            CorsMode::Learned if relayed => {
+                return self.shared.cors.learn_answer(route, origin, resp);
+            }
+            CorsMode::Learned => match self.shared.cors.known(route, origin) {
+                Some(allow) => allow,
+                None => match self.shared.cors.probe(self.upstream(), route, origin).await {
+                    Some(allow) => allow,
+                    None => return,
+                },
+            },
+        };
+        allow.apply(resp.headers_mut());
     }
 
     /// `/open/volunteer/citizens`: a read served from a snapshot, or a write forwarded.
@@ -217,14 +274,12 @@ impl Proxy {
                     .ward(w, max_age)
                     .await
                     .map_err(cache_error)?;
-                Ok(respond::snapshot_answer(
-                    &self.shared.cache,
-                    found.value,
-                    &q,
-                    headers,
-                    found.status,
-                )
-                .await)
+                let unindexed = found.value.unindexed();
+                if let Some(field) = unindexed.blocks(q.booths.is_some(), q.since_ms.is_some()) {
+                    return self.forward_read(&q, field).await;
+                }
+                respond::snapshot_answer(&self.shared.cache, found.value, &q, headers, found.status)
+                    .await
             }
             // Whole-assembly pages are rare and bounded: cached as blobs of the upstream's answer.
             Scope::Assembly(_) => {
@@ -232,6 +287,32 @@ impl Proxy {
                 self.cached_blob(key, max_age, headers).await
             }
         }
+    }
+
+    /// A read the ward's snapshot cannot answer (its rows lack the field it filters on):
+    /// forwarded with the re-encoded query, holding a gate permit like any backend read.
+    async fn forward_read(&self, q: &CitizensQuery, field: &'static str) -> Answer {
+        let labels = crate::metrics::FieldLabels { field };
+        self.metrics().unindexed_reads.get_or_create(&labels).inc();
+        let max_queued = self.live().load().limits.max_queued_upstream as usize;
+        let permit = self
+            .upstream()
+            .gate()
+            .enter(max_queued)
+            .await
+            .map_err(|_| {
+                self.upstream().outcome(crate::metrics::Outcome::shed);
+                ApiError::Upstream(UpstreamError::Shed)
+            })?;
+        let pq = format!("{CITIZENS_PATH}?{}", q.to_upstream_query());
+        let got = self.upstream().fetch(&pq, permit).await;
+        let got = got.and_then(up::Fetched::ok).map_err(ApiError::Upstream)?;
+        let mut resp = Response::new(full(got.body));
+        if let Some(ct) = got.headers.get(header::CONTENT_TYPE) {
+            resp.headers_mut().insert(header::CONTENT_TYPE, ct.clone());
+        }
+        respond::stamp(&mut resp, CacheStatus::PASS);
+        Ok(resp)
     }
 
     async fn cached_blob(
@@ -303,7 +384,14 @@ impl Proxy {
             let max_age = self.live().load().cache.snapshot_max_age.0;
             self.shared.cache.after_write(scope, max_age).await;
         }
-        Ok(relay(resp))
+        let mut resp = relay(resp);
+        // A 5xx here may come from a load balancer in front of the backend, which says nothing
+        // of when to retry: the app keeps its changes, and is told when to send them again.
+        if resp.status().is_server_error() && !resp.headers().contains_key(header::RETRY_AFTER) {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        Ok(resp)
     }
 
     /// Anything else: streamed both ways, hop-by-hop headers removed, forwarding headers set.

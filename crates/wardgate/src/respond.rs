@@ -13,6 +13,7 @@ use serde_json::json;
 
 use crate::blob::Blob;
 use crate::body::{empty, full, Body, BoxError};
+use crate::cache::build::BACKEND_JSON;
 use crate::cache::{Cache, CacheStatus};
 use crate::gzip::Assembler;
 use crate::params::{CitizensQuery, ParamError};
@@ -20,7 +21,9 @@ use crate::snapshot::{IdentityBody, Picked, Selection, Snapshot, SnapshotError};
 use crate::time::EpochMs;
 use crate::upstream::UpstreamError;
 
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The version and the release it was built from (git revision or operator label, set by
+/// `build.rs`): what `X-Wardgate-Version` says, so a canary is told apart from stable.
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), "+", env!("WARDGATE_REVISION"));
 const X_CACHE: &str = "x-cache";
 const X_SNAPSHOT_TIME: &str = "x-snapshot-time";
 const X_VERSION: &str = "x-wardgate-version";
@@ -62,10 +65,6 @@ impl From<ParamError> for ApiError {
     }
 }
 
-fn json_body(v: serde_json::Value) -> Bytes {
-    Bytes::from(v.to_string())
-}
-
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
@@ -86,46 +85,75 @@ impl ApiError {
         }
     }
 
-    /// The response. Every error answer is built here and nowhere else.
-    pub fn into_response(self) -> Response<Body> {
+    /// The response. Every error answer is built here and nowhere else: Spring Boot's error
+    /// attributes (`timestamp`, `status`, `error`, `message`, `path`), as a client of the
+    /// backend parses them, with wardgate's own fields beside them.
+    pub fn into_response(self, path: &str) -> Response<Body> {
         let status = self.status();
         let mut extra = HeaderMap::new();
-        let body = match self {
-            ApiError::BadParam(e) => json_body(json!({"error": e.message, "param": e.param})),
-            ApiError::BadBody(msg) => json_body(json!({"error": msg, "param": "body"})),
-            ApiError::TooLarge { limit } => json_body(json!({
-                "error": format!("request body is larger than {limit} bytes"),
-                "limit": limit,
-            })),
-            ApiError::BodyTimeout => {
-                json_body(json!({"error": "request body was not received in time"}))
+        let body = match self.detail(&mut extra) {
+            Detail::Relayed(body) => body,
+            Detail::Own(message, mut fields) => {
+                fields.insert("timestamp".into(), json!(EpochMs::now().to_jackson_iso()));
+                fields.insert("status".into(), json!(status.as_u16()));
+                fields.insert(
+                    "error".into(),
+                    json!(status.canonical_reason().unwrap_or("")),
+                );
+                fields.insert("message".into(), json!(message));
+                fields.insert("path".into(), json!(path));
+                Bytes::from(serde_json::Value::Object(fields).to_string())
             }
+        };
+        let mut resp = Response::new(full(body));
+        *resp.status_mut() = status;
+        let h = resp.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static(BACKEND_JSON));
+        h.extend(extra);
+        stamp(&mut resp, CacheStatus::NONE);
+        resp
+    }
+
+    /// The message and wardgate's own fields of an error, and the headers it needs.
+    fn detail(self, extra: &mut HeaderMap) -> Detail {
+        let own = |message: String, fields: &[(&str, serde_json::Value)]| {
+            let fields = fields.iter().map(|(k, v)| (k.to_string(), v.clone()));
+            Detail::Own(message, fields.collect())
+        };
+        match self {
+            ApiError::BadParam(e) => own(e.message, &[("param", json!(e.param))]),
+            ApiError::BadBody(msg) => own(msg, &[("param", json!("body"))]),
+            ApiError::TooLarge { limit } => own(
+                format!("request body is larger than {limit} bytes"),
+                &[("limit", json!(limit))],
+            ),
+            ApiError::BodyTimeout => own("request body was not received in time".into(), &[]),
             ApiError::RateLimited {
                 retry_after,
                 limit,
                 policy,
             } => {
                 let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
-                put(&mut extra, "retry-after", &secs.to_string());
-                put(&mut extra, "ratelimit-limit", &limit.to_string());
-                put(&mut extra, "ratelimit-remaining", "0");
-                put(&mut extra, "ratelimit-reset", &secs.to_string());
-                put(&mut extra, "ratelimit-policy", &policy);
-                json_body(json!({"error": "too many requests", "retry_after_seconds": secs}))
+                put(extra, "retry-after", &secs.to_string());
+                put(extra, "ratelimit-limit", &limit.to_string());
+                put(extra, "ratelimit-remaining", "0");
+                put(extra, "ratelimit-reset", &secs.to_string());
+                put(extra, "ratelimit-policy", &policy);
+                own(
+                    "too many requests".into(),
+                    &[("retry_after_seconds", json!(secs))],
+                )
             }
             ApiError::Unavailable {
                 reason,
                 retry_after,
             } => {
-                put(
-                    &mut extra,
-                    "retry-after",
-                    &retry_after.as_secs().max(1).to_string(),
-                );
-                json_body(json!({"error": reason}))
+                let secs = retry_after.as_secs().max(1);
+                put(extra, "retry-after", &secs.to_string());
+                own(reason, &[("retry_after_seconds", json!(secs))])
             }
             ApiError::Upstream(UpstreamError::Status {
-                status: _,
+                status,
                 content_type,
                 body,
             }) => {
@@ -133,31 +161,32 @@ impl ApiError {
                 if let Some(ct) = content_type {
                     extra.insert(header::CONTENT_TYPE, ct);
                 }
-                body
+                if status.is_server_error() {
+                    put(extra, "retry-after", "5");
+                }
+                Detail::Relayed(body)
             }
             ApiError::Upstream(e) => {
                 // The app keeps its unsent changes and retries after this.
-                put(&mut extra, "retry-after", "5");
-                json_body(json!({"error": e.to_string()}))
+                put(extra, "retry-after", "5");
+                own(e.to_string(), &[("retry_after_seconds", json!(5))])
             }
-            ApiError::NotFound => json_body(json!({"error": "not found"})),
+            ApiError::NotFound => own("not found".into(), &[]),
             ApiError::Unauthorized => {
-                put(&mut extra, "www-authenticate", "Bearer");
-                json_body(json!({"error": "a valid bearer token is required"}))
+                put(extra, "www-authenticate", "Bearer");
+                own("a valid bearer token is required".into(), &[])
             }
-            ApiError::MethodNotAllowed => json_body(json!({"error": "method not allowed"})),
-        };
-        let mut resp = Response::new(full(body));
-        *resp.status_mut() = status;
-        let h = resp.headers_mut();
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        h.extend(extra);
-        stamp(&mut resp, CacheStatus::NONE);
-        resp
+            ApiError::MethodNotAllowed => own("method not allowed".into(), &[]),
+        }
     }
+}
+
+/// What an error answer's body is made of.
+enum Detail {
+    /// The backend's own answer, relayed.
+    Relayed(Bytes),
+    /// wardgate's: the message, and its own fields beside Spring's.
+    Own(String, serde_json::Map<String, serde_json::Value>),
 }
 
 fn put(h: &mut HeaderMap, name: &'static str, value: &str) {
@@ -234,10 +263,10 @@ impl std::hash::Hasher for Fnv {
 }
 
 /// How a cached answer is represented: what `cached_response` needs besides the body.
-struct Representation<'a> {
+struct Representation {
     etag: String,
     gzip: bool,
-    content_type: &'a str,
+    content_type: HeaderValue,
     /// `X-Snapshot-Time` for snapshot answers.
     snapshot_time: Option<EpochMs>,
 }
@@ -245,7 +274,7 @@ struct Representation<'a> {
 /// Common to snapshot and blob answers: encoding, validators, `304`.
 fn cached_response(
     req: &HeaderMap,
-    rep: Representation<'_>,
+    rep: Representation,
     cache: CacheStatus,
     body: impl FnOnce() -> (Body, usize),
 ) -> Response<Body> {
@@ -263,7 +292,7 @@ fn cached_response(
         put(h, X_SNAPSHOT_TIME, &t.to_string());
     }
     if !fresh {
-        put(h, "content-type", rep.content_type);
+        h.insert(header::CONTENT_TYPE, rep.content_type);
         h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
         if rep.gzip {
             h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
@@ -277,15 +306,18 @@ fn cached_response(
 /// compressing once, rather than framing them uncompressed.
 const DERIVE_ABOVE: usize = 16 << 10;
 
-/// The head and tail around the selected rows: the legacy array or the page envelope.
+/// The head and tail around the selected rows: the legacy array, or the page envelope as the
+/// backend's `HashMap` serialises it, where `hasMore` is `rows == size` (see docs/contract.md).
 fn frame(q: &CitizensQuery, picked: &Picked) -> (Bytes, Bytes) {
     match q.page {
         Some(p) => (
-            Bytes::from_static(b"{\"citizens\":["),
             Bytes::from(format!(
-                "],\"page\":{},\"size\":{},\"hasMore\":{},\"count\":{}}}",
-                p.page, p.size, picked.has_more, picked.count
+                "{{\"size\":{},\"hasMore\":{},\"page\":{},\"citizens\":[",
+                p.size,
+                picked.count as u64 == u64::from(p.size),
+                p.page
             )),
+            Bytes::from_static(b"]}"),
         ),
         None => (Bytes::from_static(b"["), Bytes::from_static(b"]")),
     }
@@ -303,7 +335,7 @@ pub async fn snapshot_answer(
     q: &CitizensQuery,
     req: &HeaderMap,
     cache: CacheStatus,
-) -> Response<Body> {
+) -> Result<Response<Body>, ApiError> {
     let gzip = accepts_gzip(req);
     let variant = {
         use std::hash::{Hash, Hasher};
@@ -320,11 +352,11 @@ pub async fn snapshot_answer(
     let rep = Representation {
         etag,
         gzip,
-        content_type: "application/json",
+        content_type: store.citizens_content_type(),
         snapshot_time: Some(snap.built_at),
     };
     if not_modified(req, &rep.etag) {
-        return cached_response(req, rep, cache, || (empty(), 0));
+        return Ok(cached_response(req, rep, cache, || (empty(), 0)));
     }
     if !gzip {
         let body = if q.is_full_ward() {
@@ -335,7 +367,9 @@ pub async fn snapshot_answer(
             snap.identity(&picked, head, tail)
         };
         let n = body.len();
-        return cached_response(req, rep, cache, || (identity_body(body), n));
+        return Ok(cached_response(req, rep, cache, || {
+            (identity_body(body), n)
+        }));
     }
     let body = if q.is_full_ward() {
         snap.full_gzip()
@@ -347,11 +381,11 @@ pub async fn snapshot_answer(
                 store.keep_derived(snap.id, variant, b.clone());
                 b
             }
-            Err(e) => return unreadable(&snap, e),
+            Err(e) => return Err(unreadable(&snap, e)),
         }
     };
     let n = body.len();
-    cached_response(req, rep, cache, || (full(body), n))
+    Ok(cached_response(req, rep, cache, || (full(body), n)))
 }
 
 /// An identity answer's body: rows inflated from their chunks as the client reads.
@@ -362,13 +396,12 @@ fn identity_body(body: IdentityBody) -> Body {
 
 /// A snapshot whose stored bytes do not inflate: it was checked when built or loaded, so this
 /// is memory gone bad; the client is told to retry rather than sent a wrong answer.
-fn unreadable(snap: &Snapshot, e: SnapshotError) -> Response<Body> {
+fn unreadable(snap: &Snapshot, e: SnapshotError) -> ApiError {
     tracing::error!(ward = %snap.key, error = %e, "snapshot unreadable");
     ApiError::Unavailable {
         reason: format!("cached ward {} is unreadable: {e}", snap.key),
         retry_after: Duration::from_secs(1),
     }
-    .into_response()
 }
 
 fn selection(q: &CitizensQuery) -> Selection<'_> {
@@ -417,7 +450,8 @@ pub fn blob_answer(blob: &Blob, req: &HeaderMap, cache: CacheStatus) -> Response
     let rep = Representation {
         etag,
         gzip,
-        content_type: &blob.content_type,
+        content_type: HeaderValue::from_str(&blob.content_type)
+            .unwrap_or_else(|_| HeaderValue::from_static(BACKEND_JSON)),
         snapshot_time: None,
     };
     cached_response(req, rep, cache, || {
@@ -459,18 +493,22 @@ mod tests {
             param: "wardNo",
             message: "must be digits".into(),
         })
-        .into_response();
+        .into_response("/open/volunteer/citizens");
         assert_eq!(r.status(), 400);
-        assert_eq!(r.headers()["content-type"], "application/json");
+        assert_eq!(
+            r.headers()["content-type"],
+            "application/json;charset=UTF-8"
+        );
         let r = ApiError::RateLimited {
             retry_after: Duration::from_millis(1500),
             limit: 10,
             policy: "10;w=1".into(),
         }
-        .into_response();
+        .into_response("/");
         assert_eq!(r.status(), 429);
         assert_eq!(r.headers()["retry-after"], "2");
-        let r = ApiError::Upstream(UpstreamError::Timeout(Duration::from_secs(1))).into_response();
+        let r =
+            ApiError::Upstream(UpstreamError::Timeout(Duration::from_secs(1))).into_response("/");
         assert_eq!(r.status(), 504);
         assert!(r.headers().contains_key("retry-after"));
     }

@@ -33,6 +33,15 @@ impl RouteClass {
         }
     }
 
+    /// The guarded route a class answers for (CORS headers are kept per guarded route).
+    pub fn guarded(self) -> Option<Guarded> {
+        match self {
+            RouteClass::Citizens | RouteClass::Write => Some(Guarded::Citizens),
+            RouteClass::Master => Some(Guarded::Master),
+            RouteClass::Passthrough => None,
+        }
+    }
+
     pub fn limit_class(self) -> LimitClass {
         match self {
             RouteClass::Citizens => LimitClass::Downloads,
@@ -73,6 +82,24 @@ impl MasterRoute {
     }
 }
 
+/// The guarded routes, as CORS sees them: the voter list (reads and writes share its path and
+/// its controller) and master data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Guarded {
+    Citizens,
+    Master,
+}
+
+impl Guarded {
+    /// A path of the route, for a preflight wardgate sends itself.
+    pub fn probe_path(self) -> &'static str {
+        match self {
+            Guarded::Citizens => CITIZENS_PATH,
+            Guarded::Master => "/open/volunteer/states",
+        }
+    }
+}
+
 /// Where a request goes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Route {
@@ -81,7 +108,7 @@ pub enum Route {
     /// A cached master-data route and its cache key (path + normalized query).
     Master(MasterRoute, String),
     /// A CORS preflight (`OPTIONS`) on a guarded route: forwarded without its query.
-    Preflight,
+    Preflight(Guarded),
     /// A guarded route with a method it does not serve: 405, never forwarded.
     NotAllowed,
     /// Anything else.
@@ -156,13 +183,13 @@ pub fn classify(method: &Method, path: &str, query: Option<&str>) -> Result<Rout
         return Ok(if read || *method == Method::POST {
             Route::Citizens
         } else if *method == Method::OPTIONS {
-            Route::Preflight
+            Route::Preflight(Guarded::Citizens)
         } else {
             Route::NotAllowed
         });
     }
     if *method == Method::OPTIONS {
-        return Ok(Route::Preflight);
+        return Ok(Route::Preflight(Guarded::Master));
     }
     if !read {
         return Ok(Route::NotAllowed);
@@ -279,7 +306,7 @@ mod tests {
         );
         assert_eq!(
             classify(&Method::OPTIONS, "/api/dashboardStats", Some("state=x'")).unwrap(),
-            Route::Preflight
+            Route::Preflight(Guarded::Master)
         );
         for alias in [
             "/open/volunteer/citizens/",

@@ -23,4 +23,6 @@ pub struct Shared {
     pub draining: AtomicBool,
     /// Wards that readiness waits for (`ready.warm_targets`).
     pub warm_targets: ArcSwap<Vec<WardKey>>,
+    /// The backend's CORS answers, learned per route and `Origin`.
+    pub cors: crate::cors::Cors,
 }

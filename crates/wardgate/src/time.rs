@@ -168,6 +168,37 @@ fn days_since_epoch(y: i64, month: usize, day: i64) -> i64 {
     year_days + month_days + day - 1
 }
 
+impl EpochMs {
+    /// The instant as Jackson writes a `java.util.Date` with `WRITE_DATES_AS_TIMESTAMPS` off
+    /// (Spring Boot 2.0's default): `2026-11-24T10:15:59.297+0000`, in UTC.
+    pub fn to_jackson_iso(self) -> String {
+        let days = self.0.div_euclid(86_400_000);
+        let ms = self.0.rem_euclid(86_400_000);
+        let (y, mo, d) = civil_from_days(days);
+        format!(
+            "{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}.{:03}+0000",
+            ms / 3_600_000,
+            ms / 60_000 % 60,
+            ms / 1_000 % 60,
+            ms % 1_000
+        )
+    }
+}
+
+/// The proleptic Gregorian date of a day count from 1970-01-01 (Howard Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
 impl fmt::Display for EpochMs {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)
@@ -176,6 +207,22 @@ impl fmt::Display for EpochMs {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn jackson_iso_round_trips() {
+        for ms in [0, 1_764_152_159_297, 951_782_400_000, 4_102_444_799_999, -1] {
+            let s = EpochMs(ms).to_jackson_iso();
+            assert_eq!(
+                EpochMs::parse_legacy(&s, UtcOffset(0)),
+                Some(EpochMs(ms)),
+                "{s}"
+            );
+        }
+        assert_eq!(
+            EpochMs(1_764_152_159_297).to_jackson_iso(),
+            "2025-11-26T10:15:59.297+0000"
+        );
+    }
+
     #[test]
     fn backend_dates_parse_in_every_form_a_spring_backend_writes() {
         let want = EpochMs(1_764_152_159_297); // 2025-11-26T10:15:59.297Z

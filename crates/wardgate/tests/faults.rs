@@ -439,7 +439,7 @@ async fn a_flood_of_sync_posts_to_one_ward_causes_few_rebuilds_and_bad_bodies_ar
     let big = format!("[{{\"id\":1,\"address\":\"{}\"}}]", "x".repeat(3 << 20));
     let r = c.post(&url).body(big).send().await.unwrap();
     assert_eq!(r.status(), 413);
-    assert!(r.json::<Value>().await.unwrap()["error"]
+    assert!(r.json::<Value>().await.unwrap()["message"]
         .as_str()
         .unwrap()
         .contains("larger"));

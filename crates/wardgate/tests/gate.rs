@@ -59,7 +59,7 @@ async fn replica_builds_hold_a_gate_slot_and_time_out() {
     assert_eq!(r.status(), 503);
     let body: Value = r.json().await.unwrap();
     assert!(
-        body["error"]
+        body["message"]
             .as_str()
             .unwrap()
             .contains("concurrency limit"),
@@ -71,7 +71,7 @@ async fn replica_builds_hold_a_gate_slot_and_time_out() {
     let (status, body, took) = first.await.unwrap();
     assert_eq!(status, 503);
     assert!(
-        body["error"]
+        body["message"]
             .as_str()
             .unwrap()
             .contains("did not finish within"),

@@ -268,7 +268,10 @@ async fn rate_limits_are_per_client_and_forwarded_addresses_count_only_from_trus
     );
     assert_eq!(r.headers()["ratelimit-limit"], "2");
     assert_eq!(r.headers()["ratelimit-remaining"], "0");
-    assert_eq!(r.headers()["content-type"], "application/json");
+    assert_eq!(
+        r.headers()["content-type"],
+        "application/json;charset=UTF-8"
+    );
     // Another client behind the same (trusted) proxy has its own budget.
     assert_eq!(get("203.0.113.2").await.unwrap().status(), 200);
     gate.stop().await;

@@ -364,7 +364,7 @@ proptest! {
                 prop_assert!(is_number(&id), "id {:?} accepted", id);
                 prop_assert_eq!(key, path);
             }
-            Ok(Route::Citizens) | Ok(Route::Preflight) => prop_assert!(false, "{} misclassified", path),
+            Ok(Route::Citizens) | Ok(Route::Preflight(_)) => prop_assert!(false, "{} misclassified", path),
             Ok(Route::NotAllowed) => prop_assert!(method != Method::GET && method != Method::HEAD),
             // Only a path whose backend view leaves the guarded prefix (`../`) may pass.
             Ok(Route::Passthrough) => prop_assert!(

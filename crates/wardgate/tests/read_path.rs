@@ -271,10 +271,20 @@ async fn malformed_parameters_get_400_and_never_reach_the_backend() {
             };
             let r = req.send().await.unwrap();
             assert_eq!(r.status(), 400, "{q}");
-            assert_eq!(r.headers()["content-type"], "application/json");
+            assert_eq!(
+                r.headers()["content-type"],
+                "application/json;charset=UTF-8"
+            );
             let body: serde_json::Value = r.json().await.unwrap();
             assert_eq!(body["param"], *param, "{q}: {body}");
-            assert!(body["error"].as_str().is_some_and(|e| !e.is_empty()));
+            // Spring Boot's error attributes, as a client of the backend parses them.
+            assert!(body["message"].as_str().is_some_and(|e| !e.is_empty()));
+            assert_eq!(body["status"], 400, "{body}");
+            assert_eq!(body["error"], "Bad Request", "{body}");
+            assert_eq!(body["path"], "/open/volunteer/citizens", "{body}");
+            assert!(body["timestamp"]
+                .as_str()
+                .is_some_and(|t| t.ends_with("+0000")));
         }
     }
     // A write with a malformed body is refused too, and not forwarded.

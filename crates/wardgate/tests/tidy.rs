@@ -21,7 +21,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ),
     ("sources", &["replica", "upstream"]),
     ("cache", &["cache"]),
-    ("serving", &["limit", "respond", "shared", "proxy"]),
+    ("serving", &["cors", "limit", "respond", "shared", "proxy"]),
     (
         "process",
         &["accept", "admin", "cli", "demo", "server", "warm"],

@@ -6,11 +6,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
+use http::HeaderValue;
+
 use super::key::{CacheKey, Entry};
 use crate::blob::Blob;
 use crate::config::Live;
 use crate::gate::Permit;
-use crate::metrics::{Metrics, Outcome, SourceLabels};
+use crate::metrics::{FieldLabels, Metrics, Outcome, SourceLabels};
 use crate::params::{CitizensQuery, Scope, WardKey};
 use crate::replica::{Replica, ReplicaError};
 use crate::route::CITIZENS_PATH;
@@ -42,7 +45,14 @@ pub struct Builder {
     replica: Option<Replica>,
     live: Live,
     metrics: Arc<Metrics>,
+    /// The `Content-Type` of the backend's last ward answer: cached answers carry the backend's
+    /// own (charset included), and the contract's until a ward was read from the backend.
+    content_type: ArcSwap<HeaderValue>,
 }
+
+/// What the contract says the backend writes on citizens answers (Spring's
+/// `APPLICATION_JSON_UTF8_VALUE`).
+pub const BACKEND_JSON: &str = "application/json;charset=UTF-8";
 
 impl Builder {
     pub fn new(
@@ -56,7 +66,13 @@ impl Builder {
             replica,
             live,
             metrics,
+            content_type: ArcSwap::from_pointee(HeaderValue::from_static(BACKEND_JSON)),
         }
+    }
+
+    /// The `Content-Type` of citizens answers, as the backend last wrote it.
+    pub fn content_type(&self) -> HeaderValue {
+        HeaderValue::clone(&self.content_type.load())
     }
 
     /// Builds the entry for `key`. A build waits for a gate slot like any backend request,
@@ -129,9 +145,29 @@ impl Builder {
             page: None,
         };
         let pq = format!("{CITIZENS_PATH}?{}", q.to_upstream_query());
-        let body = self.upstream.fetch(&pq, permit).await?.ok()?.body;
+        let got = self.upstream.fetch(&pq, permit).await?.ok()?;
+        if let Some(ct) = got.headers.get(http::header::CONTENT_TYPE) {
+            if **self.content_type.load() != ct {
+                self.content_type.store(Arc::new(ct.clone()));
+            }
+        }
+        let body = got.body;
         let (key, local) = (w.clone(), self.live.load().citizens.date_offset());
-        Ok(off_workers(move || Snapshot::from_backend_json(key, &body, at, local)).await??)
+        let snap =
+            off_workers(move || Snapshot::from_backend_json(key, &body, at, local)).await??;
+        let unindexed = snap.unindexed();
+        for (field, lacking) in [
+            ("booth_no", unindexed.booth_no),
+            ("modifieddate", unindexed.modifieddate),
+        ] {
+            if lacking {
+                // The ward serves whole and by page; reads filtering on `field` are forwarded.
+                tracing::warn!(ward = %w, field, "backend rows carry a {field} wardgate cannot read");
+                let labels = FieldLabels { field };
+                self.metrics.unindexed_builds.get_or_create(&labels).inc();
+            }
+        }
+        Ok(snap)
     }
 }
 

@@ -81,6 +81,11 @@ pub struct Cache {
 }
 
 impl Cache {
+    /// The `Content-Type` of citizens answers: the backend's own, charset included.
+    pub fn citizens_content_type(&self) -> http::HeaderValue {
+        self.builder.content_type()
+    }
+
     pub fn new(
         l2: Option<Arc<L2>>,
         builder: Builder,

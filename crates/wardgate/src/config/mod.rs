@@ -11,6 +11,7 @@
 mod backend;
 mod cache;
 mod citizens;
+mod cors;
 mod limits;
 mod listen;
 mod ops;
@@ -23,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 pub use cache::{CacheConfig, MasterMaxAge};
 pub use citizens::CitizensConfig;
+pub use cors::{CorsConfig, CorsMode};
 pub use limits::{LimitsConfig, RateLimitConfig};
 pub use listen::TlsConfig;
 pub use ops::{DrainConfig, LogConfig, LogFormat, ReadyConfig};
@@ -92,6 +94,7 @@ pub struct Config {
     /// Bearer token for /admin/*; unset = closed.
     pub admin_token: Option<Secret>,
     pub citizens: CitizensConfig,
+    pub cors: CorsConfig,
     pub cache: CacheConfig,
     pub limits: LimitsConfig,
     pub rate_limit: RateLimitConfig,
@@ -113,6 +116,7 @@ impl Default for Config {
             mysql_url: None,
             admin_token: None,
             citizens: CitizensConfig::default(),
+            cors: CorsConfig::default(),
             cache: CacheConfig::default(),
             limits: LimitsConfig::default(),
             rate_limit: RateLimitConfig::default(),
@@ -152,6 +156,7 @@ impl Config {
         backend::validate_redis_prefix(&self.redis_prefix)?;
         ops::validate_admin_token(self.admin_token.as_ref())?;
         self.citizens.validate()?;
+        self.cors.validate()?;
         // Includes the cross-field delta-overlap check (all its terms are `[cache]` settings).
         self.cache.validate()?;
         self.limits.validate()?;

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use bytes::Bytes;
 use serde::Deserialize;
 
-use super::{next_id, Chunk, RowTable, Snapshot, SnapshotError, CHUNK_ROWS};
+use super::{next_id, Chunk, RowTable, Snapshot, SnapshotError, Unindexed, CHUNK_ROWS};
 use crate::gzip::{self, Check};
 use crate::params::WardKey;
 use crate::time::{EpochMs, UtcOffset};
@@ -113,12 +113,13 @@ impl SnapshotBuilder {
         // The buffer grew by doubling: keep only its bytes, which are what L1 accounts.
         self.gz.shrink_to_fit();
         let rows = RowTable::new(&self.lens, &self.booth_of, &self.modified);
-        let chunks = self
+        let chunks: Vec<Chunk> = self
             .closed
             .into_iter()
             .map(|(first, end, gz, check)| Chunk::new(&rows, first, end, gz, check))
             .collect();
         Snapshot {
+            unindexed: Unindexed::of(&self.booths, &chunks),
             tag: format!("{:08x}{:x}{:x}", whole.crc, whole.len, built_at.0),
             id: next_id(),
             key: self.key,
@@ -144,20 +145,26 @@ pub(super) fn whole_check(chunks: impl Iterator<Item = Check>) -> Check {
     whole.then(Check::of(b"]"))
 }
 
-/// The two fields of a row the filters need; the rest stays raw JSON.
+/// The two fields of a row the filters need; the rest stays raw JSON. Either may be missing
+/// or in a form wardgate cannot read: the row is kept, unindexed (`Snapshot::unindexed`).
 #[derive(Deserialize)]
 struct RowFacts {
-    booth_no: StrOrNum,
+    #[serde(default)]
+    booth_no: Fact,
     /// Epoch ms, or text in any form `EpochMs::parse_legacy` reads (Spring Boot 2.0 writes
     /// dates as ISO-8601 text unless the application says otherwise).
-    modifieddate: StrOrNum,
+    #[serde(default)]
+    modifieddate: Fact,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 #[serde(untagged)]
-enum StrOrNum {
+enum Fact {
     S(String),
     N(i64),
+    #[default]
+    Missing,
+    Other(serde::de::IgnoredAny),
 }
 
 impl Snapshot {
@@ -172,6 +179,9 @@ impl Snapshot {
     }
 
     /// The same, reading zone-less datetimes in `local` (`citizens.backend_date_offset`).
+    /// A row whose booth or `modifieddate` cannot be read is kept with that fact unknown
+    /// (`UNKNOWN_BOOTH`, `UNKNOWN_STAMP`): the ward still serves every read that does not
+    /// filter on it.
     pub fn from_backend_json(
         key: WardKey,
         body: &[u8],
@@ -183,35 +193,27 @@ impl Snapshot {
         let mut b = SnapshotBuilder::new(key);
         let mut booth_buf = String::new();
         for (index, raw) in rows.iter().enumerate() {
-            if !raw.get().starts_with('{') {
-                return Err(SnapshotError::BadRow {
-                    index,
-                    field: "object",
-                });
+            let facts: RowFacts = match raw.get().starts_with('{') {
+                true => serde_json::from_str(raw.get()).ok(),
+                false => None,
             }
-            let facts: RowFacts =
-                serde_json::from_str(raw.get()).map_err(|_| SnapshotError::BadRow {
-                    index,
-                    field: "booth_no or modifieddate",
-                })?;
+            .ok_or(SnapshotError::BadRow {
+                index,
+                field: "object",
+            })?;
             let booth = match &facts.booth_no {
-                StrOrNum::S(s) => s.as_str(),
-                StrOrNum::N(n) => {
+                Fact::S(s) if s != UNKNOWN_BOOTH => s.as_str(),
+                Fact::N(n) => {
                     booth_buf.clear();
                     booth_buf.push_str(&n.to_string());
                     booth_buf.as_str()
                 }
+                _ => UNKNOWN_BOOTH,
             };
             let modified = match &facts.modifieddate {
-                StrOrNum::N(n) => *n,
-                StrOrNum::S(s) => {
-                    EpochMs::parse_legacy(s, local)
-                        .ok_or(SnapshotError::BadRow {
-                            index,
-                            field: "modifieddate (not a date wardgate can read)",
-                        })?
-                        .0
-                }
+                Fact::N(n) if *n != UNKNOWN_STAMP => *n,
+                Fact::S(s) => EpochMs::parse_legacy(s, local).map_or(UNKNOWN_STAMP, |t| t.0),
+                _ => UNKNOWN_STAMP,
             };
             b.push_row(raw.get().as_bytes(), booth, modified)?;
         }
@@ -219,13 +221,20 @@ impl Snapshot {
     }
 }
 
+/// The booth of a row whose `booth_no` could not be read. No booth filter names it: filters
+/// are digit strings (`params`).
+pub const UNKNOWN_BOOTH: &str = "";
+
+/// The `modifieddate` of a row whose date could not be read.
+pub const UNKNOWN_STAMP: i64 = i64::MIN;
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::sync::Arc;
 
     use crate::snapshot::fixtures::{key, render};
-    use crate::snapshot::Selection;
+    use crate::snapshot::{Selection, Unindexed};
 
     #[test]
     fn empty_ward_and_bad_rows() {
@@ -233,7 +242,15 @@ mod tests {
         assert_eq!(render(&s, &Selection::default(), true).0, b"[]");
         assert!(Snapshot::decode(Bytes::from(s.encode())).is_ok());
         assert!(Snapshot::from_legacy_json(key(), b"{\"error\":1}", EpochMs(1)).is_err());
-        assert!(Snapshot::from_legacy_json(key(), br#"[{"id":1}]"#, EpochMs(1)).is_err());
+        assert!(Snapshot::from_legacy_json(key(), b"[1,2]", EpochMs(1)).is_err());
+        let s = Snapshot::from_legacy_json(key(), br#"[{"id":1}]"#, EpochMs(1)).unwrap();
+        assert_eq!(
+            s.unindexed(),
+            Unindexed {
+                booth_no: true,
+                modifieddate: true
+            }
+        );
     }
 
     #[test]
@@ -246,11 +263,18 @@ mod tests {
             [1_764_152_159_297, 1_764_152_159_297, 1_764_152_159_298]
         );
         assert_eq!(render(&Arc::new(s), &Selection::default(), true).0, rows);
-        let bad = br#"[{"booth_no":"1","modifieddate":"last tuesday"}]"#;
-        let e = Snapshot::from_legacy_json(key(), bad, EpochMs(1)).unwrap_err();
-        assert!(
-            e.to_string().contains("row 0 lacks a usable modifieddate"),
-            "{e}"
+        let bad = br#"[{"booth_no":"1","modifieddate":"last tuesday"},{"booth_no":"2","modifieddate":5}]"#;
+        let s = Arc::new(Snapshot::from_legacy_json(key(), bad, EpochMs(1)).unwrap());
+        assert_eq!(
+            s.unindexed(),
+            Unindexed {
+                booth_no: false,
+                modifieddate: true
+            }
         );
+        // Served whole and by booth, byte for byte; decoded from Redis, still unindexed.
+        assert_eq!(render(&s, &Selection::default(), true).0, bad);
+        let again = Snapshot::decode(Bytes::from(s.encode())).unwrap();
+        assert!(again.unindexed().modifieddate);
     }
 }

@@ -5,7 +5,7 @@ use bytes::{BufMut, Bytes};
 
 use super::build::whole_check;
 use super::inflate::inflate_piece;
-use super::{next_id, Chunk, RowTable, Snapshot, SnapshotError};
+use super::{next_id, Chunk, RowTable, Snapshot, SnapshotError, Unindexed};
 use crate::gzip::{self, Check};
 use crate::params::WardKey;
 use crate::time::EpochMs;
@@ -90,6 +90,7 @@ impl Snapshot {
         let gz_full = Bytes::copy_from_slice(r.take(glen)?);
         let chunks = check_chunks(heads, &rows, &gz_full)?;
         Ok(Snapshot {
+            unindexed: Unindexed::of(&booths, &chunks),
             key,
             built_at,
             tag,

@@ -37,7 +37,7 @@ use crate::gzip::Check;
 use crate::params::WardKey;
 use crate::time::EpochMs;
 
-pub use build::SnapshotBuilder;
+pub use build::{SnapshotBuilder, UNKNOWN_BOOTH, UNKNOWN_STAMP};
 pub use codec::{FORMAT_VERSION, PREVIOUS_FORMAT_VERSION};
 pub use inflate::IdentityBody;
 pub use pick::{Picked, Selection};
@@ -130,9 +130,49 @@ pub struct Snapshot {
     rows: RowTable,
     booths: Vec<String>,
     chunks: Vec<Chunk>,
+    /// Filters this snapshot cannot answer (derived from its rows, so not stored).
+    unindexed: Unindexed,
+}
+
+/// The row facts a snapshot lacks for some rows: a backend may send a booth or a date in a
+/// form wardgate cannot read. The ward still serves whole and by page; reads that filter on a
+/// missing fact are forwarded instead (`proxy`), never refused.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Unindexed {
+    pub booth_no: bool,
+    pub modifieddate: bool,
+}
+
+impl Unindexed {
+    fn of(booths: &[String], chunks: &[Chunk]) -> Unindexed {
+        Unindexed {
+            booth_no: booths.iter().any(|b| b == UNKNOWN_BOOTH),
+            modifieddate: chunks.iter().any(|c| c.min_modified == UNKNOWN_STAMP),
+        }
+    }
+
+    /// The first field a selection filters on that some rows lack.
+    pub fn blocks(self, by_booth: bool, by_date: bool) -> Option<&'static str> {
+        if by_booth && self.booth_no {
+            Some("booth_no")
+        } else if by_date && self.modifieddate {
+            Some("modifieddate")
+        } else {
+            None
+        }
+    }
+
+    pub fn any(self) -> bool {
+        self.booth_no || self.modifieddate
+    }
 }
 
 impl Snapshot {
+    /// The filters this snapshot cannot answer.
+    pub fn unindexed(&self) -> Unindexed {
+        self.unindexed
+    }
+
     pub fn rows(&self) -> usize {
         self.rows.count()
     }

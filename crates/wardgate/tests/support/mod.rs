@@ -77,6 +77,7 @@ pub struct OriginBuilder {
     addr: Option<SocketAddr>,
     serials: origin::Serials,
     dates: origin::voter::DateForm,
+    cors: origin::answer::CorsMode,
 }
 
 impl Origin {
@@ -89,6 +90,7 @@ impl Origin {
             addr: None,
             serials: origin::Serials::PerBooth,
             dates: origin::voter::DateForm::EpochMs,
+            cors: origin::answer::CorsMode::Any,
         }
     }
 
@@ -156,6 +158,12 @@ impl OriginBuilder {
         self.dates = origin::voter::DateForm::Iso;
         self
     }
+    /// How the backend answers cross-origin requests (`*` by default, as Spring's
+    /// `allowedOrigins = "*"`).
+    pub fn cors(mut self, cors: origin::answer::CorsMode) -> Self {
+        self.cors = cors;
+        self
+    }
     pub fn serials(mut self, serials: origin::Serials) -> Self {
         self.serials = serials;
         self
@@ -198,6 +206,7 @@ impl OriginBuilder {
         let opts = OriginOptions {
             latency: self.latency,
             dates: self.dates,
+            cors: self.cors,
             ..OriginOptions::default()
         };
         let task = tokio::spawn(origin::serve(listener, store, opts));

@@ -58,6 +58,33 @@ pub fn is_json_number(s: &str) -> bool {
     i == b.len()
 }
 
+/// A DECIMAL's text as Jackson writes the `java.math.BigDecimal` Connector/J reads it into:
+/// `BigDecimal.toString()`, which switches to scientific notation when the adjusted exponent
+/// is below -6 (`0.0000000` → `0E-7`, `-0.0000001` → `-1E-7`). `None` if `s` is not plain
+/// decimal text.
+pub fn java_bigdecimal_text(s: &str) -> Option<String> {
+    let (neg, digits) = match s.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, s),
+    };
+    let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
+    if int.is_empty() || !int.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let unscaled: String = format!("{int}{frac}").trim_start_matches('0').to_string();
+    let coeff = if unscaled.is_empty() { "0" } else { &unscaled };
+    let adjusted = coeff.len() as i64 - 1 - frac.len() as i64;
+    if frac.is_empty() || adjusted >= -6 {
+        return Some(s.to_string());
+    }
+    let sign = if neg && coeff != "0" { "-" } else { "" };
+    let mantissa = match coeff.len() {
+        1 => coeff.to_string(),
+        _ => format!("{}.{}", &coeff[..1], &coeff[1..]),
+    };
+    Some(format!("{sign}{mantissa}E{adjusted}"))
+}
+
 /// End of the run of ASCII digits that starts at `i` (`i` itself when there is none).
 fn digits_end(b: &[u8], i: usize) -> usize {
     i + b.get(i..).map_or(0, |rest| {
@@ -94,6 +121,24 @@ mod tests {
         let mut v = vec!["10", "9", "100", "1", "2a", "x"];
         v.sort_by(|a, b| mysql_numeric_prefix(a).total_cmp(&mysql_numeric_prefix(b)));
         assert_eq!(v, ["x", "1", "2a", "9", "10", "100"]);
+    }
+
+    #[test]
+    fn decimals_as_java_writes_a_bigdecimal() {
+        for (text, java) in [
+            ("0.0000000", "0E-7"),
+            ("-0.0000001", "-1E-7"),
+            ("0.0000010", "0.0000010"),
+            ("0.0000001", "1E-7"),
+            ("0.0000012", "0.0000012"),
+            ("12.9715987", "12.9715987"),
+            ("-77.5000000", "-77.5000000"),
+            ("0.00000012", "1.2E-7"),
+            ("150", "150"),
+        ] {
+            assert_eq!(java_bigdecimal_text(text).as_deref(), Some(java), "{text}");
+        }
+        assert_eq!(java_bigdecimal_text("1e5"), None);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The `citizen` row and its byte-exact JSON form, as the legacy backend's Jackson writes it.
 
 use crate::datetime::format_iso_jackson;
-use crate::numeric::is_json_number;
+use crate::numeric::{is_json_number, java_bigdecimal_text};
 
 /// Column names of `citizen` in schema order; `SELECT *` returns them in this order and the
 /// backend's JSON objects list them in this order too.
@@ -226,9 +226,14 @@ pub fn write_json_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
 }
 
+/// A DECIMAL as Jackson writes the `BigDecimal` the JDBC driver reads it into (`0E-7` for a
+/// zero of scale 7).
 fn write_decimal(out: &mut Vec<u8>, s: Option<&str>) {
     match s {
-        Some(s) if is_json_number(s) => out.extend_from_slice(s.as_bytes()),
+        Some(s) if is_json_number(s) => match java_bigdecimal_text(s) {
+            Some(java) => out.extend_from_slice(java.as_bytes()),
+            None => out.extend_from_slice(s.as_bytes()),
+        },
         // Not reachable with MySQL's DECIMAL text; a string keeps the output valid JSON if a
         // hand-built row ever carries something else.
         Some(s) => write_json_str(out, s),
@@ -281,7 +286,7 @@ mod tests {
             r#"{"id":42,"state":"Karnataka","assembly_no":"150","ward_no":"7","booth_no":"71","srno":"12","#,
             r#""voter_id":"KA/150/000012","first_name":"Ravi","family_name":null,"gender":"M","age":34,"mobile":"","#,
             r#""address":"No. 5, \"Sri Nilaya\"\\ 4th Cross\n\tಬೆಂಗಳೂರು / \u0001\b\f\r","#,
-            r#""latitude":12.9715987,"longitude":-0.0000001,"party_preference":null,"responded_status":"Positive","#,
+            r#""latitude":12.9715987,"longitude":-1E-7,"party_preference":null,"responded_status":"Positive","#,
             r#""voted":false,"modifieddate":1714000000123}"#
         );
         assert_eq!(String::from_utf8(out.clone()).unwrap(), expected);

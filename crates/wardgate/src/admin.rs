@@ -112,16 +112,22 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Result<Response<
 
 /// `GET /readyz`: 200 when the instance should receive traffic, else 503 with the reason.
 async fn ready(shared: &Shared) -> Response<Body> {
+    // Details that do not decide readiness: a replica whose rows differ from the backend's
+    // only moves builds to the backend.
+    let replica = shared.cache.replica_state();
     match readiness(shared).await {
         Ok(()) => {
             shared.metrics.ready.set(1);
-            json_response(StatusCode::OK, json!({"status": "ready"}))
+            json_response(
+                StatusCode::OK,
+                json!({"status": "ready", "replica": replica}),
+            )
         }
         Err(why) => {
             shared.metrics.ready.set(0);
             json_response(
                 StatusCode::SERVICE_UNAVAILABLE,
-                json!({"status": "not ready", "reason": why}),
+                json!({"status": "not ready", "reason": why, "replica": replica}),
             )
         }
     }

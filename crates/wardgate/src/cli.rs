@@ -25,8 +25,9 @@ pub struct Cli {
 pub enum Command {
     /// Serve the public and admin listeners in front of the upstream.
     Serve(ServeArgs),
-    /// Validate the configuration, print the effective config (secrets masked) and exit.
-    CheckConfig(ServeArgs),
+    /// Validate the configuration, print the effective config (secrets masked) and exit;
+    /// with --probe, also compare one replica-built ward with the backend's.
+    CheckConfig(CheckArgs),
     /// Run the sample backend and wardgate over generated in-memory data: nothing to install.
     #[cfg(feature = "demo")]
     Demo(DemoArgs),
@@ -49,6 +50,52 @@ pub struct DemoArgs {
     /// Voters per ward.
     #[arg(long, default_value_t = 2000)]
     pub voters_per_ward: u32,
+}
+
+/// `wardgate check-config`.
+#[derive(Args, Debug, Clone)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub serve: ServeArgs,
+    /// Also build one ward from the read replica (`mysql_url`) and from the upstream and
+    /// compare their rows' shapes: keys, value types and forms. Fails on a difference, naming
+    /// the field and the `[replica]` setting that fixes it.
+    #[arg(long)]
+    pub probe: bool,
+    /// The ward --probe compares, `state/assembly/ward` [default: replica.probe_ward].
+    #[arg(long, requires = "probe")]
+    pub probe_ward: Option<String>,
+}
+
+impl CheckArgs {
+    /// The `--probe` comparison: the verdict as a line to print, or why it failed.
+    pub async fn probe(&self, cfg: &Config) -> Result<String, String> {
+        use crate::replica::shape::Verdict;
+        let url = cfg
+            .mysql_url
+            .as_ref()
+            .ok_or("--probe needs a read replica: set mysql_url (or --mysql-url)")?;
+        let spelled = self.probe_ward.as_ref().or(cfg.replica.probe_ward.as_ref()).ok_or(
+            "--probe needs a ward to compare: --probe-ward state/assembly/ward (or replica.probe_ward)",
+        )?;
+        let w = crate::cache::build::ward_key(spelled)
+            .ok_or_else(|| format!("--probe-ward {spelled:?} is not state/assembly/ward"))?;
+        let metrics = std::sync::Arc::new(crate::metrics::Metrics::new());
+        let live = std::sync::Arc::new(arc_swap::ArcSwap::from_pointee(cfg.clone()));
+        let upstream = crate::upstream::Upstream::new(cfg, live, metrics)?;
+        let replica = crate::replica::Replica::new(url.expose()).map_err(|e| e.to_string())?;
+        let format = cfg.replica.row_format();
+        let verdict = crate::cache::probe::compare_ward(&upstream, &replica, &w, format, 1)
+            .await
+            .map_err(|e| format!("probe of {w}: {e}"))?;
+        match verdict {
+            Verdict::Same { rows } => Ok(format!(
+                "probe of {w}: replica rows are shaped as the backend's ({rows} rows compared)"
+            )),
+            Verdict::Differs(m) => Err(format!("probe of {w}: {m}")),
+            Verdict::Inconclusive(why) => Err(format!("probe of {w}: inconclusive: {why}")),
+        }
+    }
 }
 
 /// Every `serve` setting that may be given as a flag (or `WARDGATE_*` variable).
@@ -87,7 +134,7 @@ pub struct ServeArgs {
     /// Refuse unpaginated reads with 400.
     #[arg(long, env = "WARDGATE_REQUIRE_PAGINATION", num_args = 0..=1, default_missing_value = "true")]
     pub require_pagination: Option<bool>,
-    /// Accept wardNo=-1 (whole assembly), paginated only.
+    /// Accept wardNo=-1 (whole assembly), served from the assembly's ward snapshots.
     #[arg(long, env = "WARDGATE_ALLOW_ASSEMBLY_WIDE", num_args = 0..=1, default_missing_value = "true")]
     pub allow_assembly_wide: Option<bool>,
     /// Snapshot max age before background renewal, e.g. 5m.

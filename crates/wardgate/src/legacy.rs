@@ -3,13 +3,15 @@
 //! The backend reads `SELECT *` rows into ordered maps and lets Jackson serialise them, so the
 //! JSON form of a row is decided by the result set's column metadata, not by a Rust struct:
 //! keys in column order, integers as numbers, `TINYINT(1)` as a boolean (Connector/J's
-//! `tinyInt1isBit`), `DECIMAL` text verbatim, `DATETIME` as epoch milliseconds, NULL as `null`.
+//! `tinyInt1isBit`), `DECIMAL` as a `BigDecimal` (`0E-7`), `DATETIME` as epoch milliseconds,
+//! NULL as `null`, each as the `[replica]` row format says where backends differ.
 //! [`RowWriter`] does exactly that from a row's columns, so replica-built snapshots carry the
 //! bytes the backend would have sent. The sample backend has its own, independent writer: tests
 //! that compare the two compare two implementations of the contract.
 
 use mysql_async::consts::ColumnType;
 use mysql_async::{Column, Row, Value};
+use serde::{Deserialize, Serialize};
 
 use crate::time::EpochMs;
 
@@ -54,6 +56,49 @@ impl Kind {
     }
 }
 
+/// How the backend writes `DATETIME`s: Jackson's `WRITE_DATES_AS_TIMESTAMPS` on (epoch ms),
+/// or off (Spring Boot 2.0's default) as ISO-8601 in UTC, `+0000` (Jackson before 2.11) or
+/// `+00:00` (2.11 and later).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+#[value(rename_all = "snake_case")]
+pub enum DateStyle {
+    #[default]
+    EpochMs,
+    Iso,
+    IsoColon,
+}
+
+/// How the backend writes `TINYINT(1)` (`voted`): `true`/`false` (Connector/J's
+/// `tinyInt1isBit`, its default) or `1`/`0` (`tinyInt1isBit=false`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+#[value(rename_all = "snake_case")]
+pub enum BoolStyle {
+    #[default]
+    TrueFalse,
+    Numbers,
+}
+
+/// How the backend writes `DECIMAL`s: as Jackson writes a `BigDecimal` (`toString()`, so `0E-7`
+/// for a zero of scale 7), or plain (`WRITE_BIGDECIMAL_AS_PLAIN`, the server's text).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+#[value(rename_all = "snake_case")]
+pub enum DecimalStyle {
+    #[default]
+    Jackson,
+    Plain,
+}
+
+/// The value forms of rows written from the replica, to match what the backend writes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RowFormat {
+    pub dates: DateStyle,
+    pub booleans: BoolStyle,
+    pub decimals: DecimalStyle,
+}
+
 /// What the snapshot builder needs to know of a row besides its JSON.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RowFacts {
@@ -67,10 +112,11 @@ pub struct RowWriter {
     columns: Vec<(Vec<u8>, Kind, String)>,
     booth: usize,
     modified: usize,
+    format: RowFormat,
 }
 
 impl RowWriter {
-    pub fn new(columns: &[Column]) -> Result<RowWriter, RowError> {
+    pub fn new(columns: &[Column], format: RowFormat) -> Result<RowWriter, RowError> {
         let find = |name: &'static str| {
             columns
                 .iter()
@@ -94,6 +140,7 @@ impl RowWriter {
             columns,
             booth,
             modified,
+            format,
         })
     }
 
@@ -112,7 +159,7 @@ impl RowWriter {
                 column: name.clone(),
                 reason: reason.to_string(),
             };
-            let ms = write_value(out, *kind, v).map_err(bad)?;
+            let ms = write_value(out, *kind, v, self.format).map_err(bad)?;
             if i == self.booth {
                 booth_no = Some(text(v).ok_or_else(|| bad("not text"))?);
             }
@@ -137,8 +184,14 @@ fn text(v: &Value) -> Option<String> {
     }
 }
 
-/// Writes one value as its column kind asks; returns the instant for date-and-time values.
-fn write_value(out: &mut Vec<u8>, kind: Kind, v: &Value) -> Result<Option<EpochMs>, &'static str> {
+/// Writes one value as its column kind and the row format ask; returns the instant for
+/// date-and-time values.
+fn write_value(
+    out: &mut Vec<u8>,
+    kind: Kind,
+    v: &Value,
+    format: RowFormat,
+) -> Result<Option<EpochMs>, &'static str> {
     match (kind, v) {
         (_, Value::NULL) => out.extend_from_slice(b"null"),
         (Kind::Integer, Value::Int(i)) => out.extend_from_slice(i.to_string().as_bytes()),
@@ -156,14 +209,22 @@ fn write_value(out: &mut Vec<u8>, kind: Kind, v: &Value) -> Result<Option<EpochM
                 Value::Bytes(b) if !b.is_empty() => true,
                 _ => return Err("not a boolean"),
             };
-            out.extend_from_slice(if on { b"true" } else { b"false" });
+            out.extend_from_slice(match (format.booleans, on) {
+                (BoolStyle::TrueFalse, true) => b"true",
+                (BoolStyle::TrueFalse, false) => b"false",
+                (BoolStyle::Numbers, true) => b"1",
+                (BoolStyle::Numbers, false) => b"0",
+            });
         }
         (Kind::Number, Value::Bytes(b)) => {
             let s = std::str::from_utf8(b).map_err(|_| "not UTF-8")?;
             if serde_json::from_str::<serde_json::Number>(s).is_err() {
                 return Err("not a number");
             }
-            out.extend_from_slice(b);
+            match format.decimals {
+                DecimalStyle::Jackson => write_bigdecimal(out, s),
+                DecimalStyle::Plain => out.extend_from_slice(b),
+            }
         }
         (Kind::Number, Value::Double(d)) => out.extend_from_slice(d.to_string().as_bytes()),
         (Kind::Number, Value::Float(f)) => out.extend_from_slice(f.to_string().as_bytes()),
@@ -178,7 +239,14 @@ fn write_value(out: &mut Vec<u8>, kind: Kind, v: &Value) -> Result<Option<EpochM
                 _ => None,
             }
             .ok_or("not a date and time")?;
-            out.extend_from_slice(ms.0.to_string().as_bytes());
+            match format.dates {
+                DateStyle::EpochMs => out.extend_from_slice(ms.0.to_string().as_bytes()),
+                DateStyle::Iso => escape_into(out, &ms.to_jackson_iso()),
+                DateStyle::IsoColon => {
+                    let iso = ms.to_jackson_iso();
+                    escape_into(out, &format!("{}+00:00", &iso[..iso.len() - 5]));
+                }
+            }
             return Ok(Some(ms));
         }
         (Kind::Text, Value::Bytes(b)) => {
@@ -189,6 +257,41 @@ fn write_value(out: &mut Vec<u8>, kind: Kind, v: &Value) -> Result<Option<EpochM
         _ => return Err("a value of an unexpected type"),
     }
     Ok(None)
+}
+
+/// A DECIMAL's text as `BigDecimal.toString()` writes it: unchanged unless the exponent of its
+/// leading digit is below -6, then scientific (`0.0000000` is `0E-7`, `0.00000012` is
+/// `1.2E-7`). The server's text of a DECIMAL is always plain with its scale's digits.
+fn write_bigdecimal(out: &mut Vec<u8>, text: &str) {
+    let (sign, body) = text.strip_prefix('-').map_or(("", text), |b| ("-", b));
+    let Some((int, frac)) = body.split_once('.') else {
+        out.extend_from_slice(text.as_bytes());
+        return;
+    };
+    let all: Vec<u8> = int.bytes().chain(frac.bytes()).collect();
+    let first = all.iter().position(|&d| d != b'0');
+    // The exponent of the leading significant digit (of the last digit, for a zero).
+    let exponent = match first {
+        Some(i) => int.len() as i64 - 1 - i as i64,
+        None => -(frac.len() as i64),
+    };
+    if exponent >= -6 {
+        out.extend_from_slice(text.as_bytes());
+        return;
+    }
+    match first {
+        None => out.extend_from_slice(format!("0E{exponent}").as_bytes()),
+        Some(i) => {
+            let digits = &all[i..];
+            out.extend_from_slice(sign.as_bytes());
+            out.push(digits[0]);
+            if digits.len() > 1 {
+                out.push(b'.');
+                out.extend_from_slice(&digits[1..]);
+            }
+            out.extend_from_slice(format!("E{exponent}").as_bytes());
+        }
+    }
 }
 
 /// A JSON string as Jackson's default escaping writes it: `"` and `\` escaped, control
@@ -232,31 +335,44 @@ mod tests {
 
     #[test]
     fn values_follow_their_column_kind() {
-        let mut out = Vec::new();
-        write_value(&mut out, Kind::Boolean, &Value::Int(1)).unwrap();
-        out.push(b' ');
-        write_value(
-            &mut out,
-            Kind::Number,
-            &Value::Bytes(b"-0.0000001".to_vec()),
-        )
-        .unwrap();
-        out.push(b' ');
-        write_value(&mut out, Kind::Text, &Value::NULL).unwrap();
-        out.push(b' ');
-        let ms = write_value(
-            &mut out,
-            Kind::DateTime,
-            &Value::Bytes(b"2024-04-24 23:06:40.123".to_vec()),
-        )
-        .unwrap();
-        assert_eq!(ms, Some(EpochMs(1_714_000_000_123)));
+        let row = |format: RowFormat| {
+            let mut out = Vec::new();
+            write_value(&mut out, Kind::Boolean, &Value::Int(1), format).unwrap();
+            for d in ["-0.0000001", "0.0000000", "12.9715987", "0.0000012"] {
+                out.push(b' ');
+                let v = Value::Bytes(d.as_bytes().to_vec());
+                write_value(&mut out, Kind::Number, &v, format).unwrap();
+            }
+            out.push(b' ');
+            write_value(&mut out, Kind::Text, &Value::NULL, format).unwrap();
+            out.push(b' ');
+            let v = Value::Bytes(b"2024-04-24 23:06:40.123".to_vec());
+            let ms = write_value(&mut out, Kind::DateTime, &v, format).unwrap();
+            assert_eq!(ms, Some(EpochMs(1_714_000_000_123)));
+            String::from_utf8(out).unwrap()
+        };
         assert_eq!(
-            String::from_utf8(out).unwrap(),
-            "true -0.0000001 null 1714000000123"
+            row(RowFormat::default()),
+            "true -1E-7 0E-7 12.9715987 0.0000012 null 1714000000123"
+        );
+        let other = RowFormat {
+            dates: DateStyle::IsoColon,
+            booleans: BoolStyle::Numbers,
+            decimals: DecimalStyle::Plain,
+        };
+        assert_eq!(
+            row(other),
+            "1 -0.0000001 0.0000000 12.9715987 0.0000012 null \"2024-04-24T23:06:40.123+00:00\""
         );
         let mut out = Vec::new();
-        assert!(write_value(&mut out, Kind::Number, &Value::Bytes(b"1; DROP".to_vec())).is_err());
-        assert!(write_value(&mut out, Kind::Integer, &Value::Bytes(b"x".to_vec())).is_err());
+        let f = RowFormat::default();
+        assert!(write_value(
+            &mut out,
+            Kind::Number,
+            &Value::Bytes(b"1; DROP".to_vec()),
+            f
+        )
+        .is_err());
+        assert!(write_value(&mut out, Kind::Integer, &Value::Bytes(b"x".to_vec()), f).is_err());
     }
 }

@@ -26,6 +26,7 @@ pub mod upstream;
 // The cache.
 pub mod cache;
 // Serving a request.
+pub mod assembly;
 pub mod cors;
 pub mod limit;
 pub mod proxy;

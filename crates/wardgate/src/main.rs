@@ -8,7 +8,7 @@ use clap::Parser;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing_subscriber::EnvFilter;
 
-use wardgate::cli::{Cli, Command, ServeArgs};
+use wardgate::cli::{CheckArgs, Cli, Command, ServeArgs};
 use wardgate::config::LogFormat;
 use wardgate::server;
 
@@ -27,7 +27,7 @@ fn main() -> ExitCode {
     let result = rt.block_on(async {
         match cli.command {
             Command::Serve(args) => serve(args).await,
-            Command::CheckConfig(args) => check_config(&args),
+            Command::CheckConfig(args) => check_config(&args).await,
             #[cfg(feature = "demo")]
             Command::Demo(args) => {
                 init_tracing(LogFormat::Human);
@@ -72,10 +72,13 @@ pub fn init_tracing(format: LogFormat) {
     };
 }
 
-fn check_config(args: &ServeArgs) -> Result<(), String> {
-    let cfg = args.load().map_err(|e| e.to_string())?;
+async fn check_config(args: &CheckArgs) -> Result<(), String> {
+    let cfg = args.serve.load().map_err(|e| e.to_string())?;
     print!("{}", cfg.to_masked_toml());
     eprintln!("wardgate: configuration is valid");
+    if args.probe {
+        eprintln!("wardgate: {}", args.probe(&cfg).await?);
+    }
     Ok(())
 }
 

@@ -48,6 +48,12 @@ pub struct FieldLabels {
     pub field: &'static str,
 }
 
+/// How a check ended, by name.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct OutcomeNameLabels {
+    pub outcome: &'static str,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct VersionLabels {
     pub version: &'static str,
@@ -75,6 +81,10 @@ pub struct Metrics {
     pub unindexed_builds: Family<FieldLabels, Counter>,
     /// Filtered reads forwarded because their ward lacks the field they filter on.
     pub unindexed_reads: Family<FieldLabels, Counter>,
+    /// Replica shape probes, by outcome (`same`, `differs`, `inconclusive`).
+    pub replica_probes: Family<OutcomeNameLabels, Counter>,
+    /// 1 while wards are built from the replica, 0 while from the backend.
+    pub replica_trusted: Gauge,
     pub ready: Gauge,
 }
 
@@ -98,6 +108,8 @@ impl Metrics {
             build_rows: Counter::default(),
             unindexed_builds: Family::default(),
             unindexed_reads: Family::default(),
+            replica_probes: Family::default(),
+            replica_trusted: Gauge::default(),
             ready: Gauge::default(),
             registry: Registry::default(),
         };
@@ -187,6 +199,16 @@ impl Metrics {
             "unindexed_reads",
             "Reads forwarded to the backend because their ward lacks the field they filter on",
             self.unindexed_reads.clone(),
+        );
+        r.register(
+            "replica_probes",
+            "Comparisons of a replica-built ward with the backend's, by outcome",
+            self.replica_probes.clone(),
+        );
+        r.register(
+            "replica_trusted",
+            "1 while wards are built from the replica (its rows matched the backend's), else 0",
+            self.replica_trusted.clone(),
         );
         let info: Family<VersionLabels, Gauge> = Family::default();
         info.get_or_create(&VersionLabels {

@@ -132,7 +132,7 @@ impl CitizensQuery {
             None | Some("-1") => None,
             Some(d) => Some(parse_epoch_ms(d)?),
         };
-        let page = parse_page(&raw, &scope, policy)?;
+        let page = parse_page(&raw, policy)?;
         Ok(CitizensQuery {
             scope,
             booths,
@@ -313,7 +313,7 @@ fn parse_scope(raw: &RawParams, policy: &CitizensConfig) -> Result<Scope, ParamE
         None => Err(bad("wardNo", "is required")),
         Some("-1") => Err(bad(
             "wardNo",
-            "-1 (whole assembly) is not served here: ask for one ward",
+            "-1 (whole assembly) is switched off here (citizens.allow_assembly_wide): ask for one ward",
         )),
         Some(w) => Ok(Scope::Ward(WardKey {
             state,
@@ -323,13 +323,8 @@ fn parse_scope(raw: &RawParams, policy: &CitizensConfig) -> Result<Scope, ParamE
     }
 }
 
-/// `page` and `size`: the page asked for, its size capped; required where the policy or the
-/// scope demands it.
-fn parse_page(
-    raw: &RawParams,
-    scope: &Scope,
-    policy: &CitizensConfig,
-) -> Result<Option<Page>, ParamError> {
+/// `page` and `size`: the page asked for, its size capped; required where the policy demands it.
+fn parse_page(raw: &RawParams, policy: &CitizensConfig) -> Result<Option<Page>, ParamError> {
     let page = match (raw.get("page"), raw.get("size")) {
         (None, None) => None,
         (p, s) => {
@@ -351,10 +346,6 @@ fn parse_page(
                 "pagination is required: add page=0&size={}",
                 policy.max_page_size
             ),
-        )),
-        None if matches!(scope, Scope::Assembly(_)) => Err(bad(
-            "page",
-            "whole-assembly reads (wardNo=-1) must be paginated: add page and size",
         )),
         // OFFSET must stay within what the backend can address.
         Some(p) if p.offset() > u64::from(u32::MAX) => {
@@ -421,8 +412,8 @@ mod tests {
             ("assemblyNo=150&wardNo=1", "state"),
             ("state=Karnataka&wardNo=1", "assemblyNo"),
             ("state=Karnataka&assemblyNo=1234567&wardNo=1", "assemblyNo"),
-            ("state=Karnataka&assemblyNo=150", "wardNo"),
-            ("state=Karnataka&assemblyNo=150&wardNo=-1", "wardNo"),
+            ("state=Karnataka&assemblyNo=150&wardNo=-2", "wardNo"),
+            ("state=Karnataka&assemblyNo=150&wardNo=1%20OR%201", "wardNo"),
             (
                 "state=Karnataka&assemblyNo=150&wardNo=1&boothNos=",
                 "boothNos",
@@ -458,16 +449,21 @@ mod tests {
     }
 
     #[test]
-    fn assembly_wide_needs_the_flag_and_a_page() {
-        let open = CitizensConfig {
-            allow_assembly_wide: true,
+    fn assembly_wide_reads_are_valid_paged_or_not_unless_switched_off() {
+        // The backend's rule: `assemblyNo` or `wardNo`; installed apps send it unpaginated.
+        for q in [
+            "state=Goa&assemblyNo=1&wardNo=-1",
+            "state=Goa&assemblyNo=1",
+            "state=Goa&assemblyNo=1&wardNo=-1&page=0&size=10",
+        ] {
+            assert!(parse(q).unwrap().ward().is_none(), "{q}");
+        }
+        let closed = CitizensConfig {
+            allow_assembly_wide: false,
             ..policy()
         };
-        let e = CitizensQuery::parse("state=Goa&assemblyNo=1&wardNo=-1", &open).unwrap_err();
-        assert_eq!(e.param, "page");
-        let q =
-            CitizensQuery::parse("state=Goa&assemblyNo=1&wardNo=-1&page=0&size=10", &open).unwrap();
-        assert!(q.ward().is_none());
+        let e = CitizensQuery::parse("state=Goa&assemblyNo=1&wardNo=-1", &closed).unwrap_err();
+        assert_eq!(e.param, "wardNo");
     }
 
     #[test]

@@ -14,9 +14,9 @@ use serde_json::json;
 use crate::blob::Blob;
 use crate::body::{empty, full, Body, BoxError};
 use crate::cache::build::BACKEND_JSON;
-use crate::cache::{Cache, CacheStatus};
+use crate::cache::{Cache, CacheError, CacheStatus};
 use crate::gzip::Assembler;
-use crate::params::{CitizensQuery, ParamError};
+use crate::params::{CitizensQuery, Page, ParamError};
 use crate::snapshot::{IdentityBody, Picked, Selection, Snapshot, SnapshotError};
 use crate::time::EpochMs;
 use crate::upstream::UpstreamError;
@@ -39,6 +39,11 @@ pub enum ApiError {
     TooLarge {
         limit: u64,
     },
+    /// An unpaginated assembly-wide answer of more rows than `citizens.assembly_max_rows`.
+    TooManyRows {
+        rows: usize,
+        limit: u32,
+    },
     /// The client took longer than `limits.body_read_timeout` to send its body.
     BodyTimeout,
     /// Over the per-client quota.
@@ -59,6 +64,18 @@ pub enum ApiError {
     MethodNotAllowed,
 }
 
+impl From<CacheError> for ApiError {
+    fn from(e: CacheError) -> Self {
+        match e {
+            CacheError::Unavailable { reason } => ApiError::Unavailable {
+                reason,
+                retry_after: Duration::from_secs(5),
+            },
+            CacheError::Upstream(e) => ApiError::Upstream(e),
+        }
+    }
+}
+
 impl From<ParamError> for ApiError {
     fn from(e: ParamError) -> Self {
         ApiError::BadParam(e)
@@ -69,7 +86,9 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::BadParam(_) | ApiError::BadBody(_) => StatusCode::BAD_REQUEST,
-            ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::TooLarge { .. } | ApiError::TooManyRows { .. } => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
             ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -126,6 +145,13 @@ impl ApiError {
             ApiError::TooLarge { limit } => own(
                 format!("request body is larger than {limit} bytes"),
                 &[("limit", json!(limit))],
+            ),
+            ApiError::TooManyRows { rows, limit } => own(
+                format!(
+                    "the whole assembly is {rows} rows, more than one answer may hold ({limit}): \
+                     ask by ward (wardNo) or paginate (page, size)"
+                ),
+                &[("rows", json!(rows)), ("limit", json!(limit))],
             ),
             ApiError::BodyTimeout => own("request body was not received in time".into(), &[]),
             ApiError::RateLimited {
@@ -242,7 +268,7 @@ fn not_modified(h: &HeaderMap, etag: &str) -> bool {
 
 /// FNV-1a: a stable hash for ETag variants, the same on every instance (unlike the std
 /// hasher's random keys), computed without building a string.
-struct Fnv(u64);
+pub(crate) struct Fnv(u64);
 
 impl Default for Fnv {
     fn default() -> Self {
@@ -263,16 +289,16 @@ impl std::hash::Hasher for Fnv {
 }
 
 /// How a cached answer is represented: what `cached_response` needs besides the body.
-struct Representation {
-    etag: String,
-    gzip: bool,
-    content_type: HeaderValue,
+pub(crate) struct Representation {
+    pub etag: String,
+    pub gzip: bool,
+    pub content_type: HeaderValue,
     /// `X-Snapshot-Time` for snapshot answers.
-    snapshot_time: Option<EpochMs>,
+    pub snapshot_time: Option<EpochMs>,
 }
 
 /// Common to snapshot and blob answers: encoding, validators, `304`.
-fn cached_response(
+pub(crate) fn cached_response(
     req: &HeaderMap,
     rep: Representation,
     cache: CacheStatus,
@@ -306,21 +332,26 @@ fn cached_response(
 /// compressing once, rather than framing them uncompressed.
 const DERIVE_ABOVE: usize = 16 << 10;
 
-/// The head and tail around the selected rows: the legacy array, or the page envelope as the
-/// backend's `HashMap` serialises it, where `hasMore` is `rows == size` (see docs/contract.md).
-fn frame(q: &CitizensQuery, picked: &Picked) -> (Bytes, Bytes) {
-    match q.page {
+/// The head and tail around `count` selected rows: the legacy array, or the page envelope as
+/// the backend's `HashMap` serialises it, where `hasMore` is `rows == size`
+/// (docs/contract.md).
+pub(crate) fn envelope(page: Option<Page>, count: usize) -> (Bytes, Bytes) {
+    match page {
         Some(p) => (
             Bytes::from(format!(
                 "{{\"size\":{},\"hasMore\":{},\"page\":{},\"citizens\":[",
                 p.size,
-                picked.count as u64 == u64::from(p.size),
+                count as u64 == u64::from(p.size),
                 p.page
             )),
             Bytes::from_static(b"]}"),
         ),
         None => (Bytes::from_static(b"["), Bytes::from_static(b"]")),
     }
+}
+
+fn frame(q: &CitizensQuery, picked: &Picked) -> (Bytes, Bytes) {
+    envelope(q.page, picked.count)
 }
 
 /// A citizens read answered from a snapshot.
@@ -390,13 +421,25 @@ pub async fn snapshot_answer(
 
 /// An identity answer's body: rows inflated from their chunks as the client reads.
 fn identity_body(body: IdentityBody) -> Body {
-    let frames = body.map(|part| part.map(Frame::data).map_err(BoxError::from));
+    identity_bodies(vec![body])
+}
+
+/// Identity answers of several snapshots, one after the other (an assembly's wards).
+pub(crate) fn identity_bodies(bodies: Vec<IdentityBody>) -> Body {
+    let parts = bodies.into_iter().flatten();
+    let frames = parts.map(|part| part.map(Frame::data).map_err(BoxError::from));
+    StreamBody::new(futures_util::stream::iter(frames)).boxed()
+}
+
+/// A body of parts sent as they are (an assembled gzip member).
+pub(crate) fn parts_body(parts: Vec<Bytes>) -> Body {
+    let frames = parts.into_iter().map(|b| Ok::<_, BoxError>(Frame::data(b)));
     StreamBody::new(futures_util::stream::iter(frames)).boxed()
 }
 
 /// A snapshot whose stored bytes do not inflate: it was checked when built or loaded, so this
 /// is memory gone bad; the client is told to retry rather than sent a wrong answer.
-fn unreadable(snap: &Snapshot, e: SnapshotError) -> ApiError {
+pub(crate) fn unreadable(snap: &Snapshot, e: SnapshotError) -> ApiError {
     tracing::error!(ward = %snap.key, error = %e, "snapshot unreadable");
     ApiError::Unavailable {
         reason: format!("cached ward {} is unreadable: {e}", snap.key),
@@ -404,7 +447,7 @@ fn unreadable(snap: &Snapshot, e: SnapshotError) -> ApiError {
     }
 }
 
-fn selection(q: &CitizensQuery) -> Selection<'_> {
+pub(crate) fn selection(q: &CitizensQuery) -> Selection<'_> {
     Selection {
         booths: q.booths.as_ref(),
         since_ms: q.since_ms,

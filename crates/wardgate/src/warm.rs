@@ -16,10 +16,13 @@ use clap::Args;
 use futures_util::StreamExt;
 
 use crate::cache::l2::L2;
+use crate::cache::probe;
 use crate::cache::{Builder, CacheKey, Entry};
 use crate::config::{Config, Dur, Secret};
+use crate::legacy::{BoolStyle, DateStyle, DecimalStyle, RowFormat};
 use crate::metrics::Metrics;
 use crate::params::WardKey;
+use crate::replica::shape::Verdict;
 use crate::replica::Replica;
 use crate::snapshot::{FORMAT_VERSION, PREVIOUS_FORMAT_VERSION};
 use crate::upstream::Upstream;
@@ -72,6 +75,19 @@ pub struct WarmArgs {
     /// [default: this version's].
     #[arg(long, value_delimiter = ',')]
     pub formats: Vec<u16>,
+    /// With --mysql-url: `DATETIME`s as the backend writes them (`[replica] dates`).
+    #[arg(long, value_enum, default_value_t = DateStyle::default())]
+    pub replica_dates: DateStyle,
+    /// With --mysql-url: `TINYINT(1)` as the backend writes it (`[replica] booleans`).
+    #[arg(long, value_enum, default_value_t = BoolStyle::default())]
+    pub replica_booleans: BoolStyle,
+    /// With --mysql-url: `DECIMAL`s as the backend writes them (`[replica] decimals`).
+    #[arg(long, value_enum, default_value_t = DecimalStyle::default())]
+    pub replica_decimals: DecimalStyle,
+    /// With --mysql-url: warm without first comparing one replica-built ward with the
+    /// backend's (for a backend that is down; the copies' shape is then unchecked).
+    #[arg(long)]
+    pub no_probe: bool,
 }
 
 impl WarmArgs {
@@ -199,15 +215,26 @@ pub async fn run(args: &WarmArgs) -> Result<WarmReport, String> {
         "upstream"
     };
     tracing::info!(wards = wards.len(), source, ?formats, "warming");
+    let format = cfg.replica.row_format();
+    let shape = ShapeCheck {
+        checked: tokio::sync::OnceCell::new(),
+        args,
+        upstream: upstream.clone(),
+        replica: replica.clone(),
+        first: wards.iter().take(3).cloned().collect(),
+        format,
+    };
     let builder = Arc::new(Builder::new(upstream, replica, live, metrics));
+    // `shape` compares before the first build (or, with --no-probe, takes the operator's word).
+    builder.trust().assume(format);
 
     let progress = Progress::start(wards.len());
     let results: Vec<(WardKey, Result<Option<usize>, String>)> = futures_util::stream::iter(wards)
         .map(|w| {
             let (builder, l2, progress) = (builder.clone(), l2.clone(), &progress);
-            let formats = &formats;
+            let (formats, shape) = (&formats, &shape);
             async move {
-                let r = warm_one(&builder, &l2, &w, args, formats).await;
+                let r = warm_one(&builder, &l2, &w, args, formats, shape).await;
                 progress.ward_done(&r);
                 (w, r)
             }
@@ -215,11 +242,69 @@ pub async fn run(args: &WarmArgs) -> Result<WarmReport, String> {
         .buffer_unordered(args.concurrency.max(1))
         .collect()
         .await;
+    if let Some(Err(refused)) = shape.checked.get() {
+        return Err(refused.clone());
+    }
     Ok(progress.finish(results))
 }
 
 /// The configuration of the warm's own builder: its sources, and a backend gate as wide as
 /// `--concurrency`, so that no ward waits behind the gate's queue.
+/// Before a replica warm fills Redis for the whole fleet, once, before its first build: one
+/// ward built both ways and compared. A mismatch refuses the warm, naming the field and the
+/// flag that fixes it; a warm that finds every ward fresh builds nothing and compares nothing.
+struct ShapeCheck<'a> {
+    checked: tokio::sync::OnceCell<Result<(), String>>,
+    args: &'a WarmArgs,
+    upstream: Arc<Upstream>,
+    replica: Option<Replica>,
+    /// The wards tried, in turn, until one gives a verdict.
+    first: Vec<WardKey>,
+    format: RowFormat,
+}
+
+impl ShapeCheck<'_> {
+    async fn ensure(&self) -> Result<(), String> {
+        let Some(replica) = &self.replica else {
+            return Ok(());
+        };
+        let check = check_shape(self.args, &self.upstream, replica, &self.first, self.format);
+        self.checked.get_or_init(|| check).await.clone()
+    }
+}
+
+async fn check_shape(
+    args: &WarmArgs,
+    upstream: &Upstream,
+    replica: &Replica,
+    wards: &[WardKey],
+    format: RowFormat,
+) -> Result<(), String> {
+    if args.no_probe {
+        tracing::warn!("--no-probe: replica rows are not compared with the backend's");
+        return Ok(());
+    }
+    for w in wards {
+        let verdict = probe::compare_ward(upstream, replica, w, format, 1).await.map_err(|e| {
+            format!("cannot compare the replica's rows with the backend's ({w}): {e}; --no-probe warms unchecked")
+        })?;
+        match verdict {
+            Verdict::Same { rows } => {
+                tracing::info!(ward = %w, rows, "replica rows are shaped as the backend's");
+                return Ok(());
+            }
+            Verdict::Differs(m) => {
+                return Err(format!(
+                    "warm refused: the replica's rows differ from the backend's ({w}): {m} (warm flag --replica-{})",
+                    m.setting.map_or("…".into(), |s| s.replace(" = ", " ").replace('"', ""))
+                ));
+            }
+            Verdict::Inconclusive(why) => tracing::warn!(ward = %w, "{why}"),
+        }
+    }
+    Err("warm refused: no ward to compare the replica's rows with the backend's (--no-probe warms unchecked)".into())
+}
+
 fn warm_config(args: &WarmArgs) -> Result<Config, String> {
     let mut cfg = Config {
         upstream: args.upstream.clone(),
@@ -228,6 +313,9 @@ fn warm_config(args: &WarmArgs) -> Result<Config, String> {
         redis_prefix: args.redis_prefix.clone(),
         ..Config::default()
     };
+    cfg.replica.dates = args.replica_dates;
+    cfg.replica.booleans = args.replica_booleans;
+    cfg.replica.decimals = args.replica_decimals;
     let concurrency = u32::try_from(args.concurrency.max(1)).unwrap_or(u32::MAX);
     cfg.limits.upstream_max_inflight = cfg.limits.upstream_max_inflight.max(concurrency);
     cfg.validate().map_err(|e| e.to_string())?;
@@ -253,12 +341,14 @@ async fn warm_one(
     w: &WardKey,
     args: &WarmArgs,
     formats: &[u16],
+    shape: &ShapeCheck<'_>,
 ) -> Result<Option<usize>, String> {
     let key = CacheKey::Ward(w.clone());
     let max_age = args.snapshot_max_age.0;
     if !args.force && all_fresh(l2, w, formats, max_age).await {
         return Ok(None);
     }
+    shape.ensure().await?;
     let entry = builder.build(&key).await.map_err(|e| e.to_string())?;
     let Entry::Snapshot(snap) = &entry else {
         return Err(format!("{key} did not build as a ward"));

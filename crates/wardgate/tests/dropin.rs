@@ -4,13 +4,11 @@
 
 mod support;
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use serde_json::Value;
 use support::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answers_are_the_backends_envelope_headers_and_errors() {
@@ -78,44 +76,37 @@ async fn answers_are_the_backends_envelope_headers_and_errors() {
     gate.stop().await;
 }
 
+/// A sync POST with one mark.
+async fn write(c: &reqwest::Client, gate: &Gate) -> reqwest::Response {
+    let req = c
+        .post(gate.citizens(&ward_query(1)))
+        .header("content-type", "application/json")
+        .body(r#"[{"id":1,"voted":true}]"#)
+        .send();
+    tokio::time::timeout(Duration::from_secs(30), req)
+        .await
+        .expect("answered in time")
+        .expect("answered")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_5xx_answer_to_a_write_carries_retry_after() {
-    // A load balancer in front of the backend answers writes 502 and 503 (it says nothing of
-    // when to retry); then it is gone altogether.
-    let lb = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let lb_addr = lb.local_addr().unwrap();
-    let statuses = [
+    // A load balancer in front of the backend answers writes 502, 503 and 500, saying
+    // nothing of when to retry.
+    const STATUSES: [&str; 3] = [
         "502 Bad Gateway",
         "503 Service Unavailable",
         "500 Internal Server Error",
     ];
-    let server = tokio::spawn(async move {
-        for status in statuses {
-            let (mut s, _) = lb.accept().await.unwrap();
-            let mut buf = vec![0u8; 64 << 10];
-            let _ = s.read(&mut buf).await;
-            let body = "<html>upstream error</html>";
-            let head = format!(
-                "HTTP/1.1 {status}\r\ncontent-type: text/html\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-                body.len()
-            );
-            s.write_all(head.as_bytes()).await.unwrap();
-            s.write_all(body.as_bytes()).await.unwrap();
-        }
-    });
-    let gate = Gate::builder(&format!("http://{lb_addr}"))
-        .config(no_rate_limits)
-        .start()
-        .await;
+    let (lb, _) = canned_backend(|n| {
+        let status = STATUSES[(n as usize).min(2)];
+        (status, "text/html", "<html>upstream error</html>".into())
+    })
+    .await;
+    let gate = Gate::builder(&lb).config(no_rate_limits).start().await;
     let c = client();
-    let write = || {
-        c.post(gate.citizens(&ward_query(1)))
-            .header("content-type", "application/json")
-            .body(r#"[{"id":1,"voted":true}]"#)
-            .send()
-    };
     for want in [502, 503, 500] {
-        let r = write().await.unwrap();
+        let r = write(&c, &gate).await;
         assert_eq!(r.status(), want);
         assert!(
             r.headers().contains_key("retry-after"),
@@ -124,13 +115,14 @@ async fn every_5xx_answer_to_a_write_carries_retry_after() {
         );
         assert_eq!(r.headers()["x-cache"], "PASS");
     }
-    server.await.unwrap();
-    // Nothing listens now: the write was never delivered, and the answer says when to retry.
-    let r = tokio::time::timeout(Duration::from_secs(30), write())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(r.status().is_server_error(), "{}", r.status());
+    gate.stop().await;
+    // Nothing listens: the write was never delivered, and the answer says when to retry.
+    let gate = Gate::builder("http://127.0.0.1:9")
+        .config(no_rate_limits)
+        .start()
+        .await;
+    let r = write(&c, &gate).await;
+    assert_eq!(r.status(), 503);
     assert!(r.headers().contains_key("retry-after"));
     gate.stop().await;
 }
@@ -150,12 +142,7 @@ async fn the_release_a_binary_was_built_from_is_on_every_answer_and_in_build_inf
     let want = format!("{}+{release}", env!("CARGO_PKG_VERSION"));
     let r = reqwest::get(gate.url("/nope")).await.unwrap();
     assert_eq!(r.headers()["x-wardgate-version"], want.as_str());
-    let metrics = reqwest::get(gate.admin_url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gate.metrics().await;
     let info = metrics
         .lines()
         .find(|l| l.starts_with("wardgate_build_info{"))
@@ -164,38 +151,13 @@ async fn the_release_a_binary_was_built_from_is_on_every_answer_and_in_build_inf
     gate.stop().await;
 }
 
-/// A backend that answers every request with `body` (the rows of one ward as some backend
-/// writes them) and counts what it answered.
-async fn fixed_backend(body: &'static str) -> (String, Arc<AtomicU64>) {
-    let lb = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = lb.local_addr().unwrap();
-    let served = Arc::new(AtomicU64::new(0));
-    let count = served.clone();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = lb.accept().await {
-            let count = count.clone();
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 64 << 10];
-                let _ = s.read(&mut buf).await;
-                count.fetch_add(1, Ordering::SeqCst);
-                let head = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/json;charset=UTF-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-                    body.len()
-                );
-                let _ = s.write_all(head.as_bytes()).await;
-                let _ = s.write_all(body.as_bytes()).await;
-            });
-        }
-    });
-    (format!("http://{addr}"), served)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rows_wardgate_cannot_index_are_served_whole_and_filtered_reads_forwarded() {
     // Dates in a form no Spring/Jackson default writes: wardgate cannot read them, the
     // backend can still answer deltas itself.
     let rows = r#"[{"id":1,"booth_no":"1","modifieddate":"24/11/2026 10:15"},{"id":2,"booth_no":"2","modifieddate":"24/11/2026 10:16"}]"#;
-    let (upstream, served) = fixed_backend(rows).await;
+    let (upstream, served) =
+        canned_backend(|_| ("200 OK", "application/json;charset=UTF-8", rows.into())).await;
     let gate = Gate::builder(&upstream)
         .config(no_rate_limits)
         .start()
@@ -220,17 +182,130 @@ async fn rows_wardgate_cannot_index_are_served_whole_and_filtered_reads_forwarde
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["x-cache"], "PASS");
     assert_eq!(served.load(Ordering::SeqCst), 2);
-    let metrics = reqwest::get(gate.admin_url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gate.metrics().await;
     for want in [
         "wardgate_unindexed_builds_total{field=\"modifieddate\"} 1",
         "wardgate_unindexed_reads_total{field=\"modifieddate\"} 1",
     ] {
         assert!(metrics.contains(want), "{want} in:\n{metrics}");
     }
+    gate.stop().await;
+}
+
+/// Rows keyed by id, each as the exact JSON text it was sent in.
+fn rows_by_id(body: &[u8]) -> std::collections::BTreeMap<i64, String> {
+    let rows: Vec<&serde_json::value::RawValue> = serde_json::from_slice(body).unwrap();
+    rows.iter()
+        .map(|r| {
+            let v: Value = serde_json::from_str(r.get()).unwrap();
+            (v["id"].as_i64().unwrap(), r.get().to_string())
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn assembly_level_volunteers_get_every_ward_from_snapshots_without_the_backend() {
+    let origin = Origin::builder()
+        .wards(3)
+        .voters_per_ward(700)
+        .start()
+        .await;
+    let gate = Gate::builder(&origin.url())
+        .config(no_rate_limits)
+        .start()
+        .await;
+    let c = client();
+    // Wards 1 and 2 are cached; ward 3 is not yet.
+    for w in [1, 2] {
+        let _ = fetch(&c, gate.citizens(&ward_query(w))).await;
+    }
+    let all = format!("state={STATE}&assemblyNo={ASSEMBLY}&wardNo=-1&date=-1&boothNos=-1");
+    let want = rows_by_id(&fetch(&c, origin.citizens(&all)).await);
+    assert_eq!(want.len(), 2100);
+
+    // Installed apps: unpaginated, identity; the missing ward is built, not skipped.
+    let r = c.get(gate.citizens(&all)).send().await.unwrap();
+    assert_eq!(r.headers()["x-cache"], "MISS");
+    let identity = r.bytes().await.unwrap();
+    assert_eq!(
+        rows_by_id(&identity),
+        want,
+        "the backend's rows, byte for byte"
+    );
+    // In ward order, each ward in reference order (srno restarts per booth: interleaved).
+    let wards: Vec<Value> = serde_json::from_slice::<Vec<Value>>(&identity).unwrap();
+    let order: Vec<&str> = wards
+        .iter()
+        .map(|r| r["ward_no"].as_str().unwrap())
+        .collect();
+    assert!(order.windows(2).all(|w| w[0] <= w[1]), "ward order");
+    let ward1 = fetch(&c, origin.citizens(&ward_query(1))).await;
+    assert!(identity.starts_with(&ward1[..ward1.len() - 1]));
+
+    // From here on, no backend row read: gzip, pages, booth subsets, deltas, an absent wardNo.
+    let reads = origin.citizens_reads().await;
+    let r = c
+        .get(gate.citizens(&all))
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-cache"], "HIT");
+    assert_eq!(r.headers()["content-encoding"], "gzip");
+    assert_eq!(gunzip(&r.bytes().await.unwrap()), identity);
+    let no_ward = format!("state={STATE}&assemblyNo={ASSEMBLY}&date=-1&boothNos=-1");
+    assert_eq!(fetch(&c, gate.citizens(&no_ward)).await, identity);
+    for gz in [false, true] {
+        let mut joined = Vec::new();
+        for page in 0..5 {
+            let q = format!("{all}&page={page}&size=500");
+            let mut req = c.get(gate.citizens(&q));
+            if gz {
+                req = req.header("accept-encoding", "gzip");
+            }
+            let body = req.send().await.unwrap().bytes().await.unwrap();
+            let body = if gz { gunzip(&body) } else { body.to_vec() };
+            let v: Value = serde_json::from_slice(&body).unwrap();
+            let n = v["citizens"].as_array().unwrap().len();
+            assert_eq!(n, [500, 500, 500, 500, 100][page], "page {page}");
+            assert_eq!(v["hasMore"], n == 500);
+            joined.extend(v["citizens"].as_array().unwrap().iter().cloned());
+        }
+        assert_eq!(joined, wards, "pages concatenate to the whole (gzip: {gz})");
+    }
+    for filter in ["date=-1&boothNos=2,5", "date=1&boothNos=-1"] {
+        let q = format!("state={STATE}&assemblyNo={ASSEMBLY}&wardNo=-1&{filter}");
+        let got = rows_by_id(&fetch(&c, gate.citizens(&q)).await);
+        let want = rows_by_id(&fetch(&c, origin.citizens(&q)).await);
+        assert!(!want.is_empty());
+        assert_eq!(got, want, "{filter}");
+    }
+    // (the comparisons above asked the origin itself 2 times)
+    assert_eq!(
+        origin.citizens_reads().await,
+        reads + 2,
+        "no backend row read by wardgate"
+    );
+    gate.stop().await;
+
+    // An answer no phone can hold is refused with a clear message; a page is still served.
+    let gate = Gate::builder(&origin.url())
+        .config(|c| {
+            no_rate_limits(c);
+            c.citizens.assembly_max_rows = 1000;
+        })
+        .start()
+        .await;
+    let r = c.get(gate.citizens(&all)).send().await.unwrap();
+    assert_eq!(r.status(), 413);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["rows"], 2100);
+    assert!(v["message"].as_str().unwrap().contains("paginate"), "{v}");
+    let page = c
+        .get(gate.citizens(&format!("{all}&page=0&size=1000")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
     gate.stop().await;
 }

@@ -505,32 +505,10 @@ async fn a_slow_upstream_never_sees_more_than_the_cap_and_the_excess_gets_503() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_failing_backend_is_not_asked_at_the_rate_requests_arrive() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     // A backend that answers every request with 500, counting them.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let hits = Arc::new(AtomicU64::new(0));
-    let counter = hits.clone();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            let counter = counter.clone();
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 8192];
-                let mut got = Vec::new();
-                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => got.extend_from_slice(&buf[..n]),
-                    }
-                }
-                counter.fetch_add(1, Ordering::SeqCst);
-                let _ = s
-                    .write_all(b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
-                    .await;
-            });
-        }
-    });
-    let gate = Gate::builder(&format!("http://{addr}"))
+    let (upstream, hits) =
+        canned_backend(|_| ("500 Internal Server Error", "text/plain", String::new())).await;
+    let gate = Gate::builder(&upstream)
         .config(no_rate_limits)
         .start()
         .await;

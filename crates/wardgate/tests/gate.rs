@@ -37,6 +37,9 @@ async fn replica_builds_hold_a_gate_slot_and_time_out() {
         })
         .start()
         .await;
+    // As if the shape probe had passed: builds go to the (silent) replica.
+    let format = wardgate::legacy::RowFormat::default();
+    gate.shared().cache.replica_trust().assume(format);
     let c = client();
 
     // Ward 1's build takes the one slot and hangs on the replica...

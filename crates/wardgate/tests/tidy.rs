@@ -21,7 +21,10 @@ const LAYERS: &[(&str, &[&str])] = &[
     ),
     ("sources", &["replica", "upstream"]),
     ("cache", &["cache"]),
-    ("serving", &["cors", "limit", "respond", "shared", "proxy"]),
+    (
+        "serving",
+        &["assembly", "cors", "limit", "respond", "shared", "proxy"],
+    ),
     (
         "process",
         &["accept", "admin", "cli", "demo", "server", "warm"],

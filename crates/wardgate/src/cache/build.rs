@@ -9,14 +9,17 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use http::HeaderValue;
 
+use bytes::Bytes;
+
 use super::key::{CacheKey, Entry};
+use super::probe::{self, Trust};
 use crate::blob::Blob;
 use crate::config::Live;
 use crate::gate::Permit;
+use crate::legacy::RowFormat;
 use crate::metrics::{FieldLabels, Metrics, Outcome, SourceLabels};
-use crate::params::{CitizensQuery, Scope, WardKey};
+use crate::params::{CitizensQuery, WardKey};
 use crate::replica::{Replica, ReplicaError};
-use crate::route::CITIZENS_PATH;
 use crate::snapshot::{Snapshot, SnapshotError};
 use crate::time::EpochMs;
 use crate::upstream::{Upstream, UpstreamError};
@@ -45,6 +48,8 @@ pub struct Builder {
     replica: Option<Replica>,
     live: Live,
     metrics: Arc<Metrics>,
+    /// Whether replica-built rows may be served (the shape probe).
+    trust: Arc<Trust>,
     /// The `Content-Type` of the backend's last ward answer: cached answers carry the backend's
     /// own (charset included), and the contract's until a ward was read from the backend.
     content_type: ArcSwap<HeaderValue>,
@@ -66,6 +71,7 @@ impl Builder {
             replica,
             live,
             metrics,
+            trust: Arc::default(),
             content_type: ArcSwap::from_pointee(HeaderValue::from_static(BACKEND_JSON)),
         }
     }
@@ -101,23 +107,13 @@ impl Builder {
     }
 
     async fn read(&self, key: &CacheKey, at: EpochMs, permit: Permit) -> Result<Entry, BuildError> {
-        let source = match (key, &self.replica) {
-            (CacheKey::Ward(_), Some(_)) => "replica",
-            _ => "upstream",
-        };
-        self.metrics
-            .builds
-            .get_or_create(&SourceLabels { source })
-            .inc();
         match key {
             CacheKey::Ward(w) => {
-                let snap = match &self.replica {
-                    Some(r) => r.build_ward(w, at, &permit).await?,
-                    None => self.ward_from_upstream(w, at, permit).await?,
-                };
+                let snap = self.ward(w, at, permit).await?;
                 Ok(Entry::Snapshot(Arc::new(snap)))
             }
             CacheKey::Blob(pq) => {
+                self.count("upstream");
                 let got = self.upstream.fetch(pq, permit).await?.ok()?;
                 let ct = got
                     .headers
@@ -132,19 +128,96 @@ impl Builder {
         }
     }
 
+    fn count(&self, source: &'static str) {
+        let labels = SourceLabels { source };
+        self.metrics.builds.get_or_create(&labels).inc();
+    }
+
+    /// The shape probe's state (`cache::probe`).
+    pub fn trust(&self) -> &Arc<Trust> {
+        &self.trust
+    }
+
+    /// With a replica: whether wards are built from it, and why (for `/readyz`).
+    pub fn replica_state(&self) -> Option<String> {
+        self.replica.as_ref().map(|_| self.trust.describe())
+    }
+
+    /// A ward from the replica while its rows are known to be shaped as the backend's (see
+    /// `cache::probe`), else from the backend; a comparison that is due runs beside it.
+    async fn ward(&self, w: &WardKey, at: EpochMs, permit: Permit) -> Result<Snapshot, BuildError> {
+        let Some(replica) = &self.replica else {
+            return Ok(self.ward_from_upstream(w, at, permit).await?.0);
+        };
+        let cfg = self.live.load_full();
+        let format = cfg.replica.row_format();
+        let probing = self.trust.claim(format, cfg.replica.probe_every.0);
+        let probe_ward = cfg.replica.probe_ward.as_deref().and_then(ward_key);
+        let beside = match probe_ward {
+            Some(pw) if probing && pw != *w => {
+                self.spawn_probe(pw, None, format);
+                false
+            }
+            _ => probing,
+        };
+        if !beside && self.trust.replica_ok(format) {
+            self.count("replica");
+            return Ok(replica.build_ward(w, at, format, &permit).await?);
+        }
+        match self.ward_from_upstream(w, at, permit).await {
+            Ok((snap, body)) => {
+                if beside {
+                    self.spawn_probe(w.clone(), Some(body), format);
+                }
+                Ok(snap)
+            }
+            Err(e) => {
+                if beside {
+                    self.trust.release();
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Compares `w` as the backend wrote it (`backend`, or read now) with the replica's rows,
+    /// in the background, and records the verdict.
+    fn spawn_probe(&self, w: WardKey, backend: Option<Bytes>, format: RowFormat) {
+        let Some(replica) = self.replica.clone() else {
+            return self.trust.release();
+        };
+        let (upstream, trust, metrics) = (
+            self.upstream.clone(),
+            self.trust.clone(),
+            self.metrics.clone(),
+        );
+        let max_queued = self.live.load().limits.max_queued_upstream as usize;
+        tokio::spawn(async move {
+            let verdict = match &backend {
+                Some(b) => {
+                    probe::against_replica(&upstream, &replica, &w, b, format, max_queued).await
+                }
+                None => probe::compare_ward(&upstream, &replica, &w, format, max_queued).await,
+            };
+            match verdict {
+                Ok(v) => trust.record(format, v, &metrics),
+                Err(e) => {
+                    tracing::warn!(ward = %w, error = %e, "replica shape probe failed; will try again");
+                    trust.release();
+                }
+            }
+        });
+    }
+
+    /// A ward read from the backend, and the backend's answer it was built from.
     async fn ward_from_upstream(
         &self,
         w: &WardKey,
         at: EpochMs,
         permit: Permit,
-    ) -> Result<Snapshot, BuildError> {
-        let q = CitizensQuery {
-            scope: Scope::Ward(w.clone()),
-            booths: None,
-            since_ms: None,
-            page: None,
-        };
-        let pq = format!("{CITIZENS_PATH}?{}", q.to_upstream_query());
+    ) -> Result<(Snapshot, Bytes), BuildError> {
+        self.count("upstream");
+        let pq = probe::ward_path(w);
         let got = self.upstream.fetch(&pq, permit).await?.ok()?;
         if let Some(ct) = got.headers.get(http::header::CONTENT_TYPE) {
             if **self.content_type.load() != ct {
@@ -153,8 +226,9 @@ impl Builder {
         }
         let body = got.body;
         let (key, local) = (w.clone(), self.live.load().citizens.date_offset());
+        let kept = body.clone();
         let snap =
-            off_workers(move || Snapshot::from_backend_json(key, &body, at, local)).await??;
+            off_workers(move || Snapshot::from_backend_json(key, &kept, at, local)).await??;
         let unindexed = snap.unindexed();
         for (field, lacking) in [
             ("booth_no", unindexed.booth_no),
@@ -167,8 +241,16 @@ impl Builder {
                 self.metrics.unindexed_builds.get_or_create(&labels).inc();
             }
         }
-        Ok(snap)
+        Ok((snap, body))
     }
+}
+
+/// `state/assembly/ward` (`replica.probe_ward`) as a ward key, in the contract's formats.
+pub fn ward_key(s: &str) -> Option<WardKey> {
+    let (state, assembly, ward) = crate::config::split_ward(s)?;
+    let q = format!("state={state}&assemblyNo={assembly}&wardNo={ward}");
+    let q = CitizensQuery::parse(&q, &crate::config::CitizensConfig::default()).ok()?;
+    q.ward().cloned()
 }
 
 /// Runs CPU-heavy work (compressing ~4 MB takes tens of ms) off the async workers.

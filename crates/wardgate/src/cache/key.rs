@@ -31,15 +31,6 @@ pub enum WriteScope {
     Assembly(AssemblyKey),
 }
 
-impl WriteScope {
-    pub fn assembly(&self) -> AssemblyKey {
-        match self {
-            WriteScope::Ward(w) => w.assembly_key(),
-            WriteScope::Assembly(a) => a.clone(),
-        }
-    }
-}
-
 /// A cached value. Cloning is an `Arc` clone.
 #[derive(Clone, Debug)]
 pub enum Entry {

@@ -18,6 +18,7 @@ pub mod derived;
 pub mod key;
 pub mod l1;
 pub mod l2;
+pub mod probe;
 mod status;
 mod sync;
 pub mod watermark;
@@ -81,6 +82,16 @@ pub struct Cache {
 }
 
 impl Cache {
+    /// Whether replica-built rows may be served (`cache::probe`).
+    pub fn replica_trust(&self) -> &Arc<probe::Trust> {
+        self.builder.trust()
+    }
+
+    /// With a replica: whether wards are built from it, and why.
+    pub fn replica_state(&self) -> Option<String> {
+        self.builder.replica_state()
+    }
+
     /// The `Content-Type` of citizens answers: the backend's own, charset included.
     pub fn citizens_content_type(&self) -> http::HeaderValue {
         self.builder.content_type()
@@ -115,7 +126,7 @@ impl Cache {
         self.lookup(&CacheKey::Ward(w.clone()), max_age).await
     }
 
-    /// A blob (master data, whole-assembly pages) by its path and normalized query.
+    /// A blob (master data) by its path and normalized query.
     pub async fn blob(
         self: &Arc<Self>,
         path_and_query: String,

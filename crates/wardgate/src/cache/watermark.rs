@@ -8,17 +8,14 @@ use std::sync::Mutex;
 
 use super::key::{CacheKey, WriteScope};
 use crate::params::{AssemblyKey, WardKey};
-use crate::route::CITIZENS_PATH;
 use crate::time::EpochMs;
 
 #[derive(Default)]
 struct Marks {
     wards: HashMap<WardKey, EpochMs>,
-    /// Whole-assembly writes: they supersede every ward of the assembly.
+    /// Whole-assembly writes: they supersede every ward of the assembly (whole-assembly reads
+    /// are answered from the wards' snapshots, so they follow).
     assemblies: HashMap<AssemblyKey, EpochMs>,
-    /// The latest write of either kind within an assembly: whole-assembly pages (cached as
-    /// blobs) hold rows of every ward, so any write supersedes them.
-    latest_in_assembly: HashMap<AssemblyKey, EpochMs>,
 }
 
 #[derive(Default)]
@@ -26,7 +23,7 @@ pub struct Watermarks(Mutex<Marks>);
 
 impl Watermarks {
     /// The floor a copy of `key` must reach: its ward's watermark or its assembly's, whichever
-    /// is later; for a whole-assembly page, the latest write in the assembly.
+    /// is later. Blobs (master data) are not written through wardgate: none.
     pub fn floor(&self, key: &CacheKey) -> EpochMs {
         let Ok(m) = self.0.lock() else {
             return EpochMs(i64::MIN);
@@ -38,7 +35,7 @@ impl Watermarks {
                 .get(w)
                 .copied()
                 .max(get(&m.assemblies, &w.assembly_key())),
-            CacheKey::Blob(b) => assembly_of_page(b).and_then(|a| get(&m.latest_in_assembly, &a)),
+            CacheKey::Blob(_) => None,
         };
         floor.unwrap_or(EpochMs(i64::MIN))
     }
@@ -51,27 +48,7 @@ impl Watermarks {
             WriteScope::Ward(w) => raise(m.wards.entry(w.clone()).or_insert(at)),
             WriteScope::Assembly(a) => raise(m.assemblies.entry(a.clone()).or_insert(at)),
         }
-        raise(m.latest_in_assembly.entry(scope.assembly()).or_insert(at));
     }
-}
-
-/// The assembly of a whole-assembly citizens page cached as a blob (its key is the path and
-/// the normalized query wardgate itself built), or `None` for any other blob.
-fn assembly_of_page(blob_key: &str) -> Option<AssemblyKey> {
-    let query = blob_key.strip_prefix(CITIZENS_PATH)?.strip_prefix('?')?;
-    let mut state = None;
-    let mut assembly = None;
-    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
-        match k.as_ref() {
-            "state" => state = Some(v.into_owned()),
-            "assemblyNo" => assembly = Some(v.into_owned()),
-            _ => {}
-        }
-    }
-    Some(AssemblyKey {
-        state: state?,
-        assembly: assembly?,
-    })
 }
 
 #[cfg(test)]
@@ -87,16 +64,12 @@ mod tests {
     }
 
     #[test]
-    fn assembly_writes_supersede_its_wards_and_ward_writes_its_pages() {
+    fn assembly_writes_supersede_its_wards() {
         let m = Watermarks::default();
-        let page = CacheKey::Blob(format!(
-            "{CITIZENS_PATH}?state=karnataka&assemblyNo=150&wardNo=-1&page=0&size=10"
-        ));
         assert_eq!(m.floor(&CacheKey::Ward(ward("1"))), EpochMs(i64::MIN));
         m.raise(&WriteScope::Ward(ward("1")), EpochMs(10));
         assert_eq!(m.floor(&CacheKey::Ward(ward("1"))), EpochMs(10));
         assert_eq!(m.floor(&CacheKey::Ward(ward("2"))), EpochMs(i64::MIN));
-        assert_eq!(m.floor(&page), EpochMs(10));
         m.raise(&WriteScope::Assembly(ward("1").assembly_key()), EpochMs(20));
         assert_eq!(m.floor(&CacheKey::Ward(ward("2"))), EpochMs(20));
         m.raise(&WriteScope::Ward(ward("3")), EpochMs(30));

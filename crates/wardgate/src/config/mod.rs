@@ -15,6 +15,7 @@ mod cors;
 mod limits;
 mod listen;
 mod ops;
+mod replica;
 mod values;
 
 use std::net::SocketAddr;
@@ -28,6 +29,7 @@ pub use cors::{CorsConfig, CorsMode};
 pub use limits::{LimitsConfig, RateLimitConfig};
 pub use listen::TlsConfig;
 pub use ops::{DrainConfig, LogConfig, LogFormat, ReadyConfig};
+pub use replica::{split_ward, ReplicaConfig};
 pub use values::{ByteSize, Dur, LimitClass, Quota, RateLimitFlag, Secret};
 
 /// A setting that was invalid, naming the setting and how to fix it.
@@ -91,6 +93,7 @@ pub struct Config {
     pub redis_prefix: String,
     /// MySQL read replica URL; when set, snapshots are built from it.
     pub mysql_url: Option<Secret>,
+    pub replica: ReplicaConfig,
     /// Bearer token for /admin/*; unset = closed.
     pub admin_token: Option<Secret>,
     pub citizens: CitizensConfig,
@@ -114,6 +117,7 @@ impl Default for Config {
             redis_url: None,
             redis_prefix: "wardgate".into(),
             mysql_url: None,
+            replica: ReplicaConfig::default(),
             admin_token: None,
             citizens: CitizensConfig::default(),
             cors: CorsConfig::default(),
@@ -153,6 +157,7 @@ impl Config {
         listen::check_admin_apart(self.listen, self.admin_listen)?;
         backend::validate_redis_url(self.redis_url.as_ref())?;
         backend::validate_mysql_url(self.mysql_url.as_ref())?;
+        self.replica.validate()?;
         backend::validate_redis_prefix(&self.redis_prefix)?;
         ops::validate_admin_token(self.admin_token.as_ref())?;
         self.citizens.validate()?;

@@ -88,11 +88,7 @@ struct Walk {
 }
 
 impl Walk {
-    fn new(page: Option<Page>) -> Walk {
-        let (skip, take) = match page {
-            Some(p) => (p.offset(), u64::from(p.size)),
-            None => (0, u64::MAX),
-        };
+    fn new(skip: u64, take: u64) -> Walk {
         Walk {
             skip,
             take,
@@ -174,8 +170,18 @@ impl Snapshot {
     /// Picks the rows of a selection: SQL semantics of the reference query (filters, then
     /// `LIMIT size OFFSET page*size` over the snapshot's `ORDER BY srno + 0, id` order).
     pub fn pick(&self, sel: &Selection<'_>) -> Picked {
+        let (skip, take) = match sel.page {
+            Some(p) => (p.offset(), u64::from(p.size)),
+            None => (0, u64::MAX),
+        };
+        self.pick_window(sel, skip, take)
+    }
+
+    /// The rows of a selection's filters (its page aside): `take` of them, after passing over
+    /// `skip`. A page of an assembly-wide read is such a window over each of its wards.
+    pub fn pick_window(&self, sel: &Selection<'_>, skip: u64, take: u64) -> Picked {
         let filter = Filter::new(&self.booths, sel);
-        let mut walk = Walk::new(sel.page);
+        let mut walk = Walk::new(skip, take);
         for (ci, ch) in self.chunks.iter().enumerate() {
             if !filter.may_match(ch) {
                 continue;

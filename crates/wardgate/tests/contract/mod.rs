@@ -46,7 +46,7 @@ pub fn policies() -> Vec<wardgate::config::CitizensConfig> {
             ..d.clone()
         },
         CitizensConfig {
-            allow_assembly_wide: true,
+            allow_assembly_wide: false,
             ..d.clone()
         },
         CitizensConfig {

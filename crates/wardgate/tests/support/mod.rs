@@ -269,6 +269,12 @@ impl Gate {
         self.url(&format!("/open/volunteer/citizens?{query}"))
     }
 
+    /// `/metrics` as Prometheus text.
+    pub async fn metrics(&self) -> String {
+        let r = reqwest::get(self.admin_url("/metrics")).await.unwrap();
+        r.text().await.unwrap()
+    }
+
     pub fn shared(&self) -> &Arc<wardgate::shared::Shared> {
         &self.running.as_ref().unwrap().shared
     }
@@ -471,4 +477,61 @@ pub async fn finish_load(
         failed += f;
     }
     (ok, failed)
+}
+
+/// A canned answer of `canned_backend`: status line (`"502 Bad Gateway"`), content type, body.
+pub type Canned = (&'static str, &'static str, String);
+
+/// A backend stand-in (a load balancer's error page, rows some backend writes) on a loopback
+/// port: it reads each request whole and answers `answer(n)`, `n` counting requests from 0,
+/// closing the connection. Returns its URL and the count of requests answered.
+pub async fn canned_backend(
+    answer: impl Fn(u64) -> Canned + Send + Sync + 'static,
+) -> (String, Arc<std::sync::atomic::AtomicU64>) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let served = Arc::new(AtomicU64::new(0));
+    let (count, answer) = (served.clone(), Arc::new(answer));
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let (count, answer) = (count.clone(), answer.clone());
+            tokio::spawn(async move {
+                // The head, then as many body bytes as it declares: answering before the
+                // request is read whole would reset the connection under the client.
+                let mut got = Vec::new();
+                let mut buf = vec![0u8; 16 << 10];
+                let body_at = loop {
+                    if let Some(i) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break i + 4;
+                    }
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                };
+                let head = String::from_utf8_lossy(&got[..body_at]).to_ascii_lowercase();
+                let declared = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse::<usize>().ok())
+                    .unwrap_or(0);
+                while got.len() < body_at + declared {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let (status, content_type, body) = answer(count.fetch_add(1, Ordering::SeqCst));
+                let head = format!(
+                    "HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = s.write_all(head.as_bytes()).await;
+                let _ = s.write_all(body.as_bytes()).await;
+            });
+        }
+    });
+    (url, served)
 }

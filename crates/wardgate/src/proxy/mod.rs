@@ -27,8 +27,9 @@ use http::{Method, Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
+use crate::assembly;
 use crate::body::{full, Body};
-use crate::cache::{CacheError, CacheStatus, WriteScope};
+use crate::cache::{CacheStatus, WriteScope};
 use crate::config::{CorsMode, Live};
 use crate::cors;
 use crate::limit::{self, Limiter};
@@ -38,6 +39,9 @@ use crate::respond::{self, ApiError};
 use crate::route::{self, Guarded, Route, RouteClass, CITIZENS_PATH};
 use crate::shared::Shared;
 use crate::upstream::{self as up, Upstream, UpstreamError};
+
+mod sync;
+use sync::{carries_body, is_read_body, read_sync_body, validate_sync_body};
 
 /// How a connection reached wardgate.
 #[derive(Clone, Copy, Debug)]
@@ -268,32 +272,41 @@ impl Proxy {
         let max_age = cfg.cache.snapshot_max_age.0;
         match &q.scope {
             Scope::Ward(w) => {
-                let found = self
-                    .shared
-                    .cache
-                    .ward(w, max_age)
-                    .await
-                    .map_err(cache_error)?;
+                let found = self.shared.cache.ward(w, max_age).await?;
                 let unindexed = found.value.unindexed();
                 if let Some(field) = unindexed.blocks(q.booths.is_some(), q.since_ms.is_some()) {
-                    return self.forward_read(&q, field).await;
+                    return self.forward_unindexed(&q, field).await;
                 }
                 respond::snapshot_answer(&self.shared.cache, found.value, &q, headers, found.status)
                     .await
             }
-            // Whole-assembly pages are rare and bounded: cached as blobs of the upstream's answer.
-            Scope::Assembly(_) => {
-                let key = format!("{CITIZENS_PATH}?{}", q.to_upstream_query());
-                self.cached_blob(key, max_age, headers).await
+            // The assembly's wards, each answered from its snapshot (built where missing).
+            Scope::Assembly(a) => {
+                let cache = &self.shared.cache;
+                let Some(wards) = assembly::wards_of(cache, a, &cfg).await? else {
+                    tracing::warn!(assembly = %a, "assembly not in the master data; asking the backend");
+                    return self.forward_read(&q).await;
+                };
+                let (snaps, status) = assembly::snapshots(cache, &wards, max_age).await?;
+                let by = (q.booths.is_some(), q.since_ms.is_some());
+                if let Some(field) = snaps.iter().find_map(|s| s.unindexed().blocks(by.0, by.1)) {
+                    return self.forward_unindexed(&q, field).await;
+                }
+                let max_rows = cfg.citizens.assembly_max_rows;
+                assembly::answer(cache, &snaps, &q, headers, status, max_rows)
             }
         }
     }
 
-    /// A read the ward's snapshot cannot answer (its rows lack the field it filters on):
-    /// forwarded with the re-encoded query, holding a gate permit like any backend read.
-    async fn forward_read(&self, q: &CitizensQuery, field: &'static str) -> Answer {
+    /// A read its snapshots cannot answer, their rows lacking the field it filters on.
+    async fn forward_unindexed(&self, q: &CitizensQuery, field: &'static str) -> Answer {
         let labels = crate::metrics::FieldLabels { field };
         self.metrics().unindexed_reads.get_or_create(&labels).inc();
+        self.forward_read(q).await
+    }
+
+    /// A read forwarded with the re-encoded query, holding a gate permit like any backend read.
+    async fn forward_read(&self, q: &CitizensQuery) -> Answer {
         let max_queued = self.live().load().limits.max_queued_upstream as usize;
         let permit = self
             .upstream()
@@ -321,12 +334,7 @@ impl Proxy {
         max_age: Duration,
         headers: &http::HeaderMap,
     ) -> Answer {
-        let found = self
-            .shared
-            .cache
-            .blob(key, max_age)
-            .await
-            .map_err(cache_error)?;
+        let found = self.shared.cache.blob(key, max_age).await?;
         Ok(respond::blob_answer(&found.value, headers, found.status))
     }
 
@@ -477,16 +485,6 @@ fn fastrand_unit() -> f64 {
     })
 }
 
-fn cache_error(e: CacheError) -> ApiError {
-    match e {
-        CacheError::Unavailable { reason } => ApiError::Unavailable {
-            reason,
-            retry_after: Duration::from_secs(5),
-        },
-        CacheError::Upstream(e) => ApiError::Upstream(e),
-    }
-}
-
 /// The upstream's response, relayed: hop-by-hop headers removed, stamped `PASS`.
 fn relay(resp: Response<Body>) -> Response<Body> {
     let (mut parts, body) = resp.into_parts();
@@ -494,131 +492,4 @@ fn relay(resp: Response<Body>) -> Response<Body> {
     let mut resp = Response::from_parts(parts, body);
     respond::stamp(&mut resp, CacheStatus::PASS);
     resp
-}
-
-/// Whether a citizens request may carry changes (so it counts against the writes quota).
-fn carries_body<B>(req: &Request<B>) -> bool {
-    if req.method() != Method::POST {
-        return false;
-    }
-    let len = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    match len {
-        Some(n) => n > 2, // "[]" is a read
-        None => req.headers().contains_key(header::TRANSFER_ENCODING),
-    }
-}
-
-/// An absent, empty or `[]` body: the request is a read.
-fn is_read_body(body: &[u8]) -> bool {
-    let t = body.trim_ascii();
-    t.is_empty()
-        || (t.first() == Some(&b'[')
-            && t.last() == Some(&b']')
-            && t[1..t.len() - 1].trim_ascii().is_empty())
-}
-
-/// Reads a sync body within the size and time limits.
-async fn read_sync_body(
-    headers: &http::HeaderMap,
-    mut body: Incoming,
-    limit: u64,
-    within: Duration,
-) -> Result<Bytes, ApiError> {
-    let mut buf = bytes::BytesMut::new();
-    let mut seen = 0u64;
-    let read = async {
-        while let Some(frame) = body.frame().await {
-            let frame =
-                frame.map_err(|e| ApiError::BadBody(format!("cannot read the body: {e}")))?;
-            if let Ok(data) = frame.into_data() {
-                seen += data.len() as u64;
-                if seen > limit {
-                    // Keep reading (and discarding) a bounded amount, so the client finishes
-                    // sending and reads the 413 instead of a broken pipe; past it, hang up.
-                    if seen > limit.saturating_mul(4).max(DISCARD_AT_MOST) {
-                        break;
-                    }
-                    continue;
-                }
-                buf.extend_from_slice(&data);
-            }
-        }
-        Ok(())
-    };
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit.saturating_mul(4).max(DISCARD_AT_MOST)) {
-        return Err(ApiError::TooLarge { limit });
-    }
-    match tokio::time::timeout(within, read).await {
-        Err(_) => Err(ApiError::BodyTimeout),
-        Ok(Err(e)) => Err(e),
-        Ok(Ok(())) if seen > limit => Err(ApiError::TooLarge { limit }),
-        Ok(Ok(())) => Ok(buf.freeze()),
-    }
-}
-
-/// Bytes of an oversized body read and discarded before answering 413 (see `read_sync_body`).
-const DISCARD_AT_MOST: u64 = 16 << 20;
-
-/// A sync body must be a JSON array of objects, each with a numeric `id`.
-fn validate_sync_body(body: &[u8]) -> Result<(), ApiError> {
-    let rows: Vec<serde_json::Map<String, serde_json::Value>> = serde_json::from_slice(body)
-        .map_err(|e| ApiError::BadBody(format!("must be a JSON array of citizen objects: {e}")))?;
-    for (i, row) in rows.iter().enumerate() {
-        let ok = match row.get("id") {
-            Some(serde_json::Value::Number(n)) => n.is_u64(),
-            Some(serde_json::Value::String(s)) => {
-                !s.is_empty() && s.len() <= 19 && s.bytes().all(|b| b.is_ascii_digit())
-            }
-            _ => false,
-        };
-        if !ok {
-            return Err(ApiError::BadBody(format!(
-                "element {i} has no numeric `id`"
-            )));
-        }
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn read_bodies_are_recognized() {
-        assert!(is_read_body(b""));
-        assert!(is_read_body(b"[]"));
-        assert!(is_read_body(b" [ \n ] "));
-        assert!(!is_read_body(b"[{\"id\":1}]"));
-    }
-
-    #[test]
-    fn sync_bodies_are_validated() {
-        assert!(
-            validate_sync_body(br#"[{"id":1,"voted":true},{"id":"2","mobile":"9876543210"}]"#)
-                .is_ok()
-        );
-        for bad in [
-            &b"{\"id\":1}"[..],
-            b"[1,2]",
-            b"[{\"voted\":true}]",
-            b"[{\"id\":-1}]",
-            b"[{\"id\":\"1 OR 1=1\"}]",
-            b"not json",
-        ] {
-            assert!(
-                matches!(validate_sync_body(bad), Err(ApiError::BadBody(_))),
-                "{}",
-                String::from_utf8_lossy(bad)
-            );
-        }
-    }
 }

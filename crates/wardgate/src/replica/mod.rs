@@ -4,12 +4,14 @@
 //! blocking thread, which compresses each chunk as it closes: memory stays bounded by one ward
 //! however large the assembly, and compression overlaps the network read.
 
+pub mod shape;
+
 use futures_util::StreamExt;
 use mysql_async::prelude::Queryable;
 use mysql_async::{OptsBuilder, Pool, Row, Value};
 
 use crate::gate::Permit;
-use crate::legacy::{RowError, RowWriter};
+use crate::legacy::{RowError, RowFormat, RowWriter};
 use crate::params::WardKey;
 use crate::snapshot::{Snapshot, SnapshotBuilder, SnapshotError};
 use crate::time::EpochMs;
@@ -32,7 +34,8 @@ pub enum ReplicaError {
 }
 
 /// A pool of replica connections whose `DATETIME`s read as UTC, so `modifieddate` round-trips
-/// as epoch ms.
+/// as epoch ms. Cloning shares the pool.
+#[derive(Clone)]
 pub struct Replica {
     pool: Pool,
 }
@@ -53,11 +56,13 @@ impl Replica {
         Ok(c.exec(sql, (state, assembly)).await?)
     }
 
-    /// Reads one ward with the backend's query and builds its snapshot, under a gate permit.
+    /// Reads one ward with the backend's query and builds its snapshot, its rows written in
+    /// `format`, under a gate permit.
     pub async fn build_ward(
         &self,
         w: &WardKey,
         built_at: EpochMs,
+        format: RowFormat,
         _permit: &Permit,
     ) -> Result<Snapshot, ReplicaError> {
         let mut conn = self.pool.get_conn().await?;
@@ -67,7 +72,7 @@ impl Replica {
             Value::from(w.ward.as_str()),
         ];
         let mut result = conn.exec_iter(WARD_SQL, params).await?;
-        let writer = RowWriter::new(&result.columns().unwrap_or_default())?;
+        let writer = RowWriter::new(&result.columns().unwrap_or_default(), format)?;
         let (tx, rx) = tokio::sync::mpsc::channel::<Row>(1024);
         let builder = tokio::task::spawn_blocking({
             let key = w.clone();

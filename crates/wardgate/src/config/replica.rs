@@ -1,0 +1,72 @@
+//! The `[replica]` section: how rows built from the read replica are written, and how they are checked against the backend's.
+
+use serde::{Deserialize, Serialize};
+
+use super::{invalid, ConfigError, Dur};
+use crate::legacy::{BoolStyle, DateStyle, DecimalStyle, RowFormat};
+
+/// Replica-built rows: their value forms, and the shape probe that keeps them honest.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReplicaConfig {
+    /// `DATETIME`s as the backend writes them: `epoch_ms`, `iso` (`…+0000`, Spring Boot 2.0's
+    /// default with Jackson before 2.11) or `iso_colon` (`…+00:00`, Jackson 2.11+).
+    pub dates: DateStyle,
+    /// `TINYINT(1)` (`voted`): `true_false` (Connector/J's default) or `numbers` (1/0).
+    pub booleans: BoolStyle,
+    /// `DECIMAL`s: `jackson` (`BigDecimal.toString()`, `0E-7`) or `plain` (`0.0000000`).
+    pub decimals: DecimalStyle,
+    /// The ward built both ways to compare shapes, `state/assembly/ward`; unset = the first
+    /// ward asked for after start (and after each `probe_every`).
+    pub probe_ward: Option<String>,
+    /// How often the comparison runs again (one ward read from the backend each time).
+    pub probe_every: Dur,
+}
+
+impl Default for ReplicaConfig {
+    fn default() -> Self {
+        ReplicaConfig {
+            dates: DateStyle::default(),
+            booleans: BoolStyle::default(),
+            decimals: DecimalStyle::default(),
+            probe_ward: None,
+            probe_every: Dur(std::time::Duration::from_secs(3600)),
+        }
+    }
+}
+
+impl ReplicaConfig {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        super::require_nonzero(&[("replica.probe_every", self.probe_every)])?;
+        if let Some(w) = &self.probe_ward {
+            if split_ward(w).is_none() {
+                return Err(invalid(
+                    "replica.probe_ward",
+                    format!("{w:?} is not state/assembly/ward (such as Karnataka/150/7)"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn row_format(&self) -> RowFormat {
+        RowFormat {
+            dates: self.dates,
+            booleans: self.booleans,
+            decimals: self.decimals,
+        }
+    }
+}
+
+/// `state/assembly/ward` as its three parts, the state in letters, spaces, `.` and `-`, the
+/// numbers in digits (the contract's formats; `params` parses them into a ward key).
+pub fn split_ward(s: &str) -> Option<(&str, &str, &str)> {
+    let mut parts = s.split('/');
+    let (state, assembly, ward) = (parts.next()?, parts.next()?, parts.next()?);
+    let digits = |p: &str| (1..=9).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit());
+    let letters = state
+        .bytes()
+        .all(|b| b.is_ascii_alphabetic() || b" .-".contains(&b));
+    (parts.next().is_none() && !state.is_empty() && letters && digits(assembly) && digits(ward))
+        .then_some((state, assembly, ward))
+}

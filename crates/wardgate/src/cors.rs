@@ -6,13 +6,15 @@
 //! each `Origin` what the backend gave it: learned from the backend's answers that pass through
 //! (writes, preflights, forwarded reads), or asked for with one preflight of its own when an
 //! `Origin` is new. Preflights are relayed, and replayed from what was learned while the
-//! backend is down. In `configured` mode the `[cors]` settings say it all.
+//! backend is down. What one instance learns it shares through Redis, so an instance started
+//! during a backend outage answers preflights too. In `configured` mode the `[cors]` settings
+//! say it all.
 //!
 //! **Invariant:** headers learned for one `Origin` are only ever given to that `Origin`; an
 //! echoed origin with credentials stays echoed.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use http::header::{
@@ -24,6 +26,7 @@ use http::header::{
 use http::{Method, Request, Response, StatusCode};
 
 use crate::body::{empty, Body};
+use crate::cache::l2::L2;
 use crate::cache::CacheStatus;
 use crate::config::CorsConfig;
 use crate::respond;
@@ -41,6 +44,10 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// After a preflight of its own failed, wardgate asks again only this much later: a backend
 /// that is down must not add a probe's wait to every answer.
 const PROBE_BACKOFF: Duration = Duration::from_secs(5);
+
+/// How long the fleet keeps what was learned in Redis: past the longest outage to ride out,
+/// and renewed whenever the backend answers something new.
+const SHARED_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// The CORS headers of an actual (non-preflight) answer for one route and `Origin`. Empty when
 /// the backend allows that origin nothing: the browser is refused as the backend refuses it.
@@ -71,6 +78,14 @@ impl Allow {
         Allow(out)
     }
 
+    fn map(&self) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (n, v) in &self.0 {
+            h.append(n.clone(), v.clone());
+        }
+        h
+    }
+
     /// Puts these headers on an answer; `Vary` is added to, never replaced.
     pub fn apply(&self, h: &mut HeaderMap) {
         for (name, value) in &self.0 {
@@ -93,11 +108,64 @@ struct Stored {
 type PreflightKey = (Guarded, HeaderValue, String, String);
 
 /// What the backend was seen to answer, per route and `Origin`.
-#[derive(Default)]
 pub struct Cors {
     actual: Mutex<HashMap<(Guarded, HeaderValue), Allow>>,
     preflights: Mutex<HashMap<PreflightKey, Stored>>,
     probe_failed: Mutex<Option<Instant>>,
+    /// Where the fleet shares what it learned.
+    l2: Option<Arc<L2>>,
+}
+
+/// A learned answer as the fleet shares it in Redis: the question it answers (checked on
+/// reading, so a hash collision can never give one origin another's headers), its status
+/// and its CORS headers.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Record {
+    question: String,
+    status: u16,
+    headers: Vec<(String, String)>,
+}
+
+impl Record {
+    fn new(question: String, status: StatusCode, h: &HeaderMap) -> Record {
+        let headers = h
+            .iter()
+            .filter_map(|(n, v)| Some((n.to_string(), v.to_str().ok()?.to_string())))
+            .collect();
+        Record {
+            question,
+            status: status.as_u16(),
+            headers,
+        }
+    }
+
+    fn headers(&self) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (n, v) in &self.headers {
+            if let (Ok(n), Ok(v)) = (HeaderName::try_from(n.as_str()), HeaderValue::from_str(v)) {
+                h.append(n, v);
+            }
+        }
+        h
+    }
+}
+
+/// The Redis name of a learned answer: its kind and a stable hash of its question.
+fn shared_name(kind: &str, question: &str) -> String {
+    use std::hash::Hasher;
+    let mut h = respond::Fnv::default();
+    h.write(question.as_bytes());
+    format!("{kind}:{:016x}", h.finish())
+}
+
+fn actual_question(route: Guarded, origin: &HeaderValue) -> String {
+    format!("{route:?}|{}", String::from_utf8_lossy(origin.as_bytes()))
+}
+
+fn preflight_question(key: &PreflightKey) -> String {
+    let (route, origin, method, asked) = key;
+    let origin = String::from_utf8_lossy(origin.as_bytes());
+    format!("{route:?}|{origin}|{method}|{asked}")
 }
 
 /// The request's `Origin`, when it has one (only cross-origin requests need CORS headers).
@@ -135,17 +203,49 @@ fn bounded_insert<K: std::hash::Hash + Eq, V>(map: &Mutex<HashMap<K, V>>, k: K, 
 }
 
 impl Cors {
+    pub fn new(l2: Option<Arc<L2>>) -> Cors {
+        Cors {
+            actual: Mutex::default(),
+            preflights: Mutex::default(),
+            probe_failed: Mutex::default(),
+            l2,
+        }
+    }
+
     /// Learns from an answer the backend gave a request from `origin` on `route`. Answers of
     /// 5xx are not learned from: they may come from a load balancer, not the backend.
     pub fn learn_answer(&self, route: Guarded, origin: &HeaderValue, resp: &Response<Body>) {
         if resp.status().is_server_error() {
             return;
         }
-        bounded_insert(
-            &self.actual,
-            (route, origin.clone()),
-            Allow::of(resp.headers()),
-        );
+        let allow = Allow::of(resp.headers());
+        if self.known(route, origin).as_ref() != Some(&allow) {
+            self.share(
+                "actual",
+                actual_question(route, origin),
+                StatusCode::OK,
+                &allow.map(),
+            );
+        }
+        bounded_insert(&self.actual, (route, origin.clone()), allow);
+    }
+
+    /// Writes a learned answer to Redis for the fleet, in the background.
+    fn share(&self, kind: &'static str, question: String, status: StatusCode, h: &HeaderMap) {
+        let Some(l2) = self.l2.clone() else { return };
+        let name = shared_name(kind, &question);
+        let Ok(data) = serde_json::to_vec(&Record::new(question, status, h)) else {
+            return;
+        };
+        tokio::spawn(async move { l2.put_shared("cors", &name, data, SHARED_TTL).await });
+    }
+
+    /// A learned answer another instance shared, if it answers exactly `question`.
+    async fn shared(&self, kind: &str, question: &str) -> Option<Record> {
+        let l2 = self.l2.as_ref()?;
+        let data = l2.get_shared("cors", &shared_name(kind, question)).await?;
+        let record: Record = serde_json::from_slice(&data).ok()?;
+        (record.question == question).then_some(record)
     }
 
     /// Learns from the backend's answer to a preflight: the answer itself, to replay, and the
@@ -169,24 +269,49 @@ impl Cors {
         actual
             .0
             .retain(|(n, _)| *n != ACCESS_CONTROL_EXPOSE_HEADERS);
-        bounded_insert(
-            &self.preflights,
-            key,
-            Stored {
-                status: resp.status(),
-                headers,
-            },
+        self.share(
+            "preflight",
+            preflight_question(&key),
+            resp.status(),
+            &headers,
         );
+        let stored = Stored {
+            status: resp.status(),
+            headers,
+        };
+        bounded_insert(&self.preflights, key, stored);
         let mut m = self.actual.lock().unwrap_or_else(|p| p.into_inner());
-        m.entry((route, origin)).or_insert(actual);
+        if !m.contains_key(&(route, origin.clone())) {
+            let question = actual_question(route, &origin);
+            self.share("actual", question, StatusCode::OK, &actual.map());
+            m.insert((route, origin), actual);
+        }
     }
 
-    /// The backend's answer to this very preflight, as it was last given.
-    pub fn replay_preflight(&self, route: Guarded, req: &HeaderMap) -> Option<Response<Body>> {
+    /// The backend's answer to this very preflight, as it was last given (here, or to another
+    /// instance of the fleet).
+    pub async fn replay_preflight(
+        &self,
+        route: Guarded,
+        req: &HeaderMap,
+    ) -> Option<Response<Body>> {
         let key = preflight_key(route, req)?;
-        let stored = {
+        let local = {
             let m = self.preflights.lock().unwrap_or_else(|p| p.into_inner());
-            m.get(&key)?.clone()
+            m.get(&key).cloned()
+        };
+        let stored = match local {
+            Some(s) => s,
+            None => {
+                let r = self.shared("preflight", &preflight_question(&key)).await?;
+                let status = StatusCode::from_u16(r.status).ok()?;
+                let stored = Stored {
+                    status,
+                    headers: r.headers(),
+                };
+                bounded_insert(&self.preflights, key, stored.clone());
+                stored
+            }
         };
         let mut resp = Response::new(empty());
         *resp.status_mut() = stored.status;
@@ -195,10 +320,23 @@ impl Cors {
         Some(resp)
     }
 
-    /// What was learned for `origin` on `route`.
+    /// What was learned for `origin` on `route`, here.
     pub fn known(&self, route: Guarded, origin: &HeaderValue) -> Option<Allow> {
         let m = self.actual.lock().unwrap_or_else(|p| p.into_inner());
         m.get(&(route, origin.clone())).cloned()
+    }
+
+    /// What was learned for `origin` on `route`, here or by another instance.
+    pub async fn known_anywhere(&self, route: Guarded, origin: &HeaderValue) -> Option<Allow> {
+        if let Some(a) = self.known(route, origin) {
+            return Some(a);
+        }
+        let r = self
+            .shared("actual", &actual_question(route, origin))
+            .await?;
+        let allow = Allow::of(&r.headers());
+        bounded_insert(&self.actual, (route, origin.clone()), allow.clone());
+        Some(allow)
     }
 
     /// Asks the backend with a preflight of wardgate's own (no handler runs for it, so it
@@ -320,7 +458,7 @@ mod tests {
 
     #[test]
     fn what_one_origin_learned_is_never_given_to_another() {
-        let cors = Cors::default();
+        let cors = Cors::new(None);
         let a = HeaderValue::from_static("http://a.example");
         let b = HeaderValue::from_static("http://b.example");
         let echoed = answer(&[
@@ -352,7 +490,7 @@ mod tests {
 
     #[test]
     fn preflights_are_replayed_for_the_same_question_only() {
-        let cors = Cors::default();
+        let cors = Cors::new(None);
         let mut req = HeaderMap::new();
         req.insert(ORIGIN, HeaderValue::from_static("http://a.example"));
         req.insert(
@@ -374,7 +512,13 @@ mod tests {
             ACCESS_CONTROL_REQUEST_HEADERS,
             HeaderValue::from_static("x-device-id,content-type"),
         );
-        let again = cors.replay_preflight(Guarded::Citizens, &req).unwrap();
+        let replay = |req: HeaderMap| {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
+            rt.block_on(async { cors.replay_preflight(Guarded::Citizens, &req).await })
+        };
+        let again = replay(req.clone()).unwrap();
         assert_eq!(again.headers()[ACCESS_CONTROL_ALLOW_ORIGIN], "*");
         assert_eq!(again.headers()["x-cache"], "STALE");
         assert!(!again.headers().contains_key("content-length"));
@@ -382,7 +526,7 @@ mod tests {
         let o = HeaderValue::from_static("http://a.example");
         assert!(cors.known(Guarded::Citizens, &o).is_some());
         req.insert(ORIGIN, HeaderValue::from_static("http://b.example"));
-        assert!(cors.replay_preflight(Guarded::Citizens, &req).is_none());
+        assert!(replay(req).is_none());
     }
 
     #[test]

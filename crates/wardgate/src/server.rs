@@ -118,7 +118,7 @@ fn stages(cfg: &Config) -> Result<Shared, StartError> {
         cache,
         draining: AtomicBool::new(false),
         warm_targets: ArcSwap::from_pointee(targets),
-        cors: crate::cors::Cors::default(),
+        cors: crate::cors::Cors::new(l2),
     })
 }
 

@@ -334,6 +334,19 @@ impl L2 {
         }
     }
 
+    /// A small record shared by the fleet under `{prefix}:{kind}:{name}` (what one instance
+    /// learned of the backend, such as its CORS answers): `None` when absent or Redis failed.
+    pub async fn get_shared(&self, kind: &str, name: &str) -> Option<Vec<u8>> {
+        self.get_raw(&format!("{}:{kind}:{name}", self.prefix))
+            .await?
+    }
+
+    /// Stores a shared record for `ttl`.
+    pub async fn put_shared(&self, kind: &str, name: &str, data: Vec<u8>, ttl: Duration) {
+        self.set(&format!("{}:{kind}:{name}", self.prefix), data, ttl)
+            .await;
+    }
+
     /// Deletes every ward key matching `pattern_tail` (`state:assembly:ward` or
     /// `state:assembly:*`), in this format and in the previous one (which `get` falls back to),
     /// walking the keyspace with SCAN so Redis is never blocked.

@@ -188,10 +188,12 @@ impl Proxy {
                 }
                 Ok(resp)
             }
-            failed => match cors.replay_preflight(route, &asked) {
-                Some(stored) if mode == CorsMode::Learned => Ok(stored),
-                _ => failed,
+            failed if mode == CorsMode::Learned => match cors.replay_preflight(route, &asked).await
+            {
+                Some(stored) => Ok(stored),
+                None => failed,
             },
+            failed => failed,
         }
     }
 
@@ -207,7 +209,7 @@ impl Proxy {
             CorsMode::Learned if relayed => {
                 return self.shared.cors.learn_answer(route, origin, resp);
             }
-            CorsMode::Learned => match self.shared.cors.known(route, origin) {
+            CorsMode::Learned => match self.shared.cors.known_anywhere(route, origin).await {
                 Some(allow) => allow,
                 None => match self.shared.cors.probe(self.upstream(), route, origin).await {
                     Some(allow) => allow,

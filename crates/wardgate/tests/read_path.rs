@@ -103,15 +103,6 @@ async fn answers_equal_the_origin_on_10000_row_wards_of_both_roll_shapes() {
     }
 }
 
-/// The `date` wardgate answers a delta from: the client's, less the overlap, on a whole minute.
-fn widened(date: i64) -> i64 {
-    let overlap = wardgate::config::Config::default()
-        .cache
-        .effective_delta_overlap()
-        .as_millis() as i64;
-    (date - overlap) - (date - overlap) % wardgate::proxy::DELTA_BUCKET_MS
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn answers_equal_the_origin_for_wards_booths_pages_and_deltas() {
     let origin = Origin::builder()

@@ -116,6 +116,15 @@ async fn the_probe_keeps_builds_on_the_backend_until_replica_rows_match() {
             "{q}"
         );
     }
+    // A delta: the backend's rows for the window wardgate widens the date to.
+    let date = wardgate::time::EpochMs::now().0 - 10 * 60_000;
+    let delta = fetch(
+        &c,
+        gate.citizens(&ward4(&format!("date={date}&boothNos=-1"))),
+    )
+    .await;
+    let want = ward4(&format!("date={}&boothNos=-1", widened(date)));
+    assert_eq!(delta, fetch(&c, origin.citizens(&want)).await, "delta");
     let rows: Vec<Value> = fetch_json(&c, gate.citizens(&ward_query(4))).await;
     let id = rows[7]["id"].as_i64().unwrap();
     let r = c

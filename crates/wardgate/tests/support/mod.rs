@@ -41,6 +41,16 @@ pub const STATE: &str = "Karnataka";
 pub const ASSEMBLY: &str = "150";
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
+/// The `date` wardgate answers a delta from (default config): the client's, less the
+/// overlap, on a whole minute.
+pub fn widened(date: i64) -> i64 {
+    let overlap = wardgate::config::Config::default()
+        .cache
+        .effective_delta_overlap()
+        .as_millis() as i64;
+    (date - overlap) - (date - overlap) % wardgate::proxy::DELTA_BUCKET_MS
+}
+
 /// A name no other test or run uses.
 pub fn unique(prefix: &str) -> String {
     static N: AtomicU64 = AtomicU64::new(0);

@@ -140,6 +140,11 @@ fn metrics(shared: &Shared) -> Response<Body> {
     shared.metrics.l1_entries.set(entries as i64);
     let derived = shared.cache.derived.usage().0;
     shared.metrics.derived_bytes.set(derived as i64);
+    let dropped = crate::logging::dropped_lines();
+    shared
+        .metrics
+        .log_lines_dropped
+        .set(i64::try_from(dropped).unwrap_or(i64::MAX));
     let mut r = Response::new(full(shared.metrics.render()));
     r.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -215,6 +215,9 @@ pub struct ServeArgs {
     /// Share (0.0-1.0) of requests that get an access-log line.
     #[arg(long, env = "WARDGATE_ACCESS_LOG_SAMPLE")]
     pub access_log_sample: Option<f64>,
+    /// Log lines held for the writer at most; past it lines are dropped and counted.
+    #[arg(long, env = "WARDGATE_LOG_BUFFER_LINES")]
+    pub log_buffer_lines: Option<u32>,
 }
 
 macro_rules! set {
@@ -290,6 +293,7 @@ impl ServeArgs {
         set!(self.warm_targets => some c.ready.warm_targets);
         set!(self.log_format => c.log.format);
         set!(self.access_log_sample => c.log.access_log_sample);
+        set!(self.log_buffer_lines => c.log.buffer_lines);
     }
 }
 

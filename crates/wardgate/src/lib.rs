@@ -12,6 +12,7 @@ pub mod gate;
 pub mod gzip;
 pub mod idle;
 pub mod legacy;
+pub mod logging;
 pub mod time;
 pub mod tls;
 // Vocabulary: what requests and cached answers are.

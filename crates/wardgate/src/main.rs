@@ -6,10 +6,10 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use tokio::signal::unix::{signal, SignalKind};
-use tracing_subscriber::EnvFilter;
 
 use wardgate::cli::{CheckArgs, Cli, Command, ServeArgs};
 use wardgate::config::LogFormat;
+use wardgate::logging;
 use wardgate::server;
 
 fn main() -> ExitCode {
@@ -30,11 +30,11 @@ fn main() -> ExitCode {
             Command::CheckConfig(args) => check_config(&args).await,
             #[cfg(feature = "demo")]
             Command::Demo(args) => {
-                init_tracing(LogFormat::Human);
+                let _log = logging::init(LogFormat::Human, DEFAULT_BUFFER_LINES);
                 wardgate::demo::run(&args).await
             }
             Command::Warm(args) => {
-                init_tracing(LogFormat::Human);
+                let _log = logging::init(LogFormat::Human, DEFAULT_BUFFER_LINES);
                 let r = wardgate::warm::run(&args).await?;
                 println!(
                     "warm: {} wards built, {} already fresh, {} failed; {} rows in {:.1}s ({:.0} rows/s)",
@@ -60,17 +60,8 @@ fn main() -> ExitCode {
     }
 }
 
-/// Logs go to stderr, human-readable or JSON; `RUST_LOG` filters (default `info`).
-pub fn init_tracing(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Human => builder.try_init(),
-    };
-}
+/// Lines queued for the log writer by the commands that take no config (`demo`, `warm`).
+const DEFAULT_BUFFER_LINES: u32 = 65_536;
 
 async fn check_config(args: &CheckArgs) -> Result<(), String> {
     let cfg = args.serve.load().map_err(|e| e.to_string())?;
@@ -85,8 +76,8 @@ async fn check_config(args: &CheckArgs) -> Result<(), String> {
 async fn serve(args: ServeArgs) -> Result<(), String> {
     // 1. Configuration: file < env < flags, validated before anything is bound.
     let cfg = args.load().map_err(|e| e.to_string())?;
-    // 2. Tracing, in the format the configuration asks for.
-    init_tracing(cfg.log.format);
+    // 2. Logs, in the format the configuration asks for, written off the request path.
+    let _log = logging::init(cfg.log.format, cfg.log.buffer_lines);
     // 3. Stages and listeners.
     let running = server::start(cfg).await.map_err(|e| e.to_string())?;
     // 4. Signals: SIGHUP reloads, SIGTERM/SIGINT drain.

@@ -85,6 +85,8 @@ pub struct Metrics {
     pub replica_probes: Family<OutcomeNameLabels, Counter>,
     /// 1 while wards are built from the replica, 0 while from the backend.
     pub replica_trusted: Gauge,
+    /// Log lines dropped because the log pipe did not drain (`logging`), set at scrape.
+    pub log_lines_dropped: Gauge,
     pub ready: Gauge,
 }
 
@@ -110,6 +112,7 @@ impl Metrics {
             unindexed_reads: Family::default(),
             replica_probes: Family::default(),
             replica_trusted: Gauge::default(),
+            log_lines_dropped: Gauge::default(),
             ready: Gauge::default(),
             registry: Registry::default(),
         };
@@ -209,6 +212,11 @@ impl Metrics {
             "replica_trusted",
             "1 while wards are built from the replica (its rows matched the backend's), else 0",
             self.replica_trusted.clone(),
+        );
+        r.register(
+            "log_lines_dropped",
+            "Log lines dropped since start because stderr did not drain (requests never wait on it)",
+            self.log_lines_dropped.clone(),
         );
         let info: Family<VersionLabels, Gauge> = Family::default();
         info.get_or_create(&VersionLabels {

@@ -12,7 +12,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     (
         "foundation",
         &[
-            "body", "config", "gate", "gzip", "idle", "legacy", "time", "tls",
+            "body", "config", "gate", "gzip", "idle", "legacy", "logging", "time", "tls",
         ],
     ),
     (

@@ -74,6 +74,10 @@ pub struct LogConfig {
     pub format: LogFormat,
     /// Share (0.0-1.0) of requests that get an access-log line.
     pub access_log_sample: f64,
+    /// Log lines held for the writer thread, at most (about 300 bytes each). Past this, while
+    /// the log pipe does not drain, lines are dropped and counted
+    /// (`wardgate_log_lines_dropped`) instead of stalling requests.
+    pub buffer_lines: u32,
 }
 
 impl Default for LogConfig {
@@ -81,6 +85,7 @@ impl Default for LogConfig {
         LogConfig {
             format: LogFormat::Human,
             access_log_sample: 1.0,
+            buffer_lines: 65_536,
         }
     }
 }
@@ -89,6 +94,9 @@ impl LogConfig {
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
         if !(0.0..=1.0).contains(&self.access_log_sample) {
             return Err(invalid("log.access_log_sample", "must be 0.0..=1.0"));
+        }
+        if !(64..=4_000_000).contains(&self.buffer_lines) {
+            return Err(invalid("log.buffer_lines", "must be 64..=4000000"));
         }
         Ok(())
     }

@@ -1,0 +1,83 @@
+//! A log pipe that stops draining (a stuck collector) does not stall requests: every request
+//! is logged, and lines that cannot be written are dropped and counted.
+
+mod support;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stalled_log_pipe_drops_lines_instead_of_stalling_requests() {
+    let origin = Origin::builder().wards(1).voters_per_ward(50).start().await;
+    let (port, admin) = (free_port(), free_port());
+    // stderr is a pipe nobody reads: once its ~64 KiB fill, every write to it would block.
+    let mut wardgate = ChildProc {
+        child: Command::new(env!("CARGO_BIN_EXE_wardgate"))
+            .args(["serve", "--upstream", &origin.url()])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
+            .args(["--access-log-sample", "1", "--log-buffer-lines", "64"])
+            .args(["--rate-limit", "downloads=1000000/s:1000000"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+        port,
+    };
+    wait_port(port);
+    wait_port(admin);
+    let c = client();
+    let url = format!(
+        "http://127.0.0.1:{port}/open/volunteer/citizens?{}",
+        ward_query(1)
+    );
+    // ~300 bytes a line: 4,000 lines are far more than the pipe and the queue hold.
+    let started = Instant::now();
+    let mut served = 0;
+    let deadline = Duration::from_secs(60);
+    let all = futures_util::future::join_all((0..8).map(|_| {
+        let (c, url) = (c.clone(), url.clone());
+        async move {
+            let mut ok = 0;
+            for _ in 0..500 {
+                let r = tokio::time::timeout(Duration::from_secs(10), c.get(&url).send()).await;
+                let r = r.expect("a request stalled behind the log pipe").unwrap();
+                assert_eq!(r.status(), 200);
+                let _ = r.bytes().await;
+                ok += 1;
+            }
+            ok
+        }
+    }));
+    for n in tokio::time::timeout(deadline, all)
+        .await
+        .expect("requests kept being served")
+    {
+        served += n;
+    }
+    assert_eq!(served, 4000);
+    let metrics = reqwest::get(format!("http://127.0.0.1:{admin}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let dropped: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("wardgate_log_lines_dropped "))
+        .expect("the dropped-lines gauge is exported")
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        dropped > 1000,
+        "{dropped} lines dropped of 4,000 unwritable"
+    );
+    eprintln!(
+        "4,000 requests in {:?}, {dropped} log lines dropped",
+        started.elapsed()
+    );
+    wardgate.kill();
+}

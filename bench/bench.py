@@ -773,11 +773,12 @@ def write_report(storm, sizes, cap_xcache, drows, vhits, R, sweep, rss, warm, wg
     for c in COMMANDS:
         A(c.replace(TMP, "$TMP"))
     A("```\n")
-    A("## Wire bytes and memory per ward\n")
+    A("## Wire bytes, memory and build time per ward\n")
     A("Measured by scripts of their own, each writing its table: `bench/wire-bytes.sh` writes "
       "[WIRE-BYTES.md](WIRE-BYTES.md) (bytes per answer kind against whole-stream `gzip -6`), "
       "`bench/memory.sh` writes [MEMORY.md](MEMORY.md) (RSS per cached ward, built and loaded "
-      "from Redis).\n")
+      "from Redis), `bench/build-time.sh` writes [BUILD-TIME.md](BUILD-TIME.md) (one cold "
+      "10,000-row ward build, against a base revision in the same run).\n")
     A("## Tool versions\n")
     for k, v in versions.items():
         A(f"- {k}: {v}")

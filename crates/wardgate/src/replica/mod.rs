@@ -1,8 +1,8 @@
 //! The read replica: ward snapshots built straight from MySQL rows, streamed.
 //!
 //! Rows flow from the replica's result stream through a bounded channel into a builder on a
-//! blocking thread, which compresses each chunk as it closes: memory stays bounded by one ward
-//! however large the assembly, and compression overlaps the network read.
+//! blocking thread, which hands each chunk as it closes to the cores' pool to compress: memory
+//! stays bounded by one ward however large the assembly, and compression overlaps the read.
 
 pub mod shape;
 
@@ -106,5 +106,5 @@ fn build_from_rows(
         let facts = writer.write(row, &mut buf)?;
         b.push_row(&buf, &facts.booth_no, facts.modified.0)?;
     }
-    Ok(b.finish(built_at))
+    Ok(b.finish(built_at)?)
 }

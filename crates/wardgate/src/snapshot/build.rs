@@ -1,7 +1,9 @@
 //! Building a snapshot: rows streamed into chunks compressed as they close, or a whole legacy
 //! full-ward JSON answer parsed into rows.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::sync::mpsc;
 
 use bytes::Bytes;
 use serde::Deserialize;
@@ -11,8 +13,10 @@ use crate::gzip::{self, Check};
 use crate::params::WardKey;
 use crate::time::{EpochMs, UtcOffset};
 
-/// Streams rows into a snapshot, compressing each chunk as soon as it closes, so that a build
-/// holds one chunk of identity JSON at a time and its compression overlaps the row stream.
+/// Builds a snapshot from rows in order. Each chunk, as it closes, is compressed on the
+/// cores' pool (`rayon`, one thread per core) while the caller goes on parsing or reading
+/// rows: a ward's chunks compress on every core at once, overlapping the read, and `finish`
+/// lays the pieces out in order.
 pub struct SnapshotBuilder {
     key: WardKey,
     /// The JSON of the chunk being filled: its rows and the commas between them.
@@ -22,18 +26,21 @@ pub struct SnapshotBuilder {
     modified: Vec<i64>,
     booths: Vec<String>,
     booth_index: HashMap<String, u16>,
-    /// Chunks closed so far: rows, place in `gz`, check.
-    closed: Vec<(u32, u32, std::ops::Range<usize>, Check)>,
-    gz: Vec<u8>,
+    /// Chunks closed so far, in order: their rows, and their piece and check once compressed.
+    closed: Vec<(u32, u32, Compressed)>,
     chunk_first: usize,
-    compress: flate2::Compress,
+}
+
+/// A chunk's piece and check, delivered when the pool has compressed it.
+type Compressed = mpsc::Receiver<(Vec<u8>, Check)>;
+
+thread_local! {
+    /// One compressor per pool thread, reset for every piece.
+    static COMPRESSOR: RefCell<flate2::Compress> = RefCell::new(gzip::compressor());
 }
 
 impl SnapshotBuilder {
     pub fn new(key: WardKey) -> SnapshotBuilder {
-        let mut gz = Vec::with_capacity(256 << 10);
-        gz.extend_from_slice(&gzip::GZIP_HEADER);
-        gzip::put_stored(&mut gz, b"[");
         SnapshotBuilder {
             key,
             pending: Vec::with_capacity(256 << 10),
@@ -43,9 +50,7 @@ impl SnapshotBuilder {
             booths: Vec::new(),
             booth_index: HashMap::new(),
             closed: Vec::new(),
-            gz,
             chunk_first: 0,
-            compress: gzip::compressor(),
         }
     }
 
@@ -84,51 +89,68 @@ impl SnapshotBuilder {
         Ok(())
     }
 
+    /// Hands the chunk being filled to the pool to compress.
     fn close_chunk(&mut self) {
         let (first, end) = (self.chunk_first as u32, self.lens.len() as u32);
         if first == end {
             return;
         }
-        if !self.closed.is_empty() {
-            gzip::put_stored(&mut self.gz, b",");
-        }
-        let at = self.gz.len();
-        gzip::deflate_piece(&mut self.compress, &self.pending, &mut self.gz);
-        let check = Check::of(&self.pending);
-        self.closed.push((first, end, at..self.gz.len(), check));
-        self.pending.clear();
         self.chunk_first = end as usize;
+        let json = std::mem::replace(&mut self.pending, Vec::with_capacity(256 << 10));
+        let (tx, rx) = mpsc::sync_channel(1);
+        rayon::spawn(move || {
+            let mut piece = Vec::with_capacity(json.len() / 6 + 64);
+            COMPRESSOR.with(|c| gzip::deflate_piece(&mut c.borrow_mut(), &json, &mut piece));
+            // The builder may be gone (its build failed); then nobody needs the piece.
+            let _ = tx.send((piece, Check::of(&json)));
+        });
+        self.closed.push((first, end, rx));
     }
 
     pub fn rows(&self) -> usize {
         self.lens.len()
     }
 
-    pub fn finish(mut self, built_at: EpochMs) -> Snapshot {
+    /// The snapshot, once every chunk is compressed: the full-ward gzip is `[`, the pieces
+    /// separated by stored commas, `]`, and the trailer.
+    pub fn finish(mut self, built_at: EpochMs) -> Result<Snapshot, SnapshotError> {
         self.close_chunk();
-        gzip::put_stored(&mut self.gz, b"]");
-        let checks = self.closed.iter().map(|c| c.3);
-        let whole = whole_check(checks);
-        gzip::put_trailer(&mut self.gz, whole);
-        // The buffer grew by doubling: keep only its bytes, which are what L1 accounts.
-        self.gz.shrink_to_fit();
+        let mut gz = Vec::with_capacity(self.lens.len() * 48 + 256);
+        gz.extend_from_slice(&gzip::GZIP_HEADER);
+        gzip::put_stored(&mut gz, b"[");
+        let mut laid = Vec::with_capacity(self.closed.len());
+        for (i, (first, end, rx)) in self.closed.into_iter().enumerate() {
+            let (piece, check) = rx
+                .recv()
+                .map_err(|_| SnapshotError::Corrupt("a chunk's compression did not finish"))?;
+            if i > 0 {
+                gzip::put_stored(&mut gz, b",");
+            }
+            let at = gz.len();
+            gz.extend_from_slice(&piece);
+            laid.push((first, end, at..gz.len(), check));
+        }
+        gzip::put_stored(&mut gz, b"]");
+        let whole = whole_check(laid.iter().map(|c| c.3));
+        gzip::put_trailer(&mut gz, whole);
+        // Keep only the bytes, which are what L1 accounts.
+        gz.shrink_to_fit();
         let rows = RowTable::new(&self.lens, &self.booth_of, &self.modified);
-        let chunks: Vec<Chunk> = self
-            .closed
+        let chunks: Vec<Chunk> = laid
             .into_iter()
             .map(|(first, end, gz, check)| Chunk::new(&rows, first, end, gz, check))
             .collect();
-        Snapshot {
+        Ok(Snapshot {
             unindexed: Unindexed::of(&self.booths, &chunks),
             tag: format!("{:08x}{:x}{:x}", whole.crc, whole.len, built_at.0),
             id: next_id(),
             key: self.key,
             built_at,
-            gz_full: Bytes::from(self.gz),
+            gz_full: Bytes::from(gz),
             rows,
             booths: self.booths,
             chunks,
-        }
+        })
     }
 }
 
@@ -217,7 +239,7 @@ impl Snapshot {
             };
             b.push_row(raw.get().as_bytes(), booth, modified)?;
         }
-        Ok(b.finish(built_at))
+        b.finish(built_at)
     }
 }
 

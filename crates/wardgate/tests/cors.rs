@@ -97,6 +97,17 @@ async fn what_one_instance_learned_serves_the_fleet_while_the_backend_is_down() 
     assert_eq!(r.status(), 429);
     assert_eq!(allowed(&r), Some(APP));
     assert_eq!(r.headers()["access-control-allow-credentials"], "true");
+    // A write the backend cannot take: its 503 is readable by the app (so it keeps its marks).
+    let w = c
+        .post(second.citizens(&ward_query(1)))
+        .header("origin", APP)
+        .header("content-type", "application/json")
+        .body(r#"[{"id":1,"voted":true}]"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(w.status(), 503);
+    assert_eq!(allowed(&w), Some(APP));
     // An origin the backend was never asked about gets nothing it could misuse.
     let p = preflight(&c, &second, "http://never.example").await;
     assert!(p.status().is_server_error(), "{}", p.status());

@@ -206,7 +206,12 @@ impl Proxy {
             CorsMode::Off => return,
             CorsMode::Configured if relayed && resp.headers().contains_key(ACAO) => return,
             CorsMode::Configured => cors::configured(&cfg.cors, origin),
-            CorsMode::Learned if relayed => {
+            // A 5xx without CORS headers is a load balancer's, not the backend's: the app must
+            // still read it (and its Retry-After), so it gets what the backend would send.
+            CorsMode::Learned
+                if relayed
+                    && (resp.headers().contains_key(ACAO) || !resp.status().is_server_error()) =>
+            {
                 return self.shared.cors.learn_answer(route, origin, resp);
             }
             CorsMode::Learned => match self.shared.cors.known_anywhere(route, origin).await {

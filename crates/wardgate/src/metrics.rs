@@ -48,6 +48,12 @@ pub struct FieldLabels {
     pub field: &'static str,
 }
 
+/// A phase of a ward build.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct PhaseLabels {
+    pub phase: &'static str,
+}
+
 /// How a check ended, by name.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct OutcomeNameLabels {
@@ -85,6 +91,11 @@ pub struct Metrics {
     pub replica_probes: Family<OutcomeNameLabels, Counter>,
     /// 1 while wards are built from the replica, 0 while from the backend.
     pub replica_trusted: Gauge,
+    /// Compressions made while a request waited (derived answers, each made once).
+    pub request_compressions: Counter,
+    /// Time per phase of a ward build (`fetch`: the backend's answer read; `chunk`: parsed,
+    /// chunked and compressed; `replica`: read and built from the replica).
+    pub build_phase: Family<PhaseLabels, Histogram>,
     /// Log lines dropped because the log pipe did not drain (`logging`), set at scrape.
     pub log_lines_dropped: Gauge,
     pub ready: Gauge,
@@ -113,6 +124,8 @@ impl Metrics {
             replica_probes: Family::default(),
             replica_trusted: Gauge::default(),
             log_lines_dropped: Gauge::default(),
+            request_compressions: Counter::default(),
+            build_phase: Family::new_with_constructor(latency),
             ready: Gauge::default(),
             registry: Registry::default(),
         };
@@ -212,6 +225,16 @@ impl Metrics {
             "replica_trusted",
             "1 while wards are built from the replica (its rows matched the backend's), else 0",
             self.replica_trusted.clone(),
+        );
+        r.register(
+            "request_compressions",
+            "Compressions made while a request waited (derived answers, each made once)",
+            self.request_compressions.clone(),
+        );
+        r.register(
+            "build_phase_seconds",
+            "Time per phase of a ward build: fetch (the backend's answer), chunk (parse and compress), replica (read and built)",
+            self.build_phase.clone(),
         );
         r.register(
             "log_lines_dropped",

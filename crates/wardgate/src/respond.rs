@@ -408,7 +408,10 @@ pub async fn snapshot_answer(
         b
     } else {
         match derive_gzip(snap.clone(), q.clone()).await {
-            Ok(b) => {
+            Ok((b, compressed)) => {
+                if compressed {
+                    store.note_request_compression();
+                }
                 store.keep_derived(snap.id, variant, b.clone());
                 b
             }
@@ -458,7 +461,12 @@ pub(crate) fn selection(q: &CitizensQuery) -> Selection<'_> {
 /// A gzip selection that is not stored bytes, made once per snapshot off the async workers
 /// (its loose rows are inflated from their chunks): framed from stored pieces when few loose
 /// rows remain, else compressed whole.
-async fn derive_gzip(snap: Arc<Snapshot>, q: CitizensQuery) -> Result<Bytes, SnapshotError> {
+/// Returns the answer, and whether making it took a compression (counted: the hot path should
+/// not compress).
+async fn derive_gzip(
+    snap: Arc<Snapshot>,
+    q: CitizensQuery,
+) -> Result<(Bytes, bool), SnapshotError> {
     let made = tokio::task::spawn_blocking(move || {
         let picked = snap.pick(&selection(&q));
         let (head, tail) = frame(&q, &picked);
@@ -468,10 +476,10 @@ async fn derive_gzip(snap: Arc<Snapshot>, q: CitizensQuery) -> Result<Bytes, Sna
             snap.render_gzip(&picked, &mut a)?;
             a.literal(&tail);
             let (parts, n) = a.finish();
-            return Ok(Bytes::from(concat(&parts, n)));
+            return Ok((Bytes::from(concat(&parts, n)), false));
         }
         let identity = snap.identity(&picked, head, tail).collect()?;
-        Ok(crate::gzip::gzip_whole(&identity))
+        Ok((crate::gzip::gzip_whole(&identity), true))
     })
     .await;
     made.unwrap_or(Err(SnapshotError::Corrupt("derivation task failed")))

@@ -4,7 +4,7 @@
 //! the upstream's gate for as long as it reads the source, and ends within its time bound.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use http::HeaderValue;
@@ -17,7 +17,7 @@ use crate::blob::Blob;
 use crate::config::Live;
 use crate::gate::Permit;
 use crate::legacy::RowFormat;
-use crate::metrics::{FieldLabels, Metrics, Outcome, SourceLabels};
+use crate::metrics::{FieldLabels, Metrics, Outcome, PhaseLabels, SourceLabels};
 use crate::params::{CitizensQuery, WardKey};
 use crate::replica::{Replica, ReplicaError};
 use crate::snapshot::{Snapshot, SnapshotError};
@@ -128,6 +128,12 @@ impl Builder {
         }
     }
 
+    fn phase(&self, phase: &'static str, started: Instant) {
+        let labels = PhaseLabels { phase };
+        let h = self.metrics.build_phase.get_or_create(&labels);
+        h.observe(started.elapsed().as_secs_f64());
+    }
+
     fn count(&self, source: &'static str) {
         let labels = SourceLabels { source };
         self.metrics.builds.get_or_create(&labels).inc();
@@ -162,7 +168,10 @@ impl Builder {
         };
         if !beside && self.trust.replica_ok(format) {
             self.count("replica");
-            return Ok(replica.build_ward(w, at, format, &permit).await?);
+            let started = Instant::now();
+            let snap = replica.build_ward(w, at, format, &permit).await?;
+            self.phase("replica", started);
+            return Ok(snap);
         }
         match self.ward_from_upstream(w, at, permit).await {
             Ok((snap, body)) => {
@@ -218,7 +227,9 @@ impl Builder {
     ) -> Result<(Snapshot, Bytes), BuildError> {
         self.count("upstream");
         let pq = probe::ward_path(w);
+        let started = Instant::now();
         let got = self.upstream.fetch(&pq, permit).await?.ok()?;
+        self.phase("fetch", started);
         if let Some(ct) = got.headers.get(http::header::CONTENT_TYPE) {
             if **self.content_type.load() != ct {
                 self.content_type.store(Arc::new(ct.clone()));
@@ -227,8 +238,10 @@ impl Builder {
         let body = got.body;
         let (key, local) = (w.clone(), self.live.load().citizens.date_offset());
         let kept = body.clone();
+        let started = Instant::now();
         let snap =
             off_workers(move || Snapshot::from_backend_json(key, &kept, at, local)).await??;
+        self.phase("chunk", started);
         let unindexed = snap.unindexed();
         for (field, lacking) in [
             ("booth_no", unindexed.booth_no),

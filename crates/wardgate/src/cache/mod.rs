@@ -455,6 +455,11 @@ impl Cache {
         self.derived.get(snapshot_id, variant)
     }
 
+    /// Counts a compression made while a request waited (a derived answer made once).
+    pub fn note_request_compression(&self) {
+        self.metrics.request_compressions.inc();
+    }
+
     /// Keeps a derived answer within the derived budget.
     pub fn keep_derived(&self, snapshot_id: u64, variant: u64, body: bytes::Bytes) {
         let max = self.live.load().cache.derived_max_bytes();

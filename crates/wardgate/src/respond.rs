@@ -1,6 +1,7 @@
 //! The respond stage: answers assembled from cached bytes, and the one place errors become
 //! HTTP responses.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +18,7 @@ use crate::cache::build::BACKEND_JSON;
 use crate::cache::{Cache, CacheError, CacheStatus};
 use crate::gzip::Assembler;
 use crate::params::{CitizensQuery, Page, ParamError};
-use crate::snapshot::{IdentityBody, Picked, Selection, Snapshot, SnapshotError};
+use crate::snapshot::{tier_start, IdentityBody, Picked, Selection, Snapshot, SnapshotError};
 use crate::time::EpochMs;
 use crate::upstream::UpstreamError;
 
@@ -367,6 +368,7 @@ pub async fn snapshot_answer(
     req: &HeaderMap,
     cache: CacheStatus,
 ) -> Result<Response<Body>, ApiError> {
+    let q = &*tiered(q, snap.built_at);
     let gzip = accepts_gzip(req);
     let variant = {
         use std::hash::{Hash, Hasher};
@@ -447,6 +449,18 @@ pub(crate) fn unreadable(snap: &Snapshot, e: SnapshotError) -> ApiError {
     ApiError::Unavailable {
         reason: format!("cached ward {} is unreadable: {e}", snap.key),
         retry_after: Duration::from_secs(1),
+    }
+}
+
+/// `q` with its delta start moved back to its tier before `anchor`, a snapshot's build time
+/// (see `snapshot::tiers`): phones that each send their own `date` share a few answers.
+pub(crate) fn tiered(q: &CitizensQuery, anchor: EpochMs) -> Cow<'_, CitizensQuery> {
+    match q.since_ms {
+        Some(since) => Cow::Owned(CitizensQuery {
+            since_ms: Some(tier_start(since, anchor)),
+            ..q.clone()
+        }),
+        None => Cow::Borrowed(q),
     }
 }
 

@@ -66,9 +66,6 @@ pub struct Proxy {
 
 type Answer = Result<Response<Body>, ApiError>;
 
-/// Delta reads start on a multiple of this (epoch ms): one minute.
-pub const DELTA_BUCKET_MS: i64 = 60_000;
-
 impl Proxy {
     fn live(&self) -> &Live {
         &self.shared.live
@@ -268,13 +265,11 @@ impl Proxy {
     /// 5–7 for a citizens read.
     async fn read(&self, mut q: CitizensQuery, headers: &http::HeaderMap) -> Answer {
         let cfg = self.live().load();
-        // Deltas overlap (see "Deltas without gaps" in ARCHITECTURE.md), and start on a whole
-        // minute: a few more rows, harmless to an app that upserts by id, make deltas of many
-        // clients the same selection, compressed once and shared.
+        // Deltas overlap (see "Deltas without gaps" in ARCHITECTURE.md); answers from
+        // snapshots widen them further, to their tier (`respond::tiered`).
         if let Some(d) = q.since_ms {
             let overlap = cfg.cache.effective_delta_overlap().as_millis() as i64;
-            let since = d.saturating_sub(overlap).max(0);
-            q.since_ms = Some(since - since % DELTA_BUCKET_MS);
+            q.since_ms = Some(d.saturating_sub(overlap).max(0));
         }
         let max_age = cfg.cache.snapshot_max_age.0;
         match &q.scope {

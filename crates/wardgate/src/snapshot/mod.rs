@@ -25,6 +25,7 @@ mod fixtures;
 mod inflate;
 mod pick;
 mod rows;
+mod tiers;
 
 use std::collections::VecDeque;
 use std::ops::Range;
@@ -41,6 +42,7 @@ pub use build::{SnapshotBuilder, UNKNOWN_BOOTH, UNKNOWN_STAMP};
 pub use codec::{FORMAT_VERSION, PREVIOUS_FORMAT_VERSION};
 pub use inflate::IdentityBody;
 pub use pick::{Picked, Selection};
+pub use tiers::tier_start;
 
 use inflate::Part;
 use rows::RowTable;

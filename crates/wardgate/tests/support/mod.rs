@@ -41,14 +41,26 @@ pub const STATE: &str = "Karnataka";
 pub const ASSEMBLY: &str = "150";
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
-/// The `date` wardgate answers a delta from (default config): the client's, less the
-/// overlap, on a whole minute.
+/// The start wardgate gives a delta it forwards (default config): the client's `date` less
+/// the overlap.
 pub fn widened(date: i64) -> i64 {
     let overlap = wardgate::config::Config::default()
         .cache
         .effective_delta_overlap()
         .as_millis() as i64;
-    (date - overlap) - (date - overlap) % wardgate::proxy::DELTA_BUCKET_MS
+    (date - overlap).max(0)
+}
+
+/// The start of a delta answered from a snapshot built at `snapshot_time` (the answer's
+/// `X-Snapshot-Time`): the widened date, moved back to its tier.
+pub fn tiered(date: i64, snapshot_time: i64) -> i64 {
+    wardgate::snapshot::tier_start(widened(date), wardgate::time::EpochMs(snapshot_time))
+}
+
+/// An answer's `X-Snapshot-Time`, epoch ms.
+pub fn snapshot_time(r: &reqwest::Response) -> i64 {
+    let h = r.headers().get("x-snapshot-time").expect("X-Snapshot-Time");
+    h.to_str().unwrap().parse().unwrap()
 }
 
 /// A name no other test or run uses.
@@ -283,6 +295,14 @@ impl Gate {
     pub async fn metrics(&self) -> String {
         let r = reqwest::get(self.admin_url("/metrics")).await.unwrap();
         r.text().await.unwrap()
+    }
+
+    /// The value of the first sample named `name` (labels included, if given), 0 if absent.
+    pub async fn metric(&self, name: &str) -> f64 {
+        let metrics = self.metrics().await;
+        let line = metrics.lines().find(|l| l.starts_with(name));
+        line.and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0.0)
     }
 
     pub fn shared(&self) -> &Arc<wardgate::shared::Shared> {

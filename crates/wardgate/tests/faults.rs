@@ -581,3 +581,48 @@ async fn quiet_requests(origin: &Origin) -> u64 {
     }
     panic!("the backend kept receiving requests for 12 s");
 }
+
+/// A cold build that fails fails for everyone who joined it, at once and with one backend
+/// request: each waiter gets the same 503 with `Retry-After`, none waits for `miss_wait`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failed_build_reaches_every_waiter_at_once() {
+    let (upstream, hits) = canned_backend(|_| {
+        // Slow enough that every waiter has joined the build before it fails.
+        std::thread::sleep(Duration::from_millis(400));
+        (
+            "502 Bad Gateway",
+            "text/html",
+            "<html>bad gateway</html>".into(),
+        )
+    })
+    .await;
+    let gate = Gate::builder(&upstream)
+        .config(no_rate_limits)
+        .start()
+        .await;
+    let c = client();
+    let start = Instant::now();
+    let waiters: Vec<_> = (0..30)
+        .map(|_| {
+            let (c, url) = (c.clone(), gate.citizens(&ward_query(1)));
+            tokio::spawn(async move {
+                let r = c.get(url).send().await.unwrap();
+                let retry = r.headers().contains_key("retry-after");
+                let body: serde_json::Value = r.json().await.unwrap();
+                (retry, body, start.elapsed())
+            })
+        })
+        .collect();
+    for w in waiters {
+        let (retry, body, at) = w.await.unwrap();
+        assert_eq!(body["status"], 503, "{body}");
+        assert!(retry, "Retry-After on {body}");
+        assert!(at < Duration::from_secs(3), "failed after {at:?}");
+    }
+    assert_eq!(
+        hits.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "one build"
+    );
+    gate.stop().await;
+}

@@ -409,6 +409,54 @@ async fn a_cold_storm_for_one_ward_makes_one_upstream_build() {
     redis_cleanup(&prefix).await;
 }
 
+/// The client that started a cold build hangs up: the build is not its future, so the
+/// requests that joined it are answered as soon as it ends, from one backend read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_first_requester_that_hangs_up_does_not_delay_the_other_waiters() {
+    let latency = Duration::from_millis(600);
+    let origin = Origin::builder()
+        .wards(1)
+        .voters_per_ward(2000)
+        .latency(latency)
+        .start()
+        .await;
+    let gate = Gate::builder(&origin.url()).start().await;
+    let url = gate.citizens(&ward_query(1));
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let start = std::time::Instant::now();
+    let first = impatient.get(url.clone()).send().await;
+    assert!(
+        first.is_err(),
+        "the first requester gave up before the answer"
+    );
+    let c = client();
+    let waiters: Vec<_> = (0..20)
+        .map(|_| {
+            let (c, url) = (c.clone(), url.clone());
+            tokio::spawn(async move {
+                let r = c.get(url).send().await.unwrap();
+                (
+                    r.status().as_u16(),
+                    r.bytes().await.unwrap().len(),
+                    start.elapsed(),
+                )
+            })
+        })
+        .collect();
+    for w in waiters {
+        let (status, len, at) = w.await.unwrap();
+        assert_eq!(status, 200);
+        assert!(len > 100_000, "{len} bytes");
+        // Answered when the one build ended, not after a second backend read.
+        assert!(at < latency * 2, "answered after {at:?}");
+    }
+    assert_eq!(origin.citizens_reads().await, 1);
+    gate.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_second_instance_serves_from_redis_without_the_upstream() {
     let origin = Origin::builder().start().await;

@@ -346,9 +346,20 @@ impl Cache {
                 return Ok(e);
             }
         }
-        let result = self.build_and_keep(&key, max_age, &cfg).await;
-        if let (Some(l2), l2::Lock::Held(token)) = (&self.l2, &lock) {
-            l2.unlock(&key, token).await;
+        let result = self.build_and_keep(&key, &cfg).await;
+        // Waiters are released as this returns; the Redis copy, then the lock's release (so
+        // that other instances waiting on the lock find the copy), follow in the background.
+        if let Some(l2) = self.l2.clone() {
+            let copy = result.as_ref().ok().cloned();
+            let ttl = max_age + cfg.cache.max_stale.0;
+            tokio::spawn(async move {
+                if let Some(e) = copy {
+                    l2.put(&key, &e, ttl).await;
+                }
+                if let l2::Lock::Held(token) = &lock {
+                    l2.unlock(&key, token).await;
+                }
+            });
         }
         result
     }
@@ -395,14 +406,9 @@ impl Cache {
         None
     }
 
-    /// Builds `key` from the source and keeps it in L1 and L2; a failure is remembered for
-    /// `RETRY_BUILD_AFTER`.
-    async fn build_and_keep(
-        &self,
-        key: &CacheKey,
-        max_age: Duration,
-        cfg: &Config,
-    ) -> Result<Entry, BuildError> {
+    /// Builds `key` from the source and keeps it in L1 (`fill` stores it in L2 after); a
+    /// failure is remembered for `RETRY_BUILD_AFTER`.
+    async fn build_and_keep(&self, key: &CacheKey, cfg: &Config) -> Result<Entry, BuildError> {
         let started = Instant::now();
         let built = self.builder.build(key).await;
         self.metrics
@@ -415,9 +421,6 @@ impl Cache {
             tracing::info!(key = %key, rows = s.rows(), gzip_bytes = s.gzip_bytes(), ms = started.elapsed().as_millis() as u64, "snapshot built");
         }
         self.keep(key, &e, cfg);
-        if let Some(l2) = &self.l2 {
-            l2.put(key, &e, max_age + cfg.cache.max_stale.0).await;
-        }
         Ok(e)
     }
 

@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 // Foundation: configuration, wire formats, I/O helpers.
+pub mod background;
 pub mod body;
 pub mod config;
 pub mod gate;

@@ -481,7 +481,7 @@ async fn derive_gzip(
     snap: Arc<Snapshot>,
     q: CitizensQuery,
 ) -> Result<(Bytes, bool), SnapshotError> {
-    let made = tokio::task::spawn_blocking(move || {
+    let made = crate::background::run(move || {
         let picked = snap.pick(&selection(&q));
         let (head, tail) = frame(&q, &picked);
         if snap.loose_bytes(&picked) <= DERIVE_ABOVE {

@@ -124,6 +124,7 @@ fn stages(cfg: &Config) -> Result<Shared, StartError> {
 
 /// Builds the shared state and binds both listeners. Config must already be validated.
 pub async fn start(cfg: Config) -> Result<Running, StartError> {
+    crate::background::start_pool();
     let shared = Arc::new(stages(&cfg)?);
     let limiter = Arc::new(ArcSwap::from_pointee(Limiter::new(&cfg)));
     crate::limit::spawn_sweeper(limiter.clone());

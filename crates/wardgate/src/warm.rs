@@ -196,6 +196,7 @@ async fn targets(args: &WarmArgs, replica: Option<&Replica>) -> Result<Vec<WardK
 }
 
 pub async fn run(args: &WarmArgs) -> Result<WarmReport, String> {
+    crate::background::start_pool();
     let cfg = warm_config(args)?;
     let metrics = Arc::new(Metrics::new());
     let live = Arc::new(ArcSwap::from_pointee(cfg.clone()));

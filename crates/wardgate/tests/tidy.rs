@@ -12,7 +12,16 @@ const LAYERS: &[(&str, &[&str])] = &[
     (
         "foundation",
         &[
-            "body", "config", "gate", "gzip", "idle", "legacy", "logging", "time", "tls",
+            "background",
+            "body",
+            "config",
+            "gate",
+            "gzip",
+            "idle",
+            "legacy",
+            "logging",
+            "time",
+            "tls",
         ],
     ),
     (

@@ -266,11 +266,12 @@ pub fn ward_key(s: &str) -> Option<WardKey> {
     q.ward().cloned()
 }
 
-/// Runs CPU-heavy work (compressing ~4 MB takes tens of ms) off the async workers.
+/// Runs CPU-heavy work (compressing ~4 MB takes tens of ms) off the async workers, below
+/// serving's priority (`background`).
 async fn off_workers<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, BuildError> {
-    tokio::task::spawn_blocking(f)
+    crate::background::run(f)
         .await
         .map_err(|e| BuildError::Task(e.to_string()))
 }

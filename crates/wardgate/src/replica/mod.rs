@@ -74,7 +74,7 @@ impl Replica {
         let mut result = conn.exec_iter(WARD_SQL, params).await?;
         let writer = RowWriter::new(&result.columns().unwrap_or_default(), format)?;
         let (tx, rx) = tokio::sync::mpsc::channel::<Row>(1024);
-        let builder = tokio::task::spawn_blocking({
+        let builder = crate::background::run({
             let key = w.clone();
             move || build_from_rows(key, writer, rx, built_at)
         });

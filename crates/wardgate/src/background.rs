@@ -6,6 +6,8 @@
 
 use std::cell::Cell;
 
+use tokio::task::JoinHandle;
+
 /// How far below serving build threads run (`nice` steps): at +10 a busy build thread gets
 /// about a tenth of the CPU a serving thread gets when both want it, and all of it otherwise.
 pub const BUILD_NICENESS: i32 = 10;
@@ -34,13 +36,12 @@ pub fn start_pool() {
         .build_global();
 }
 
-/// Runs `f` on a blocking thread lowered to build priority, off the async workers.
-pub async fn run<T: Send + 'static>(
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, tokio::task::JoinError> {
+/// Starts `f` at once on a blocking thread lowered to build priority, off the async workers
+/// (like `spawn_blocking`, it runs whether or not the handle is awaited yet: a replica build
+/// streams rows to it before awaiting it).
+pub fn run<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> JoinHandle<T> {
     tokio::task::spawn_blocking(move || {
         lower_this_thread();
         f()
     })
-    .await
 }

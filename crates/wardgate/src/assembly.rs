@@ -173,8 +173,8 @@ pub fn answer(
     status: CacheStatus,
     max_rows: u32,
 ) -> Result<Response<Body>, ApiError> {
-    // One tier for the whole answer, before the newest ward's build: a superset for each ward.
-    let newest = snaps.iter().map(|s| s.built_at).max();
+    // One tier for the whole answer, before the newest change of any ward: a superset for each.
+    let newest = snaps.iter().map(|s| s.newest_change()).max();
     let q = &*respond::tiered(q, newest.unwrap_or_else(EpochMs::now));
     let picked = pick_all(snaps, q);
     let count: usize = picked.iter().map(|p| p.count).sum();

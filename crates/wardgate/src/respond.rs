@@ -362,13 +362,13 @@ fn frame(q: &CitizensQuery, picked: &Picked) -> (Bytes, Bytes) {
 /// whole chunks, else compressed once, off the async workers. Identity answers are inflated
 /// from the chunks as they are sent.
 pub async fn snapshot_answer(
-    store: &Cache,
+    store: &Arc<Cache>,
     snap: Arc<Snapshot>,
     q: &CitizensQuery,
     req: &HeaderMap,
     cache: CacheStatus,
 ) -> Result<Response<Body>, ApiError> {
-    let q = &*tiered(q, snap.built_at);
+    let q = &*tiered(q, snap.newest_change());
     let gzip = accepts_gzip(req);
     let variant = {
         use std::hash::{Hash, Hasher};
@@ -406,17 +406,10 @@ pub async fn snapshot_answer(
     }
     let body = if q.is_full_ward() {
         snap.full_gzip()
-    } else if let Some(b) = store.derived_answer(snap.id, variant) {
-        b
     } else {
-        match derive_gzip(snap.clone(), q.clone()).await {
-            Ok((b, compressed)) => {
-                if compressed {
-                    store.note_request_compression();
-                }
-                store.keep_derived(snap.id, variant, b.clone());
-                b
-            }
+        let made = derive_gzip(snap.clone(), q.clone());
+        match store.derived_answer(snap.id, variant, made).await {
+            Ok(b) => b,
             Err(e) => return Err(unreadable(&snap, e)),
         }
     };
@@ -444,7 +437,7 @@ pub(crate) fn parts_body(parts: Vec<Bytes>) -> Body {
 
 /// A snapshot whose stored bytes do not inflate: it was checked when built or loaded, so this
 /// is memory gone bad; the client is told to retry rather than sent a wrong answer.
-pub(crate) fn unreadable(snap: &Snapshot, e: SnapshotError) -> ApiError {
+pub(crate) fn unreadable(snap: &Snapshot, e: impl std::fmt::Display) -> ApiError {
     tracing::error!(ward = %snap.key, error = %e, "snapshot unreadable");
     ApiError::Unavailable {
         reason: format!("cached ward {} is unreadable: {e}", snap.key),
@@ -452,7 +445,7 @@ pub(crate) fn unreadable(snap: &Snapshot, e: SnapshotError) -> ApiError {
     }
 }
 
-/// `q` with its delta start moved back to its tier before `anchor`, a snapshot's build time
+/// `q` with its delta start moved back to its tier before `anchor`, a ward's newest change
 /// (see `snapshot::tiers`): phones that each send their own `date` share a few answers.
 pub(crate) fn tiered(q: &CitizensQuery, anchor: EpochMs) -> Cow<'_, CitizensQuery> {
     match q.since_ms {

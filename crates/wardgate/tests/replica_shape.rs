@@ -118,16 +118,15 @@ async fn the_probe_keeps_builds_on_the_backend_until_replica_rows_match() {
     }
     // A delta: the backend's rows for the window wardgate widens the date to.
     let date = wardgate::time::EpochMs::now().0 - 10 * 60_000;
-    let r = c
-        .get(gate.citizens(&ward4(&format!("date={date}&boothNos=-1"))))
-        .send()
-        .await
-        .unwrap();
-    let since = tiered(date, snapshot_time(&r));
-    let delta = r.bytes().await.unwrap();
+    let rows: Vec<Value> = fetch_json(&c, gate.citizens(&ward_query(4))).await;
+    let since = tiered(date, newest_change(&rows));
+    let delta = fetch(
+        &c,
+        gate.citizens(&ward4(&format!("date={date}&boothNos=-1"))),
+    )
+    .await;
     let want = ward4(&format!("date={since}&boothNos=-1"));
     assert_eq!(delta, fetch(&c, origin.citizens(&want)).await, "delta");
-    let rows: Vec<Value> = fetch_json(&c, gate.citizens(&ward_query(4))).await;
     let id = rows[7]["id"].as_i64().unwrap();
     let r = c
         .post(gate.citizens(&ward_query(4)))

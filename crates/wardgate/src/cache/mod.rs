@@ -24,14 +24,17 @@ mod sync;
 pub mod watermark;
 
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use bytes::Bytes;
 
 use crate::blob::Blob;
 use crate::config::{Config, Dur, Live};
 use crate::metrics::Metrics;
 use crate::params::{AssemblyKey, WardKey};
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Snapshot, SnapshotError};
 use crate::time::EpochMs;
 use crate::upstream::UpstreamError;
 pub use build::{BuildError, Builder};
@@ -59,6 +62,10 @@ pub enum CacheError {
     Upstream(UpstreamError),
 }
 
+/// How long a request waits for a derived answer another request is making (one
+/// compression of at most a ward: tens of ms).
+const DERIVE_WAIT: Duration = Duration::from_secs(30);
+
 /// After a failed build, how long before another build of the same key is started.
 const RETRY_BUILD_AFTER: Duration = Duration::from_secs(1);
 
@@ -70,6 +77,8 @@ pub struct Cache {
     pub derived: Derived,
     pub l2: Option<Arc<L2>>,
     builds: Arc<Coalescer<CacheKey, Entry, BuildError>>,
+    /// Derived answers being made, by snapshot id and selection: each made once.
+    deriving: Arc<Coalescer<(u64, u64), Bytes, SnapshotError>>,
     marks: Watermarks,
     /// Keys with a post-write renewal waiting for the running build to end.
     renewals: Mutex<HashSet<CacheKey>>,
@@ -108,6 +117,7 @@ impl Cache {
             derived: Derived::default(),
             l2,
             builds: Arc::default(),
+            deriving: Arc::default(),
             marks: Watermarks::default(),
             renewals: Mutex::new(HashSet::new()),
             failed: Mutex::new(HashMap::new()),
@@ -453,23 +463,41 @@ impl Cache {
         self.count_l1();
     }
 
-    /// A derived answer kept for `variant` of the snapshot `snapshot_id`.
-    pub fn derived_answer(&self, snapshot_id: u64, variant: u64) -> Option<bytes::Bytes> {
-        self.derived.get(snapshot_id, variant)
-    }
-
-    /// Counts a compression made while a request waited (a derived answer made once).
-    pub fn note_request_compression(&self) {
-        self.metrics.request_compressions.inc();
-    }
-
-    /// Keeps a derived answer within the derived budget.
-    pub fn keep_derived(&self, snapshot_id: u64, variant: u64, body: bytes::Bytes) {
-        let max = self.live.load().cache.derived_max_bytes();
-        self.derived.keep(snapshot_id, variant, body, max);
-        self.metrics
-            .derived_bytes
-            .set(self.derived.usage().0 as i64);
+    /// The derived answer `variant` of the snapshot `snapshot_id`: kept, or made by `make`
+    /// once however many requests ask for it at once (they wait for the one making it), then
+    /// kept within the derived budget. `make` says whether it compressed (counted: the hot
+    /// path should not compress).
+    pub async fn derived_answer<F>(
+        self: &Arc<Self>,
+        snapshot_id: u64,
+        variant: u64,
+        make: F,
+    ) -> Result<Bytes, String>
+    where
+        F: Future<Output = Result<(Bytes, bool), SnapshotError>> + Send + 'static,
+    {
+        if let Some(b) = self.derived.get(snapshot_id, variant) {
+            return Ok(b);
+        }
+        let this = self.clone();
+        let (rx, _) = self
+            .deriving
+            .join(&(snapshot_id, variant), move || async move {
+                let (body, compressed) = make.await?;
+                if compressed {
+                    this.metrics.request_compressions.inc();
+                }
+                let max = this.live.load().cache.derived_max_bytes();
+                this.derived.keep(snapshot_id, variant, body.clone(), max);
+                let held = this.derived.usage().0 as i64;
+                this.metrics.derived_bytes.set(held);
+                Ok(body)
+            });
+        coalesce::wait(rx, DERIVE_WAIT).await.map_err(|e| match e {
+            WaitError::Failed(e) => e.to_string(),
+            WaitError::TimedOut => format!("not made within {DERIVE_WAIT:?}"),
+            WaitError::Aborted => "its making failed".to_string(),
+        })
     }
 
     fn count_l1(&self) {

@@ -193,6 +193,16 @@ impl Snapshot {
             + self.key.ward.len()
     }
 
+    /// The newest `modifieddate` of its rows, the anchor of its delta tiers (`tiers`): a
+    /// delta's window is measured back from the ward's last change, so tiers stay narrow
+    /// whatever the clocks of phones and backend say. The build time for a ward of no rows.
+    pub fn newest_change(&self) -> EpochMs {
+        let newest = self.chunks.iter().map(|c| c.max_modified).max();
+        newest
+            .filter(|m| *m != UNKNOWN_STAMP)
+            .map_or(self.built_at, EpochMs)
+    }
+
     /// Size of the full ward as gzip, bytes.
     pub fn gzip_bytes(&self) -> usize {
         self.gz_full.len()

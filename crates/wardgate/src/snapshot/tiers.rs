@@ -1,12 +1,12 @@
-//! Delta tiers: a delta's start rounded down to one of a few edges before its snapshot's build
-//! time, so that phones each sending their own `date` share a handful of answers per ward.
+//! Delta tiers: a delta's start rounded down to one of a few edges before its ward's newest
+//! change, so that phones each sending their own `date` share a handful of answers per ward.
 //!
 //! **Invariant:** a tier's start is never after the delta's own start, so its answer holds
 //! every row the delta asked for (a superset is safe: the app upserts by `id`).
 
 use crate::time::EpochMs;
 
-/// The narrowest tier: the minute before the snapshot was built, ms.
+/// The narrowest tier: the minute before the ward's newest change, ms.
 pub const FIRST_TIER_MS: i64 = 60_000;
 
 /// The latest tier edge at or before `since`: `anchor - w`, where `w` runs 1, 2, 3, 4, 6, 8,

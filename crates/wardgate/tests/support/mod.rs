@@ -51,16 +51,20 @@ pub fn widened(date: i64) -> i64 {
     (date - overlap).max(0)
 }
 
-/// The start of a delta answered from a snapshot built at `snapshot_time` (the answer's
-/// `X-Snapshot-Time`): the widened date, moved back to its tier.
-pub fn tiered(date: i64, snapshot_time: i64) -> i64 {
-    wardgate::snapshot::tier_start(widened(date), wardgate::time::EpochMs(snapshot_time))
+/// The start of a delta answered from a snapshot whose newest row was modified at `newest`:
+/// the widened date, moved back to its tier.
+pub fn tiered(date: i64, newest: i64) -> i64 {
+    wardgate::snapshot::tier_start(widened(date), wardgate::time::EpochMs(newest))
 }
 
-/// An answer's `X-Snapshot-Time`, epoch ms.
-pub fn snapshot_time(r: &reqwest::Response) -> i64 {
-    let h = r.headers().get("x-snapshot-time").expect("X-Snapshot-Time");
-    h.to_str().unwrap().parse().unwrap()
+/// The newest `modifieddate` of `rows` (epoch ms or the backend's ISO-8601 text), epoch ms.
+pub fn newest_change(rows: &[serde_json::Value]) -> i64 {
+    use wardgate::time::{EpochMs, UtcOffset};
+    let stamps = rows.iter().filter_map(|r| match &r["modifieddate"] {
+        serde_json::Value::String(t) => EpochMs::parse_legacy(t, UtcOffset(0)).map(|t| t.0),
+        n => n.as_i64(),
+    });
+    stamps.max().expect("rows with dates")
 }
 
 /// A name no other test or run uses.

@@ -73,16 +73,25 @@ impl Replica {
         ];
         let mut result = conn.exec_iter(WARD_SQL, params).await?;
         let writer = RowWriter::new(&result.columns().unwrap_or_default(), format)?;
-        let (tx, rx) = tokio::sync::mpsc::channel::<Row>(1024);
+        // Rows cross to the builder in batches: one wake-up per batch, not per row.
+        let (tx, rx) = tokio::sync::mpsc::channel::<Vec<Row>>(8);
         let builder = crate::background::run({
             let key = w.clone();
             move || build_from_rows(key, writer, rx, built_at)
         });
         if let Some(mut rows) = result.stream::<Row>().await? {
+            let mut batch = Vec::with_capacity(ROW_BATCH);
             while let Some(row) = rows.next().await {
-                if tx.send(row?).await.is_err() {
-                    break; // the builder failed; its error is reported below
+                batch.push(row?);
+                if batch.len() == ROW_BATCH {
+                    let full = std::mem::replace(&mut batch, Vec::with_capacity(ROW_BATCH));
+                    if tx.send(full).await.is_err() {
+                        break; // the builder failed; its error is reported below
+                    }
                 }
+            }
+            if !batch.is_empty() {
+                let _ = tx.send(batch).await;
             }
         }
         drop(tx);
@@ -92,19 +101,24 @@ impl Replica {
     }
 }
 
+/// Rows handed to the builder at a time.
+const ROW_BATCH: usize = 256;
+
 /// The blocking half of a build: each row written as the backend writes it, then chunked.
 fn build_from_rows(
     key: WardKey,
     writer: RowWriter,
-    mut rx: tokio::sync::mpsc::Receiver<Row>,
+    mut rx: tokio::sync::mpsc::Receiver<Vec<Row>>,
     built_at: EpochMs,
 ) -> Result<Snapshot, ReplicaError> {
     let mut b = SnapshotBuilder::new(key);
     let mut buf = Vec::with_capacity(512);
-    while let Some(row) = rx.blocking_recv() {
-        buf.clear();
-        let facts = writer.write(row, &mut buf)?;
-        b.push_row(&buf, &facts.booth_no, facts.modified.0)?;
+    while let Some(rows) = rx.blocking_recv() {
+        for row in rows {
+            buf.clear();
+            let facts = writer.write(row, &mut buf)?;
+            b.push_row(&buf, &facts.booth_no, facts.modified.0)?;
+        }
     }
     Ok(b.finish(built_at)?)
 }

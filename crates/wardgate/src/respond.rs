@@ -407,8 +407,8 @@ pub async fn snapshot_answer(
     let body = if q.is_full_ward() {
         snap.full_gzip()
     } else {
-        let made = derive_gzip(snap.clone(), q.clone());
-        match store.derived_answer(snap.id, variant, made).await {
+        let make = || derive_gzip(snap.clone(), q.clone());
+        match store.derived_answer(snap.id, variant, make).await {
             Ok(b) => b,
             Err(e) => return Err(unreadable(&snap, e)),
         }

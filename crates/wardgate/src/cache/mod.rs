@@ -463,15 +463,15 @@ impl Cache {
         self.count_l1();
     }
 
-    /// The derived answer `variant` of the snapshot `snapshot_id`: kept, or made by `make`
+    /// The derived answer `variant` of the snapshot `snapshot_id`: kept, or made by `make()`
     /// once however many requests ask for it at once (they wait for the one making it), then
     /// kept within the derived budget. `make` says whether it compressed (counted: the hot
-    /// path should not compress).
+    /// path should not compress); it is called only on a miss.
     pub async fn derived_answer<F>(
         self: &Arc<Self>,
         snapshot_id: u64,
         variant: u64,
-        make: F,
+        make: impl FnOnce() -> F,
     ) -> Result<Bytes, String>
     where
         F: Future<Output = Result<(Bytes, bool), SnapshotError>> + Send + 'static,
@@ -480,9 +480,13 @@ impl Cache {
             return Ok(b);
         }
         let this = self.clone();
-        let (rx, _) = self
-            .deriving
-            .join(&(snapshot_id, variant), move || async move {
+        let (rx, _) = self.deriving.join(&(snapshot_id, variant), move || {
+            let make = make();
+            async move {
+                // A making that ended between the look-up above and this join kept it.
+                if let Some(b) = this.derived.get(snapshot_id, variant) {
+                    return Ok(b);
+                }
                 let (body, compressed) = make.await?;
                 if compressed {
                     this.metrics.request_compressions.inc();
@@ -492,7 +496,8 @@ impl Cache {
                 let held = this.derived.usage().0 as i64;
                 this.metrics.derived_bytes.set(held);
                 Ok(body)
-            });
+            }
+        });
         coalesce::wait(rx, DERIVE_WAIT).await.map_err(|e| match e {
             WaitError::Failed(e) => e.to_string(),
             WaitError::TimedOut => format!("not made within {DERIVE_WAIT:?}"),

@@ -9,8 +9,7 @@
 
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
-use std::thread::JoinHandle;
+use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use tracing_subscriber::fmt::MakeWriter;
@@ -108,8 +107,13 @@ impl<'a> MakeWriter<'a> for ToBatch {
     }
 }
 
-/// Keeps the writer thread running; dropping it writes the lines still batched.
-pub struct LogGuard(Option<JoinHandle<()>>);
+/// How long exit waits for the writer to write the last lines: a stalled pipe must not keep
+/// the process from stopping.
+const LAST_WRITE_WAIT: Duration = Duration::from_secs(1);
+
+/// Keeps the writer thread running; dropping it writes the lines still batched (waiting at
+/// most `LAST_WRITE_WAIT`). Holds the receiver the writer thread signals when it ends.
+pub struct LogGuard(Option<mpsc::Receiver<()>>);
 
 impl Drop for LogGuard {
     fn drop(&mut self) {
@@ -117,8 +121,8 @@ impl Drop for LogGuard {
             b.lock().closed = true;
             b.closing.notify_all();
         }
-        if let Some(t) = self.0.take() {
-            let _ = t.join();
+        if let Some(ended) = self.0.take() {
+            let _ = ended.recv_timeout(LAST_WRITE_WAIT);
         }
     }
 }
@@ -135,12 +139,17 @@ pub fn init(format: LogFormat, buffer_lines: u32) -> LogGuard {
     if BATCH.set(batch.clone()).is_err() {
         return LogGuard(None); // logging already runs in this process
     }
+    let (ended, writer_ended) = mpsc::channel();
     let writer = {
         let batch = batch.clone();
         std::thread::Builder::new()
             .name("wardgate-log".into())
-            .spawn(move || batch.write_out(std::io::stderr()))
+            .spawn(move || {
+                batch.write_out(std::io::stderr());
+                let _ = ended.send(());
+            })
             .ok()
+            .map(|_| writer_ended)
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()

@@ -81,3 +81,73 @@ async fn a_stalled_log_pipe_drops_lines_instead_of_stalling_requests() {
     );
     wardgate.kill();
 }
+
+/// Runs wardgate with `format` and `rust_log`, sends one read, stops it, and returns stderr.
+async fn stderr_after_one_read(format: &str, rust_log: &str) -> String {
+    let origin = Origin::builder().wards(1).voters_per_ward(20).start().await;
+    let (port, admin) = (free_port(), free_port());
+    let child = Command::new(env!("CARGO_BIN_EXE_wardgate"))
+        .args(["serve", "--upstream", &origin.url()])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
+        .args(["--log-format", format, "--drain-grace", "0s"])
+        .env("RUST_LOG", rust_log)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_port(port);
+    let url = format!(
+        "http://127.0.0.1:{port}/open/volunteer/citizens?{}",
+        ward_query(1)
+    );
+    let r = client().get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let _ = r.bytes().await;
+    let _ = Command::new("kill").arg(child.id().to_string()).status();
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    String::from_utf8(out.stderr).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_request_writes_one_access_line_in_the_configured_format() {
+    let json = stderr_after_one_read("json", "info").await;
+    let lines: Vec<serde_json::Value> = json
+        .lines()
+        .filter(|l| l.contains("\"target\":\"access\""))
+        .map(|l| serde_json::from_str(l).expect("an access line is one JSON object"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{json}");
+    let l = &lines[0];
+    assert_eq!(l["level"], "INFO");
+    assert_eq!(l["method"], "GET");
+    assert_eq!(l["path"], "/open/volunteer/citizens");
+    assert_eq!(l["route_class"], "citizens");
+    assert_eq!(l["status"], 200);
+    assert_eq!(l["cache"], "MISS");
+    assert!(l["client"].as_str().unwrap().starts_with("127.0.0.1:"));
+    assert!(l["total_ms"].as_f64().unwrap() >= 0.0);
+    let ts = l["timestamp"].as_str().unwrap();
+    assert_eq!(
+        (ts.len(), &ts[4..5], &ts[10..11], &ts[26..]),
+        (27, "-", "T", "Z")
+    );
+
+    let human = stderr_after_one_read("human", "info").await;
+    let line = human
+        .lines()
+        .find(|l| l.contains(" INFO access: "))
+        .expect(&human);
+    assert!(
+        line.contains("method=GET path=\"/open/volunteer/citizens\""),
+        "{line}"
+    );
+    assert!(line.contains(" status=200 cache=\"MISS\""), "{line}");
+
+    // RUST_LOG filters access lines as it filters every other target
+    let quiet = stderr_after_one_read("json", "info,access=off").await;
+    assert!(!quiet.contains("\"target\":\"access\""), "{quiet}");
+    assert!(quiet.contains("wardgate serving"), "{quiet}");
+}

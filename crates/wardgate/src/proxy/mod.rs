@@ -457,18 +457,17 @@ impl Proxy {
                 .get(header::CONTENT_LENGTH)
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("-");
-            tracing::info!(
-                target: "access",
-                client = %trace.conn.peer,
-                method = %trace.method,
-                path = trace.uri.path(),
-                route_class = class.as_str(),
-                status = resp.status().as_u16(),
-                cache = cache.as_str(),
+            crate::logging::access(&crate::logging::AccessLine {
+                client: trace.conn.peer,
+                method: trace.method.as_str(),
+                path: trace.uri.path(),
+                route_class: class.as_str(),
+                status: resp.status().as_u16(),
+                cache: cache.as_str(),
                 bytes,
-                total_ms = elapsed.as_secs_f64() * 1e3,
-                upstream_ms = trace.upstream.map(|d| d.as_secs_f64() * 1e3),
-            );
+                total_ms: elapsed.as_secs_f64() * 1e3,
+                upstream_ms: trace.upstream.map(|d| d.as_secs_f64() * 1e3),
+            });
         }
     }
 }

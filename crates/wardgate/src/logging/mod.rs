@@ -17,11 +17,17 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
 
+mod access;
+pub use access::{access, AccessLine};
+
 /// How often the writer thread writes what has been logged: the most a line waits.
 pub const FLUSH_EVERY: Duration = Duration::from_millis(100);
 
 /// The batch of the process's logging, once started.
 static BATCH: OnceLock<Arc<Batch>> = OnceLock::new();
+
+/// The format of the process's log lines, once started.
+static FORMAT: OnceLock<LogFormat> = OnceLock::new();
 
 /// Lines logged and not yet written, and how many were dropped.
 struct Batch {
@@ -139,6 +145,7 @@ pub fn init(format: LogFormat, buffer_lines: u32) -> LogGuard {
     if BATCH.set(batch.clone()).is_err() {
         return LogGuard(None); // logging already runs in this process
     }
+    let _ = FORMAT.set(format);
     let (ended, writer_ended) = mpsc::channel();
     let writer = {
         let batch = batch.clone();

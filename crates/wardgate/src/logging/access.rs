@@ -31,7 +31,7 @@ pub struct AccessLine<'a> {
 
 thread_local! {
     /// This thread's line buffer and the second its date-time prefix was made for.
-    static LINE: RefCell<(String, u64, String)> = RefCell::new((String::new(), u64::MAX, String::new()));
+    static LINE: RefCell<(String, u64, String)> = const { RefCell::new((String::new(), u64::MAX, String::new())) };
 }
 
 /// Writes the access-log line of a request, unless logging is off or `RUST_LOG` filters it.

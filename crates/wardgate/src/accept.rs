@@ -12,6 +12,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
+use wardgate_sealed::SendfileStream;
 
 use crate::config::Config;
 use crate::proxy::{ConnInfo, Proxy};
@@ -91,7 +92,7 @@ pub async fn serve(
             let _permit = permit;
             match acceptor {
                 None => {
-                    let io = crate::idle::IdleIo::new(tcp, idle);
+                    let io = crate::idle::IdleIo::new(SendfileStream::new(tcp), idle);
                     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
                     if let Err(e) = watcher.watch(conn.into_owned()).await {
                         tracing::debug!(%peer, error = %e, "connection ended with an error");

@@ -145,12 +145,22 @@ fn metrics(shared: &Shared) -> Response<Body> {
         .metrics
         .log_lines_dropped
         .set(i64::try_from(dropped).unwrap_or(i64::MAX));
+    set_sealed(&shared.metrics);
     let mut r = Response::new(full(shared.metrics.render()));
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
     );
     r
+}
+
+fn set_sealed(m: &crate::metrics::Metrics) {
+    let s = wardgate_sealed::stats();
+    let g = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    m.sealed_answers.set(g(s.regions as u64));
+    m.sealed_bytes.set(g(s.bytes as u64));
+    m.sealed_refused.set(g(s.refused));
+    m.sendfile_bytes.set(g(s.sendfile_bytes));
 }
 
 /// `GET /admin/snapshots`: what L1 holds.

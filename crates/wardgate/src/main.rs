@@ -12,6 +12,12 @@ use wardgate::config::LogFormat;
 use wardgate::logging;
 use wardgate::server;
 
+/// mimalloc's per-thread free lists: a hit allocates and frees a few dozen small objects
+/// (request head, headers, the answer's head, the access line), and glibc's malloc spent
+/// ~7% of a page hit's CPU on them.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -78,7 +84,9 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     let cfg = args.load().map_err(|e| e.to_string())?;
     // 2. Logs, in the format the configuration asks for, written off the request path.
     let _log = logging::init(cfg.log.format, cfg.log.buffer_lines);
-    // 3. Stages and listeners.
+    // 3. Descriptors for connections and sealed answers, then stages and listeners.
+    let budget = wardgate_sealed::raise_fd_limit();
+    tracing::info!(sealed_answers_max = budget, "answers sent with sendfile");
     let running = server::start(cfg).await.map_err(|e| e.to_string())?;
     // 4. Signals: SIGHUP reloads, SIGTERM/SIGINT drain.
     let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;

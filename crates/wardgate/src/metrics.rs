@@ -98,6 +98,15 @@ pub struct Metrics {
     pub build_phase: Family<PhaseLabels, Histogram>,
     /// Log lines dropped because the log pipe did not drain (`logging`), set at scrape.
     pub log_lines_dropped: Gauge,
+    /// Answers held in sealed memory files, sent by `sendfile` (`wardgate_sealed`), set at
+    /// scrape: how many, and the memory they take (whole pages).
+    pub sealed_answers: Gauge,
+    pub sealed_bytes: Gauge,
+    /// Answers kept in ordinary memory although large enough to seal (file-descriptor budget
+    /// spent, or memfd refused), since the start, set at scrape.
+    pub sealed_refused: Gauge,
+    /// Bytes sent by `sendfile` from sealed answers, since the start, set at scrape.
+    pub sendfile_bytes: Gauge,
     pub ready: Gauge,
 }
 
@@ -124,6 +133,10 @@ impl Metrics {
             replica_probes: Family::default(),
             replica_trusted: Gauge::default(),
             log_lines_dropped: Gauge::default(),
+            sealed_answers: Gauge::default(),
+            sealed_bytes: Gauge::default(),
+            sealed_refused: Gauge::default(),
+            sendfile_bytes: Gauge::default(),
             request_compressions: Counter::default(),
             build_phase: Family::new_with_constructor(latency),
             ready: Gauge::default(),
@@ -202,9 +215,33 @@ impl Metrics {
         );
         r.register("ready", "1 when /readyz answers 200", self.ready.clone());
         self.register_rows(r);
+        self.register_sealed(r);
     }
 
     /// The row-shape metrics, and the build's identity.
+    fn register_sealed(&self, r: &mut Registry) {
+        r.register(
+            "sealed_answers",
+            "Cached answers held in sealed memory files and sent with sendfile",
+            self.sealed_answers.clone(),
+        );
+        r.register(
+            "sealed_bytes",
+            "Memory taken by sealed answers (whole pages), part of L1",
+            self.sealed_bytes.clone(),
+        );
+        r.register(
+            "sealed_refused",
+            "Answers large enough to seal kept in ordinary memory (descriptor budget spent or memfd refused), since start",
+            self.sealed_refused.clone(),
+        );
+        r.register(
+            "sendfile_bytes",
+            "Bytes sent with sendfile from sealed answers, since start",
+            self.sendfile_bytes.clone(),
+        );
+    }
+
     fn register_rows(&self, r: &mut Registry) {
         r.register(
             "unindexed_builds",

@@ -1,6 +1,8 @@
 //! L1 accounts what its snapshots hold: the heap bytes that cached wards keep alive, counted
 //! by the allocator, match the bytes L1 reports, for wards built from rows and loaded from
 //! their Redis encoding alike. Its own test binary, so nothing else allocates meanwhile.
+//! A ward's full answer lives in a sealed memory file (`wardgate_sealed`), outside the heap:
+//! what wards hold is the heap's bytes plus the sealed regions' pages.
 
 use std::alloc::System;
 use std::sync::Arc;
@@ -35,18 +37,23 @@ fn key(ward: u32) -> WardKey {
     WardKey::parse("Karnataka", "150", &ward.to_string()).unwrap()
 }
 
+/// The heap's bytes and the sealed regions' pages.
+fn held_now() -> usize {
+    ALLOC.allocated() + wardgate_sealed::stats().bytes
+}
+
 /// Fills an L1 with what `make` returns for each ward, dropping everything else it made, and
 /// returns the heap bytes left held, what L1 accounts, and the wards' gzip bytes.
 fn held_by(make: impl Fn(u32) -> Snapshot) -> (usize, usize, usize) {
     let l1 = L1::default();
-    let before = ALLOC.allocated();
+    let before = held_now();
     let mut gzip = 0;
     for w in 1..=WARDS {
         let s = Arc::new(make(w));
         gzip += s.gzip_bytes();
         l1.insert(CacheKey::Ward(key(w)), Entry::Snapshot(s), usize::MAX);
     }
-    let held = ALLOC.allocated() - before;
+    let held = held_now() - before;
     let accounted = l1.usage().0;
     drop(l1);
     (held, accounted, gzip)

@@ -731,7 +731,7 @@ fn gzip6(data: &[u8]) -> usize {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_per_booth_ward_costs_the_wire_what_one_gzip_stream_does() {
+async fn a_per_booth_ward_costs_the_wire_what_one_gzip_stream_does_and_hits_are_sent_by_sendfile() {
     // Serial numbers restart in every booth (the sample's default, as on real rolls), so the
     // reference order interleaves the ward's booths row by row.
     let origin = Origin::builder()
@@ -762,5 +762,22 @@ async fn a_per_booth_ward_costs_the_wire_what_one_gzip_stream_does() {
         "full ward: {} bytes on the wire, one gzip -6 stream {yardstick}",
         wire.len()
     );
+    // A hit sends the cached gzip with sendfile from its sealed copy, byte for byte.
+    let sent_before = gate.metric("wardgate_sendfile_bytes").await;
+    let hit = c
+        .get(gate.citizens(&ward_query(1)))
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(hit.headers()["x-cache"], "HIT");
+    assert_eq!(hit.bytes().await.unwrap(), wire);
+    let by_sendfile = gate.metric("wardgate_sendfile_bytes").await - sent_before;
+    assert!(
+        by_sendfile >= wire.len() as f64,
+        "{by_sendfile} bytes by sendfile for a {}-byte hit",
+        wire.len()
+    );
+    assert!(gate.metric("wardgate_sealed_answers").await >= 1.0);
     gate.stop().await;
 }

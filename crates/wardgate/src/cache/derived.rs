@@ -52,12 +52,13 @@ impl Derived {
     /// Keeps an answer, then evicts least-recently-used ones until within `max_bytes`. The
     /// body is copied into an exactly sized buffer of its own (once per answer), so that the
     /// budget counts what is held: a compressor's buffer has slack, a slice shares a ward's.
+    /// The buffer is sealed, so that every send of it is a sendfile (`wardgate_sealed`).
     pub fn keep(&self, snapshot: u64, variant: u64, body: Bytes, max_bytes: usize) {
         let w = body.len() + ENTRY_OVERHEAD;
         if w > max_bytes {
             return;
         }
-        let body = Bytes::from(body.to_vec());
+        let body = wardgate_sealed::seal(&body);
         let mut g = self.lock();
         if let Some(old) = g.map.put((snapshot, variant), body) {
             g.bytes -= old.len() + ENTRY_OVERHEAD;

@@ -5,7 +5,6 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::mpsc;
 
-use bytes::Bytes;
 use serde::Deserialize;
 
 use super::{next_id, Chunk, RowTable, Snapshot, SnapshotError, Unindexed, CHUNK_ROWS};
@@ -101,8 +100,12 @@ impl SnapshotBuilder {
         rayon::spawn(move || {
             let mut piece = Vec::with_capacity(json.len() / 6 + 64);
             COMPRESSOR.with(|c| gzip::deflate_piece(&mut c.borrow_mut(), &json, &mut piece));
+            let check = Check::of(&json);
+            // The JSON is freed before the piece is handed over, so that a finished build
+            // holds only what its snapshot keeps (no buffer still freeing on the pool).
+            drop(json);
             // The builder may be gone (its build failed); then nobody needs the piece.
-            let _ = tx.send((piece, Check::of(&json)));
+            let _ = tx.send((piece, check));
         });
         self.closed.push((first, end, rx));
     }
@@ -133,8 +136,6 @@ impl SnapshotBuilder {
         gzip::put_stored(&mut gz, b"]");
         let whole = whole_check(laid.iter().map(|c| c.3));
         gzip::put_trailer(&mut gz, whole);
-        // Keep only the bytes, which are what L1 accounts.
-        gz.shrink_to_fit();
         let rows = RowTable::new(&self.lens, &self.booth_of, &self.modified);
         let chunks: Vec<Chunk> = laid
             .into_iter()
@@ -146,7 +147,8 @@ impl SnapshotBuilder {
             id: next_id(),
             key: self.key,
             built_at,
-            gz_full: Bytes::from(gz),
+            // sealed, so that every send of it is a sendfile (`wardgate_sealed`)
+            gz_full: wardgate_sealed::seal(&gz),
             rows,
             booths: self.booths,
             chunks,
@@ -254,6 +256,8 @@ pub const UNKNOWN_STAMP: i64 = i64::MIN;
 mod tests {
     use super::*;
     use std::sync::Arc;
+
+    use bytes::Bytes;
 
     use crate::snapshot::fixtures::{key, render};
     use crate::snapshot::{Selection, Unindexed};

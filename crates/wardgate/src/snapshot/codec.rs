@@ -86,8 +86,9 @@ impl Snapshot {
         let rows = read_rows(&mut r, booths.len())?;
         let heads = read_chunk_heads(&mut r)?;
         let glen = r.u32()? as usize;
-        // A copy, so that the fetched buffer (row facts and all) is not kept alive by a slice.
-        let gz_full = Bytes::copy_from_slice(r.take(glen)?);
+        // A copy, so that the fetched buffer (row facts and all) is not kept alive by a slice;
+        // sealed, so that every send of it is a sendfile (`wardgate_sealed`).
+        let gz_full = wardgate_sealed::seal(r.take(glen)?);
         let chunks = check_chunks(heads, &rows, &gz_full)?;
         Ok(Snapshot {
             unindexed: Unindexed::of(&booths, &chunks),

@@ -256,6 +256,16 @@ async fn citizens(shared: &Shared, req: Request<Incoming>) -> Response<OriginBod
             write_page_json(&rows, (page, size), shared.opts.dates, &mut out);
         }
     }
+    let stats = &shared.stats;
+    stats
+        .citizens_rows
+        .fetch_add(rows.len() as u64, Ordering::Relaxed);
+    stats
+        .citizens_bytes
+        .fetch_add(out.len() as u64, Ordering::Relaxed);
+    if q.date.is_none() && q.booth_nos.is_none() && q.page.is_none() {
+        stats.full_reads.fetch_add(1, Ordering::Relaxed);
+    }
     json(StatusCode::OK, out)
 }
 

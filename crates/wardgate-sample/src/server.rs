@@ -58,6 +58,12 @@ pub struct OriginStats {
     pub citizens_reads: AtomicU64,
     /// Valid citizens requests that carried at least one update.
     pub citizens_writes: AtomicU64,
+    /// Rows the citizens answers held, and their JSON bytes: what the reads cost the backend.
+    pub citizens_rows: AtomicU64,
+    pub citizens_bytes: AtomicU64,
+    /// Citizens reads of whole wards or assemblies (`date=-1`, every booth, no page): the
+    /// backend's most expensive answer.
+    pub full_reads: AtomicU64,
     /// CORS preflights answered (no handler runs for them, as in Spring).
     pub preflights: AtomicU64,
     /// Master-data requests (states, constituencies, wards and booths, parties,
@@ -88,10 +94,13 @@ impl Drop for InFlight<'_> {
 impl OriginStats {
     pub(crate) fn json(&self) -> Vec<u8> {
         format!(
-            "{{\"requests\":{},\"citizens_reads\":{},\"citizens_writes\":{},\"master\":{},\"preflights\":{},\"max_inflight\":{}}}",
+            "{{\"requests\":{},\"citizens_reads\":{},\"citizens_writes\":{},\"citizens_rows\":{},\"citizens_bytes\":{},\"full_reads\":{},\"master\":{},\"preflights\":{},\"max_inflight\":{}}}",
             self.requests.load(Ordering::Relaxed),
             self.citizens_reads.load(Ordering::Relaxed),
             self.citizens_writes.load(Ordering::Relaxed),
+            self.citizens_rows.load(Ordering::Relaxed),
+            self.citizens_bytes.load(Ordering::Relaxed),
+            self.full_reads.load(Ordering::Relaxed),
             self.master.load(Ordering::Relaxed),
             self.preflights.load(Ordering::Relaxed),
             self.max_inflight.load(Ordering::Relaxed)
@@ -104,6 +113,9 @@ impl OriginStats {
             &self.requests,
             &self.citizens_reads,
             &self.citizens_writes,
+            &self.citizens_rows,
+            &self.citizens_bytes,
+            &self.full_reads,
             &self.master,
             &self.preflights,
             &self.max_inflight,

@@ -77,6 +77,12 @@ async fn http_routes_over_memory() {
     let v = get_json(&client, addr, "/__origin/stats").await;
     assert_eq!(v["citizens_reads"], 5);
     assert_eq!(v["citizens_writes"], 1);
+    assert!(v["full_reads"].as_u64() >= Some(1), "{v}");
+    assert!(v["citizens_rows"].as_u64() >= Some(400), "{v}");
+    assert!(
+        v["citizens_bytes"].as_u64() > v["citizens_rows"].as_u64(),
+        "{v}"
+    );
     assert_eq!(v["master"], 8);
     assert_eq!(v["requests"], 22);
     let r = post(&client, addr, "/__origin/reset-stats", "").await;
@@ -84,7 +90,7 @@ async fn http_routes_over_memory() {
     let (_, body) = get(&client, addr, "/__origin/stats").await;
     assert_eq!(
         body,
-        br#"{"requests":0,"citizens_reads":0,"citizens_writes":0,"master":0,"preflights":0,"max_inflight":0}"#
+        br#"{"requests":0,"citizens_reads":0,"citizens_writes":0,"citizens_rows":0,"citizens_bytes":0,"full_reads":0,"master":0,"preflights":0,"max_inflight":0}"#
     );
     task.abort();
 }

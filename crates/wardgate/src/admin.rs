@@ -146,6 +146,9 @@ fn metrics(shared: &Shared) -> Response<Body> {
         .log_lines_dropped
         .set(i64::try_from(dropped).unwrap_or(i64::MAX));
     set_sealed(&shared.metrics);
+    if let Some(lag) = shared.cache.watch_lag() {
+        shared.metrics.watch_lag_seconds.set(lag.as_secs_f64());
+    }
     let mut r = Response::new(full(shared.metrics.render()));
     r.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -102,6 +102,8 @@ pub struct RowFormat {
 /// What the snapshot builder needs to know of a row besides its JSON.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RowFacts {
+    /// The `id` column, when it holds a non-negative integer.
+    pub id: Option<u64>,
     pub booth_no: String,
     pub modified: EpochMs,
 }
@@ -110,6 +112,7 @@ pub struct RowFacts {
 pub struct RowWriter {
     /// Per column: the bytes before its value (`{"id":` or `,"state":`) and its kind.
     columns: Vec<(Vec<u8>, Kind, String)>,
+    id: Option<usize>,
     booth: usize,
     modified: usize,
     format: RowFormat,
@@ -125,6 +128,7 @@ impl RowWriter {
         };
         let booth = find("booth_no")?;
         let modified = find("modifieddate")?;
+        let id = find("id").ok();
         let columns = columns
             .iter()
             .enumerate()
@@ -138,6 +142,7 @@ impl RowWriter {
             .collect();
         Ok(RowWriter {
             columns,
+            id,
             booth,
             modified,
             format,
@@ -152,8 +157,12 @@ impl RowWriter {
         }
         let mut booth_no = None;
         let mut modified = None;
+        let mut id = None;
         for (i, (v, (key, kind, name))) in values.iter().zip(&self.columns).enumerate() {
             let v = v.as_ref().unwrap_or(&Value::NULL);
+            if Some(i) == self.id {
+                id = id_value(v);
+            }
             out.extend_from_slice(key);
             let bad = |reason: &str| RowError::BadValue {
                 column: name.clone(),
@@ -169,9 +178,23 @@ impl RowWriter {
         }
         out.push(b'}');
         match (booth_no, modified) {
-            (Some(booth_no), Some(modified)) => Ok(RowFacts { booth_no, modified }),
+            (Some(booth_no), Some(modified)) => Ok(RowFacts {
+                id,
+                booth_no,
+                modified,
+            }),
             _ => Err(RowError::MissingColumn("booth_no/modifieddate")),
         }
+    }
+}
+
+/// An `id` column's value as a non-negative integer.
+fn id_value(v: &Value) -> Option<u64> {
+    match v {
+        Value::Int(n) => u64::try_from(*n).ok(),
+        Value::UInt(n) => Some(*n),
+        Value::Bytes(b) => std::str::from_utf8(b).ok()?.parse().ok(),
+        _ => None,
     }
 }
 

@@ -96,6 +96,14 @@ pub struct Metrics {
     /// Time per phase of a ward build (`fetch`: the backend's answer read; `chunk`: parsed,
     /// chunked and compressed; `replica`: read and built from the replica).
     pub build_phase: Family<PhaseLabels, Histogram>,
+    /// Writes by what their cheap read came to: `patched` into the ward's snapshot, or the
+    /// reason the ward was read whole instead (`cache::write`).
+    pub write_patches: Family<OutcomeNameLabels, Counter>,
+    /// Wards the change watch found changed on the replica and renewed (`cache::watch`).
+    pub watch_renewals: Counter,
+    /// How far behind now the rows the last watch round vouched for are, seconds, set at
+    /// scrape: the round's interval and duration plus the replica's lag.
+    pub watch_lag_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     /// Log lines dropped because the log pipe did not drain (`logging`), set at scrape.
     pub log_lines_dropped: Gauge,
     /// Answers held in sealed memory files, sent by `sendfile` (`wardgate_sealed`), set at
@@ -139,6 +147,9 @@ impl Metrics {
             sendfile_bytes: Gauge::default(),
             request_compressions: Counter::default(),
             build_phase: Family::new_with_constructor(latency),
+            write_patches: Family::default(),
+            watch_renewals: Counter::default(),
+            watch_lag_seconds: Gauge::default(),
             ready: Gauge::default(),
             registry: Registry::default(),
         };
@@ -216,9 +227,29 @@ impl Metrics {
         r.register("ready", "1 when /readyz answers 200", self.ready.clone());
         self.register_rows(r);
         self.register_sealed(r);
+        self.register_freshness(r);
     }
 
     /// The row-shape metrics, and the build's identity.
+    /// Writes and the change watch (`cache::write`, `cache::watch`).
+    fn register_freshness(&self, r: &mut Registry) {
+        r.register(
+            "write_patches",
+            "Writes whose cheap read patched their ward (patched), or why the ward was read whole instead",
+            self.write_patches.clone(),
+        );
+        r.register(
+            "watch_renewals",
+            "Wards the change watch found changed on the replica and renewed",
+            self.watch_renewals.clone(),
+        );
+        r.register(
+            "watch_lag_seconds",
+            "Age of the replica rows the last change-watch round vouched for (interval, round time and replica lag)",
+            self.watch_lag_seconds.clone(),
+        );
+    }
+
     fn register_sealed(&self, r: &mut Registry) {
         r.register(
             "sealed_answers",

@@ -101,8 +101,16 @@ fn stages(cfg: &Config) -> Result<Shared, StartError> {
         Some(url) => Some(Replica::new(url.expose()).map_err(|e| setup("mysql_url", &e))?),
         None => None,
     };
-    let builder = Builder::new(upstream.clone(), replica, live.clone(), metrics.clone());
+    let builder = Builder::new(
+        upstream.clone(),
+        replica.clone(),
+        live.clone(),
+        metrics.clone(),
+    );
     let cache = Cache::new(l2.clone(), builder, live.clone(), metrics.clone());
+    if let Some(replica) = replica {
+        cache.watch_changes(replica);
+    }
     if let (Some(l2), Some(url)) = (&l2, &cfg.redis_url) {
         cache.follow_watermarks(l2, url.expose());
     }

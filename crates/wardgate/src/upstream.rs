@@ -240,6 +240,12 @@ impl Upstream {
         }))
     }
 
+    /// Buffers an answer's body within the build limits (a write's cheap read).
+    pub async fn read_body(&self, body: Body) -> Result<Bytes, UpstreamError> {
+        let within = self.live.load().limits.upstream_timeout.0;
+        Ok(collect(body, MAX_BUILD_BYTES, within).await?)
+    }
+
     /// GETs a path and buffers the answer: a build's read, under the permit it entered with.
     pub async fn fetch(
         &self,

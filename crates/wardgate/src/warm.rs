@@ -350,7 +350,10 @@ async fn warm_one(
         return Ok(None);
     }
     shape.ensure().await?;
-    let entry = builder.build(&key).await.map_err(|e| e.to_string())?;
+    let entry = builder
+        .build(&key, crate::time::EpochMs(i64::MIN))
+        .await
+        .map_err(|e| e.to_string())?;
     let Entry::Snapshot(snap) = &entry else {
         return Err(format!("{key} did not build as a ward"));
     };

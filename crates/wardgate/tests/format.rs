@@ -25,7 +25,7 @@ async fn a_new_format_instance_serves_the_previous_formats_copies() {
         .get_multiplexed_async_connection()
         .await
         .unwrap();
-    let old_key = format!("{prefix}:s{PREVIOUS_FORMAT_VERSION}:ward:karnataka:{ASSEMBLY}:1");
+    let old_key = format!("{prefix}:s{PREVIOUS_FORMAT_VERSION}:ward:{{karnataka:{ASSEMBLY}:1}}");
     let _: () = r.set_ex(&old_key, old, 600).await.unwrap();
 
     // The new instance's backend is down: only that copy can answer.
@@ -84,17 +84,13 @@ async fn warm_writes_every_format_the_fleet_runs() {
         .unwrap();
     for ward in ["1", "2"] {
         let json = fetch(&c, origin.citizens(&ward_query(ward.parse().unwrap()))).await;
-        // This format's key carries the ward as its hash tag; the previous one's does not.
-        let keys = [
+        // Both formats' keys carry the ward as their hash tag.
+        let keys = [FORMAT_VERSION, PREVIOUS_FORMAT_VERSION].map(|f| {
             (
-                FORMAT_VERSION,
-                format!("{prefix}:s{FORMAT_VERSION}:ward:{{karnataka:{ASSEMBLY}:{ward}}}"),
-            ),
-            (
-                PREVIOUS_FORMAT_VERSION,
-                format!("{prefix}:s{PREVIOUS_FORMAT_VERSION}:ward:karnataka:{ASSEMBLY}:{ward}"),
-            ),
-        ];
+                f,
+                format!("{prefix}:s{f}:ward:{{karnataka:{ASSEMBLY}:{ward}}}"),
+            )
+        });
         for (f, k) in keys {
             let raw: Vec<u8> = r.get(&k).await.unwrap();
             assert_eq!(raw[4..6], f.to_le_bytes(), "{k} is in format {f}");

@@ -584,6 +584,7 @@ async fn a_write_is_forwarded_and_the_next_read_includes_it() {
     let rows: Vec<serde_json::Value> = fetch_json(&c, first.citizens(&q)).await;
     let _ = fetch(&c, second.citizens(&q)).await; // cached on both
     let id = rows[7]["id"].as_i64().unwrap();
+    origin.reset_stats().await;
     let body = format!("[{{\"id\":{id},\"responded_status\":\"Visited\",\"voted\":true,\"mobile\":\"9876500000\"}}]");
     let r = c
         .post(first.citizens(&q))
@@ -593,15 +594,21 @@ async fn a_write_is_forwarded_and_the_next_read_includes_it() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    assert_eq!(r.headers()["x-cache"], "PASS");
-    let _ = r.bytes().await.unwrap();
-    for gate in [&first, &second] {
-        let rows: Vec<serde_json::Value> = fetch_json(&c, gate.citizens(&q)).await;
+    assert_eq!(r.headers()["x-cache"], "PATCHED");
+    let answered: Vec<serde_json::Value> = r.json().await.unwrap();
+    for rows in [
+        answered,
+        fetch_json(&c, first.citizens(&q)).await,
+        fetch_json(&c, second.citizens(&q)).await,
+    ] {
         let row = rows.iter().find(|r| r["id"].as_i64() == Some(id)).unwrap();
         assert_eq!(row["voted"], true);
         assert_eq!(row["responded_status"], "Visited");
         assert_eq!(row["mobile"], "9876500000");
     }
+    // The second instance took the patched copy from Redis: no whole-ward read anywhere.
+    let stats = origin.stats().await;
+    assert_eq!(stats["full_reads"], 0, "{stats}");
     let prefix = first.prefix.clone();
     first.stop().await;
     second.stop().await;

@@ -83,7 +83,8 @@ impl Builder {
 
     /// Builds the entry for `key`. A build waits for a gate slot like any backend request,
     /// then has twice the upstream timeout: one for the answer's head, one for its body.
-    pub async fn build(&self, key: &CacheKey) -> Result<Entry, BuildError> {
+    /// Builds `key`, whose copy must have seen every write acknowledged up to `floor`.
+    pub async fn build(&self, key: &CacheKey, floor: EpochMs) -> Result<Entry, BuildError> {
         let (max_queued, timeout) = {
             let cfg = self.live.load();
             (
@@ -101,15 +102,21 @@ impl Builder {
         // Taken before the source is read: a snapshot never claims to be newer than its rows.
         let built_at = EpochMs::now();
         let within = timeout * 2;
-        tokio::time::timeout(within, self.read(key, built_at, permit))
+        tokio::time::timeout(within, self.read(key, built_at, floor, permit))
             .await
             .map_err(|_| BuildError::Timeout(within))?
     }
 
-    async fn read(&self, key: &CacheKey, at: EpochMs, permit: Permit) -> Result<Entry, BuildError> {
+    async fn read(
+        &self,
+        key: &CacheKey,
+        at: EpochMs,
+        floor: EpochMs,
+        permit: Permit,
+    ) -> Result<Entry, BuildError> {
         match key {
             CacheKey::Ward(w) => {
-                let snap = self.ward(w, at, permit).await?;
+                let snap = self.ward(w, at, floor, permit).await?;
                 Ok(Entry::Snapshot(Arc::new(snap)))
             }
             CacheKey::Blob(pq) => {
@@ -150,8 +157,19 @@ impl Builder {
     }
 
     /// A ward from the replica while its rows are known to be shaped as the backend's (see
-    /// `cache::probe`), else from the backend; a comparison that is due runs beside it.
-    async fn ward(&self, w: &WardKey, at: EpochMs, permit: Permit) -> Result<Snapshot, BuildError> {
+    /// `cache::probe`) and it has caught up with `floor`, else from the backend; a comparison
+    /// that is due runs beside it.
+    ///
+    /// **Invariant:** a replica-built copy claims to be no newer than the replica's rows: its
+    /// build time is the read's start less the replica's measured lag, so a write acknowledged
+    /// after that is never taken as seen.
+    async fn ward(
+        &self,
+        w: &WardKey,
+        at: EpochMs,
+        floor: EpochMs,
+        permit: Permit,
+    ) -> Result<Snapshot, BuildError> {
         let Some(replica) = &self.replica else {
             return Ok(self.ward_from_upstream(w, at, permit).await?.0);
         };
@@ -166,10 +184,16 @@ impl Builder {
             }
             _ => probing,
         };
-        if !beside && self.trust.replica_ok(format) {
+        let caught_up = match replica.lag().await {
+            Some(lag) if !beside && self.trust.replica_ok(format) => {
+                Some(EpochMs(at.0 - lag.as_millis() as i64)).filter(|as_of| *as_of >= floor)
+            }
+            _ => None,
+        };
+        if let Some(as_of) = caught_up {
             self.count("replica");
             let started = Instant::now();
-            let snap = replica.build_ward(w, at, format, &permit).await?;
+            let snap = replica.build_ward(w, as_of, format, &permit).await?;
             self.phase("replica", started);
             return Ok(snap);
         }

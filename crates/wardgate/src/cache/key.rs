@@ -47,6 +47,22 @@ impl Entry {
         }
     }
 
+    /// Every write acknowledged before this is in the copy (`Snapshot::seen_at`).
+    pub fn seen_at(&self) -> EpochMs {
+        match self {
+            Entry::Snapshot(s) => s.seen_at,
+            Entry::Blob(b) => b.built_at,
+        }
+    }
+
+    /// Writes acknowledged after `seen_at` that the copy holds (`Snapshot::includes`).
+    pub fn includes(&self) -> &[EpochMs] {
+        match self {
+            Entry::Snapshot(s) => &s.includes,
+            Entry::Blob(_) => &[],
+        }
+    }
+
     pub fn weight(&self) -> usize {
         match self {
             Entry::Snapshot(s) => s.weight(),

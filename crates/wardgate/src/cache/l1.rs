@@ -10,8 +10,10 @@ pub struct L1 {
     inner: Mutex<Inner>,
 }
 
+/// Entries with the weight they were accounted at: an entry may grow while held (a snapshot's
+/// id index is read out on its first write), and must leave with what it came in with.
 struct Inner {
-    map: LruCache<CacheKey, Entry>,
+    map: LruCache<CacheKey, (Entry, usize)>,
     bytes: usize,
 }
 
@@ -37,7 +39,7 @@ impl L1 {
 
     /// A hit is a map lookup and an `Arc` clone; the lock is held for nothing else.
     pub fn get(&self, key: &CacheKey) -> Option<Entry> {
-        self.lock().map.get(key).cloned()
+        self.lock().map.get(key).map(|(e, _)| e.clone())
     }
 
     /// Inserts, then evicts least-recently-used entries until within `max_bytes`.
@@ -45,17 +47,17 @@ impl L1 {
     pub fn insert(&self, key: CacheKey, entry: Entry, max_bytes: usize) {
         let w = entry.weight();
         let mut g = self.lock();
-        if let Some(old) = g.map.pop(&key) {
-            g.bytes -= old.weight();
+        if let Some((_, old)) = g.map.pop(&key) {
+            g.bytes -= old;
         }
         if w > max_bytes {
             return;
         }
         g.bytes += w;
-        g.map.put(key, entry);
+        g.map.put(key, (entry, w));
         while g.bytes > max_bytes {
             match g.map.pop_lru() {
-                Some((_, old)) => g.bytes -= old.weight(),
+                Some((_, (_, old))) => g.bytes -= old,
                 None => break,
             }
         }
@@ -63,8 +65,8 @@ impl L1 {
 
     pub fn remove(&self, key: &CacheKey) -> Option<Entry> {
         let mut g = self.lock();
-        let old = g.map.pop(key)?;
-        g.bytes -= old.weight();
+        let (old, w) = g.map.pop(key)?;
+        g.bytes -= w;
         Some(old)
     }
 
@@ -78,8 +80,8 @@ impl L1 {
             .map(|(k, _)| k.clone())
             .collect();
         for k in &keys {
-            if let Some(old) = g.map.pop(k) {
-                g.bytes -= old.weight();
+            if let Some((_, w)) = g.map.pop(k) {
+                g.bytes -= w;
             }
         }
         keys.len()
@@ -96,7 +98,7 @@ impl L1 {
         self.lock()
             .map
             .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
+            .map(|(k, (v, _))| (k.clone(), v.clone()))
             .collect()
     }
 }

@@ -509,9 +509,14 @@ mod tests {
             )
         );
         assert_eq!(
+            l2.ward_key(&w, 2),
+            "p:s2:ward:karnataka:150:7",
+            "format 2: no hash tag"
+        );
+        assert_eq!(
             l2.ward_key(&w, snapshot::PREVIOUS_FORMAT_VERSION),
             format!(
-                "p:s{}:ward:karnataka:150:7",
+                "p:s{}:ward:{{karnataka:150:7}}",
                 snapshot::PREVIOUS_FORMAT_VERSION
             ),
             "the previous format's keys as it spelled them"

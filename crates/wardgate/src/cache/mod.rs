@@ -21,9 +21,11 @@ pub mod l2;
 pub mod probe;
 mod status;
 mod sync;
+mod watch;
 pub mod watermark;
+mod write;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -46,6 +48,7 @@ use l1::L1;
 use l2::L2;
 pub use status::CacheStatus;
 use watermark::Watermarks;
+pub use write::Written;
 
 /// A cached value and how it was found.
 pub struct Found<T> {
@@ -80,11 +83,15 @@ pub struct Cache {
     /// Derived answers being made, by snapshot id and selection: each made once.
     deriving: Arc<Coalescer<(u64, u64), Bytes, SnapshotError>>,
     marks: Watermarks,
-    /// Keys with a post-write renewal waiting for the running build to end.
-    renewals: Mutex<HashSet<CacheKey>>,
     /// When the last build of a key failed: no new build is started for `RETRY_BUILD_AFTER`,
     /// so a failing backend is not asked again at the rate requests arrive.
     failed: Mutex<HashMap<CacheKey, Instant>>,
+    /// Wards the change watch found unchanged on the replica, and as of when (`watch`).
+    vouched: Mutex<watch::Vouched>,
+    /// The instant the last complete watch round vouched for, epoch ms (`i64::MIN`: none yet).
+    watched_as_of: std::sync::atomic::AtomicI64,
+    /// Patches of a ward run one at a time (`write`).
+    patch_locks: write::PatchLocks,
     builder: Builder,
     live: Live,
     metrics: Arc<Metrics>,
@@ -119,8 +126,10 @@ impl Cache {
             builds: Arc::default(),
             deriving: Arc::default(),
             marks: Watermarks::default(),
-            renewals: Mutex::new(HashSet::new()),
             failed: Mutex::new(HashMap::new()),
+            vouched: Mutex::default(),
+            watched_as_of: std::sync::atomic::AtomicI64::new(i64::MIN),
+            patch_locks: std::array::from_fn(|_| tokio::sync::Mutex::new(())),
             builder,
             live,
             metrics,
@@ -160,9 +169,14 @@ impl Cache {
         }
     }
 
-    /// The floor a copy of `key` must reach to be served (see `watermark`).
+    /// The latest write a copy of `key` read afresh must follow (see `watermark`).
     fn floor(&self, key: &CacheKey) -> EpochMs {
         self.marks.floor(key)
+    }
+
+    /// Whether `e` holds every write acknowledged to `key` (see `watermark`).
+    fn admits(&self, key: &CacheKey, e: &Entry) -> bool {
+        self.marks.admits(key, e)
     }
 
     /// Raises the watermark of `scope`: copies built before `at` are superseded, and dropped
@@ -172,14 +186,14 @@ impl Cache {
         match scope {
             WriteScope::Ward(w) => {
                 let key = CacheKey::Ward(w.clone());
-                if self.l1.get(&key).is_some_and(|e| e.built_at() < at) {
+                if self.l1.get(&key).is_some_and(|e| !self.admits(&key, &e)) {
                     self.l1.remove(&key);
                 }
             }
             WriteScope::Assembly(a) => {
                 let of_assembly = |k: &CacheKey| matches!(k, CacheKey::Ward(w) if w.state == a.state && w.assembly == a.assembly);
-                for (k, built) in self.ward_keys_where(of_assembly) {
-                    if built < at {
+                for (k, seen) in self.ward_keys_where(of_assembly) {
+                    if seen < at {
                         self.l1.remove(&k);
                     }
                 }
@@ -198,10 +212,10 @@ impl Cache {
         let Some(e) = self.l1.get(key) else {
             return Err(None);
         };
-        let age_ms = e.built_at().age_ms();
+        let age_ms = self.fresh_since(key, &e).age_ms();
         let max_age_ms = max_age.as_millis() as i64;
         let stale_ms = max_age_ms + cfg.cache.max_stale.0.as_millis() as i64;
-        if e.built_at() >= self.floor(key) {
+        if self.admits(key, &e) {
             if age_ms <= max_age_ms {
                 return Ok((e, CacheStatus::HIT));
             }
@@ -210,7 +224,7 @@ impl Cache {
                 return Ok((e, CacheStatus::STALE));
             }
         }
-        Err(Some(e.built_at()))
+        Err(Some(e.seen_at()))
     }
 
     /// The entry for `key`, whose copies are fresh for `max_age`.
@@ -243,8 +257,10 @@ impl Cache {
             }
             let left = deadline.saturating_duration_since(Instant::now());
             match coalesce::wait(rx, left).await {
-                Ok(e) if e.built_at() >= floor => return Ok((e, CacheStatus::MISS)),
-                Ok(e) => have = Some(e.built_at()),
+                Ok(e) if e.seen_at() >= floor || self.admits(key, &e) => {
+                    return Ok((e, CacheStatus::MISS))
+                }
+                Ok(e) => have = Some(e.seen_at()),
                 Err(e) => return Err(wait_error(key, e, cfg.cache.miss_wait)),
             }
             if Instant::now() >= deadline {
@@ -253,44 +269,16 @@ impl Cache {
         }
     }
 
-    /// After the backend acknowledged a write to `scope`: supersede every older copy, here
-    /// and (through Redis) on every instance, then renew its ward. Renewals are coalesced:
-    /// however many writes arrive, at most one build runs for the key, and one more is queued
-    /// behind it so the last write is always included.
-    pub async fn after_write(self: &Arc<Self>, scope: WriteScope, max_age: Duration) {
-        let at = EpochMs::now();
-        self.raise_watermark(&scope, at);
+    /// Records a write to `scope` acknowledged at `at`, here and (through Redis) on every
+    /// instance: from here on no copy without it is served, and the next read builds afresh.
+    pub async fn acknowledge(&self, scope: &WriteScope, at: EpochMs) {
+        self.raise_watermark(scope, at);
         if let Some(l2) = &self.l2 {
-            l2.publish_watermark(&scope, at).await;
+            l2.publish_watermark(scope, at).await;
         }
-        let WriteScope::Ward(w) = scope else {
-            return; // the assembly's wards are renewed as they are read
-        };
-        let key = CacheKey::Ward(w);
-        let queued = self
-            .renewals
-            .lock()
-            .map(|mut s| s.insert(key.clone()))
-            .unwrap_or(false);
-        if !queued {
-            return; // a renewal is already queued; it starts after this write
-        }
-        let this = self.clone();
-        tokio::spawn(async move {
-            // A build running now may have read the source before the write: let it end first.
-            while this.builds.is_running(&key) {
-                let (rx, _) = this.join(&key, max_age, None);
-                let _ = coalesce::wait(rx, Duration::from_secs(120)).await;
-            }
-            if let Ok(mut s) = this.renewals.lock() {
-                s.remove(&key);
-            }
-            let (rx, _) = this.join(&key, max_age, None);
-            let _ = coalesce::wait(rx, Duration::from_secs(120)).await;
-        });
     }
 
-    /// Copies of the wards held here, with their build times (for the watermark re-check).
+    /// Copies of the wards held here, with their times seen (for the watermark re-check).
     pub fn ward_keys(&self) -> Vec<(CacheKey, EpochMs)> {
         self.ward_keys_where(|_| true)
     }
@@ -300,7 +288,7 @@ impl Cache {
             .entries()
             .into_iter()
             .filter(|(k, _)| matches!(k, CacheKey::Ward(_)) && keep(k))
-            .map(|(k, e)| (k, e.built_at()))
+            .map(|(k, e)| (k, e.seen_at()))
             .collect()
     }
 
@@ -310,7 +298,7 @@ impl Cache {
         if self.recently_failed(key) {
             return;
         }
-        let have = self.l1.get(key).map(|e| e.built_at());
+        let have = self.l1.get(key).map(|e| e.seen_at());
         let _ = self.join(key, max_age, have);
     }
 
@@ -346,9 +334,9 @@ impl Cache {
     ) -> Result<Entry, BuildError> {
         let cfg: Arc<Config> = self.live.load_full();
         let usable = |e: &Entry| {
-            Some(e.built_at()) > have
-                && e.built_at() >= self.floor(&key)
-                && e.built_at().within(max_age)
+            Some(e.seen_at()) > have
+                && self.admits(&key, e)
+                && self.fresh_since(&key, e).within(max_age)
         };
         let mut lock = l2::Lock::Unavailable;
         if let Some(l2) = &self.l2 {
@@ -420,7 +408,7 @@ impl Cache {
     /// failure is remembered for `RETRY_BUILD_AFTER`.
     async fn build_and_keep(&self, key: &CacheKey, cfg: &Config) -> Result<Entry, BuildError> {
         let started = Instant::now();
-        let built = self.builder.build(key).await;
+        let built = self.builder.build(key, self.floor(key)).await;
         self.metrics
             .build_duration
             .observe(started.elapsed().as_secs_f64());
@@ -455,7 +443,7 @@ impl Cache {
     }
 
     fn keep(&self, key: &CacheKey, e: &Entry, cfg: &Config) {
-        if e.built_at() < self.floor(key) {
+        if !self.admits(key, e) {
             return;
         }
         self.l1
@@ -533,7 +521,7 @@ impl Cache {
 
     /// Whether a fresh copy of `key` is held here or in Redis (readiness, `warm`).
     pub async fn has_fresh(&self, key: &CacheKey, max_age: Duration) -> bool {
-        let fresh = |e: &Entry| e.built_at().within(max_age);
+        let fresh = |e: &Entry| self.fresh_since(key, e).within(max_age);
         if self.l1.get(key).is_some_and(|e| fresh(&e)) {
             return true;
         }

@@ -12,6 +12,8 @@ pub enum CacheStatus {
     STALE,
     /// Not cacheable: forwarded to the upstream.
     PASS,
+    /// A write: forwarded, and answered from the snapshot its cheap read patched.
+    PATCHED,
     /// Answered by wardgate itself without the cache (errors, rate limits).
     NONE,
 }
@@ -23,6 +25,7 @@ impl CacheStatus {
             CacheStatus::MISS => "MISS",
             CacheStatus::STALE => "STALE",
             CacheStatus::PASS => "PASS",
+            CacheStatus::PATCHED => "PATCHED",
             CacheStatus::NONE => "NONE",
         }
     }

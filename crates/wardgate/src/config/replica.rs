@@ -21,6 +21,10 @@ pub struct ReplicaConfig {
     pub probe_ward: Option<String>,
     /// How often the comparison runs again (one ward read from the backend each time).
     pub probe_every: Dur,
+    /// How often each held ward's fingerprint is compared with the replica's (one grouped
+    /// query per assembly), so that a ward is renewed when its rows change and stays valid
+    /// until they do; `0s` turns the watch off (max age alone then).
+    pub watch_every: Dur,
 }
 
 impl Default for ReplicaConfig {
@@ -31,6 +35,7 @@ impl Default for ReplicaConfig {
             decimals: DecimalStyle::default(),
             probe_ward: None,
             probe_every: Dur(std::time::Duration::from_secs(3600)),
+            watch_every: Dur(std::time::Duration::from_secs(5)),
         }
     }
 }

@@ -11,8 +11,9 @@
 //!    (`respond::snapshot_answer`, `respond::blob_answer`).
 //! 8. **log and count** (`Proxy::finish`).
 //!
-//! Writes (sync POSTs with changes) take 1–4, are forwarded (`Proxy::write`), and on the
-//! backend's acknowledgement renew their ward (`Cache::after_write`). Everything else is
+//! Writes (sync POSTs with changes) take 1–4, are forwarded with a cheap read (`write`), and
+//! on the backend's acknowledgement patch their ward's snapshot (`Cache::patch_after_write`),
+//! from which their client is answered. Everything else is
 //! streamed to the upstream untouched (`Proxy::pass_through`).
 
 use std::convert::Infallible;
@@ -29,7 +30,7 @@ use hyper::body::Incoming;
 
 use crate::assembly;
 use crate::body::{full, Body};
-use crate::cache::{CacheStatus, WriteScope};
+use crate::cache::CacheStatus;
 use crate::config::{CorsMode, Live};
 use crate::cors;
 use crate::limit::{self, Limiter};
@@ -38,10 +39,12 @@ use crate::params::{CitizensQuery, Scope};
 use crate::respond::{self, ApiError};
 use crate::route::{self, Guarded, Route, RouteClass, CITIZENS_PATH};
 use crate::shared::Shared;
+use crate::snapshot::Snapshot;
 use crate::upstream::{self as up, Upstream, UpstreamError};
 
 mod sync;
-use sync::{carries_body, is_read_body, read_sync_body, validate_sync_body};
+mod write;
+use sync::{carries_body, is_read_body, read_sync_body};
 
 /// How a connection reached wardgate.
 #[derive(Clone, Copy, Debug)]
@@ -263,23 +266,14 @@ impl Proxy {
     }
 
     /// 5–7 for a citizens read.
-    async fn read(&self, mut q: CitizensQuery, headers: &http::HeaderMap) -> Answer {
+    async fn read(&self, q: CitizensQuery, headers: &http::HeaderMap) -> Answer {
         let cfg = self.live().load();
-        // Deltas overlap (see "Deltas without gaps" in ARCHITECTURE.md); answers from
-        // snapshots widen them further, to their tier (`respond::tiered`).
-        if let Some(d) = q.since_ms {
-            let overlap = cfg.cache.effective_delta_overlap().as_millis() as i64;
-            q.since_ms = Some(d.saturating_sub(overlap).max(0));
-        }
+        let q = self.widened(q);
         let max_age = cfg.cache.snapshot_max_age.0;
         match &q.scope {
             Scope::Ward(w) => {
                 let found = self.shared.cache.ward(w, max_age).await?;
-                let unindexed = found.value.unindexed();
-                if let Some(field) = unindexed.blocks(q.booths.is_some(), q.since_ms.is_some()) {
-                    return self.forward_unindexed(&q, field).await;
-                }
-                respond::snapshot_answer(&self.shared.cache, found.value, &q, headers, found.status)
+                self.ward_answer(&q, found.value, headers, found.status)
                     .await
             }
             // The assembly's wards, each answered from its snapshot (built where missing).
@@ -298,6 +292,32 @@ impl Proxy {
                 assembly::answer(cache, &snaps, &q, headers, status, max_rows)
             }
         }
+    }
+
+    /// Deltas overlap (see "Deltas without gaps" in ARCHITECTURE.md); answers from snapshots
+    /// widen them further, to their tier (`respond::tiered`).
+    fn widened(&self, mut q: CitizensQuery) -> CitizensQuery {
+        if let Some(d) = q.since_ms {
+            let overlap = self.live().load().cache.effective_delta_overlap();
+            q.since_ms = Some(d.saturating_sub(overlap.as_millis() as i64).max(0));
+        }
+        q
+    }
+
+    /// 7 for a ward: the answer from its snapshot, or forwarded when its rows lack a field the
+    /// read filters on.
+    async fn ward_answer(
+        &self,
+        q: &CitizensQuery,
+        snap: Arc<Snapshot>,
+        headers: &http::HeaderMap,
+        status: CacheStatus,
+    ) -> Answer {
+        let unindexed = snap.unindexed();
+        if let Some(field) = unindexed.blocks(q.booths.is_some(), q.since_ms.is_some()) {
+            return self.forward_unindexed(q, field).await;
+        }
+        respond::snapshot_answer(&self.shared.cache, snap, q, headers, status).await
     }
 
     /// A read its snapshots cannot answer, their rows lacking the field it filters on.
@@ -338,70 +358,6 @@ impl Proxy {
     ) -> Answer {
         let found = self.shared.cache.blob(key, max_age).await?;
         Ok(respond::blob_answer(&found.value, headers, found.status))
-    }
-
-    /// A sync POST with changes: validated, forwarded with the re-encoded query, and answered
-    /// 2xx only if the backend answered 2xx.
-    async fn write(
-        &self,
-        q: CitizensQuery,
-        parts: http::request::Parts,
-        body: Bytes,
-        ip: std::net::IpAddr,
-        conn: ConnInfo,
-        trace: &mut Trace,
-    ) -> Answer {
-        validate_sync_body(&body)?;
-        let pq = format!("{CITIZENS_PATH}?{}", q.to_upstream_query());
-        let mut headers = parts.headers;
-        up::strip_hop_by_hop(&mut headers);
-        headers.remove(header::HOST);
-        headers.remove(header::CONTENT_LENGTH);
-        up::add_forwarded(&mut headers, ip, if conn.tls { "https" } else { "http" });
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-
-        let start = Instant::now();
-        // Retried once only when the connection was never made: the backend certainly did not
-        // see the write. Any other failure may have applied it, so the app must decide.
-        let mut attempt = 0;
-        let resp = loop {
-            attempt += 1;
-            let mut req = Request::new(full(body.clone()));
-            *req.method_mut() = Method::POST;
-            *req.uri_mut() = self.upstream().uri(&pq).map_err(ApiError::Upstream)?;
-            *req.headers_mut() = headers.clone();
-            match self.upstream().send(req).await {
-                Err(UpstreamError::Connect(e)) if attempt == 1 => {
-                    tracing::warn!(error = %e, "write not delivered (connect failed); retrying once");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                other => break other,
-            }
-        };
-        trace.upstream = Some(start.elapsed());
-        let resp = resp.map_err(ApiError::Upstream)?;
-        if resp.status().is_success() {
-            // Before the client hears "ok": from here on no copy older than this write is
-            // served, here or (through Redis) on any instance. A whole-assembly write (its rows'
-            // wards are unknown) supersedes every ward of the assembly.
-            let scope = match &q.scope {
-                Scope::Ward(w) => WriteScope::Ward(w.clone()),
-                Scope::Assembly(a) => WriteScope::Assembly(a.clone()),
-            };
-            let max_age = self.live().load().cache.snapshot_max_age.0;
-            self.shared.cache.after_write(scope, max_age).await;
-        }
-        let mut resp = relay(resp);
-        // A 5xx here may come from a load balancer in front of the backend, which says nothing
-        // of when to retry: the app keeps its changes, and is told when to send them again.
-        if resp.status().is_server_error() && !resp.headers().contains_key(header::RETRY_AFTER) {
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-        }
-        Ok(resp)
     }
 
     /// Anything else: streamed both ways, hop-by-hop headers removed, forwarding headers set.

@@ -9,6 +9,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use crate::respond::ApiError;
+use crate::snapshot::RowId;
 
 /// Whether a citizens request may carry changes (so it counts against the writes quota).
 pub(super) fn carries_body<B>(req: &Request<B>) -> bool {
@@ -81,25 +82,22 @@ pub(super) async fn read_sync_body(
 /// Bytes of an oversized body read and discarded before answering 413 (see `read_sync_body`).
 const DISCARD_AT_MOST: u64 = 16 << 20;
 
-/// A sync body must be a JSON array of objects, each with a numeric `id`.
-pub(super) fn validate_sync_body(body: &[u8]) -> Result<(), ApiError> {
-    let rows: Vec<serde_json::Map<String, serde_json::Value>> = serde_json::from_slice(body)
-        .map_err(|e| ApiError::BadBody(format!("must be a JSON array of citizen objects: {e}")))?;
-    for (i, row) in rows.iter().enumerate() {
-        let ok = match row.get("id") {
-            Some(serde_json::Value::Number(n)) => n.is_u64(),
-            Some(serde_json::Value::String(s)) => {
-                !s.is_empty() && s.len() <= 19 && s.bytes().all(|b| b.is_ascii_digit())
-            }
-            _ => false,
-        };
-        if !ok {
-            return Err(ApiError::BadBody(format!(
-                "element {i} has no numeric `id`"
-            )));
-        }
+/// A sync body must be a JSON array of objects, each with a numeric `id`: the ids it writes.
+pub(super) fn validate_sync_body(body: &[u8]) -> Result<Vec<RowId>, ApiError> {
+    #[derive(serde::Deserialize)]
+    struct Element {
+        id: Option<serde_json::Value>,
     }
-    Ok(())
+    let rows: Vec<Element> = serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadBody(format!("must be a JSON array of citizen objects: {e}")))?;
+    rows.into_iter()
+        .enumerate()
+        .map(|(i, row)| {
+            row.id
+                .and_then(|id| serde_json::from_value::<RowId>(id).ok())
+                .ok_or_else(|| ApiError::BadBody(format!("element {i} has no numeric `id`")))
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -4,7 +4,13 @@
 //! blocking thread, which hands each chunk as it closes to the cores' pool to compress: memory
 //! stays bounded by one ward however large the assembly, and compression overlaps the read.
 
+mod freshness;
 pub mod shape;
+
+pub use freshness::FINGERPRINT_SQL;
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
 
 use futures_util::StreamExt;
 use mysql_async::prelude::Queryable;
@@ -31,6 +37,8 @@ pub enum ReplicaError {
     Snapshot(#[from] SnapshotError),
     #[error("read replica: the builder task failed: {0}")]
     Task(String),
+    #[error("read replica fingerprint: {0}")]
+    Fingerprint(String),
 }
 
 /// A pool of replica connections whose `DATETIME`s read as UTC, so `modifieddate` round-trips
@@ -38,6 +46,9 @@ pub enum ReplicaError {
 #[derive(Clone)]
 pub struct Replica {
     pool: Pool,
+    /// The lag last measured, ms (`freshness`); `u64::MAX` while unknown.
+    lag_ms: Arc<AtomicU64>,
+    lag_measured: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
 }
 
 impl Replica {
@@ -46,6 +57,8 @@ impl Replica {
         let opts = OptsBuilder::from_opts(opts).setup(vec!["SET time_zone = '+00:00'"]);
         Ok(Replica {
             pool: Pool::new(opts),
+            lag_ms: Arc::default(),
+            lag_measured: Arc::default(),
         })
     }
 
@@ -117,7 +130,7 @@ fn build_from_rows(
         for row in rows {
             buf.clear();
             let facts = writer.write(row, &mut buf)?;
-            b.push_row(&buf, &facts.booth_no, facts.modified.0)?;
+            b.push_row(&buf, facts.id, &facts.booth_no, facts.modified.0)?;
         }
     }
     Ok(b.finish(built_at)?)

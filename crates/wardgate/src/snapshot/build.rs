@@ -7,6 +7,7 @@ use std::sync::mpsc;
 
 use serde::Deserialize;
 
+use super::fingerprint::Summing;
 use super::{next_id, Chunk, RowTable, Snapshot, SnapshotError, Unindexed, CHUNK_ROWS};
 use crate::gzip::{self, Check};
 use crate::params::WardKey;
@@ -28,6 +29,7 @@ pub struct SnapshotBuilder {
     /// Chunks closed so far, in order: their rows, and their piece and check once compressed.
     closed: Vec<(u32, u32, Compressed)>,
     chunk_first: usize,
+    fingerprint: Summing,
 }
 
 /// A chunk's piece and check, delivered when the pool has compressed it.
@@ -50,16 +52,20 @@ impl SnapshotBuilder {
             booth_index: HashMap::new(),
             closed: Vec::new(),
             chunk_first: 0,
+            fingerprint: Summing::default(),
         }
     }
 
-    /// Appends one row: its compact JSON object, its booth and its `modifieddate` (epoch ms).
+    /// Appends one row: its compact JSON object, its `id` (if readable), its booth and its
+    /// `modifieddate` (epoch ms).
     pub fn push_row(
         &mut self,
         json: &[u8],
+        id: Option<u64>,
         booth: &str,
         modified: i64,
     ) -> Result<(), SnapshotError> {
+        self.fingerprint.add(id, modified);
         let booth = match self.booth_index.get(booth) {
             Some(b) => *b,
             None => {
@@ -147,6 +153,10 @@ impl SnapshotBuilder {
             id: next_id(),
             key: self.key,
             built_at,
+            seen_at: built_at,
+            includes: Box::default(),
+            fingerprint: self.fingerprint.finish(),
+            ids: Default::default(),
             // sealed, so that every send of it is a sendfile (`wardgate_sealed`)
             gz_full: wardgate_sealed::seal(&gz),
             rows,
@@ -174,6 +184,8 @@ pub(super) fn whole_check(chunks: impl Iterator<Item = Check>) -> Check {
 #[derive(Deserialize)]
 struct RowFacts {
     #[serde(default)]
+    id: Fact,
+    #[serde(default)]
     booth_no: Fact,
     /// Epoch ms, or text in any form `EpochMs::parse_legacy` reads (Spring Boot 2.0 writes
     /// dates as ISO-8601 text unless the application says otherwise).
@@ -183,7 +195,7 @@ struct RowFacts {
 
 #[derive(Deserialize, Default)]
 #[serde(untagged)]
-enum Fact {
+pub(super) enum Fact {
     S(String),
     N(i64),
     #[default]
@@ -225,23 +237,46 @@ impl Snapshot {
                 index,
                 field: "object",
             })?;
-            let booth = match &facts.booth_no {
-                Fact::S(s) if s != UNKNOWN_BOOTH => s.as_str(),
-                Fact::N(n) => {
-                    booth_buf.clear();
-                    booth_buf.push_str(&n.to_string());
-                    booth_buf.as_str()
-                }
-                _ => UNKNOWN_BOOTH,
-            };
-            let modified = match &facts.modifieddate {
-                Fact::N(n) if *n != UNKNOWN_STAMP => *n,
-                Fact::S(s) => EpochMs::parse_legacy(s, local).map_or(UNKNOWN_STAMP, |t| t.0),
-                _ => UNKNOWN_STAMP,
-            };
-            b.push_row(raw.get().as_bytes(), booth, modified)?;
+            let booth = booth_of(&facts.booth_no, &mut booth_buf);
+            let modified = stamp_of(&facts.modifieddate, local);
+            b.push_row(raw.get().as_bytes(), id_of(&facts.id), booth, modified)?;
         }
         b.finish(built_at)
+    }
+}
+
+/// A row's booth as the filters name it (`UNKNOWN_BOOTH` when unreadable); `buf` holds a
+/// number's digits.
+pub(super) fn booth_of<'a>(fact: &'a Fact, buf: &'a mut String) -> &'a str {
+    match fact {
+        Fact::S(s) if s != UNKNOWN_BOOTH => s.as_str(),
+        Fact::N(n) => {
+            buf.clear();
+            buf.push_str(&n.to_string());
+            buf.as_str()
+        }
+        _ => UNKNOWN_BOOTH,
+    }
+}
+
+/// A row's `id`, when it is a non-negative integer (a number, or digits in a string).
+pub(super) fn id_of(fact: &Fact) -> Option<u64> {
+    match fact {
+        Fact::N(n) => u64::try_from(*n).ok(),
+        Fact::S(s) if !s.is_empty() && s.len() <= 19 && s.bytes().all(|b| b.is_ascii_digit()) => {
+            s.parse().ok()
+        }
+        _ => None,
+    }
+}
+
+/// A row's `modifieddate`, epoch ms (`UNKNOWN_STAMP` when unreadable), zone-less text read in
+/// `local`.
+pub(super) fn stamp_of(fact: &Fact, local: UtcOffset) -> i64 {
+    match fact {
+        Fact::N(n) if *n != UNKNOWN_STAMP => *n,
+        Fact::S(s) => EpochMs::parse_legacy(s, local).map_or(UNKNOWN_STAMP, |t| t.0),
+        _ => UNKNOWN_STAMP,
     }
 }
 

@@ -5,20 +5,22 @@ use bytes::{BufMut, Bytes};
 
 use super::build::whole_check;
 use super::inflate::inflate_piece;
-use super::{next_id, Chunk, RowTable, Snapshot, SnapshotError, Unindexed};
+use super::{next_id, Chunk, Fingerprint, RowTable, Snapshot, SnapshotError, Unindexed};
 use crate::gzip::{self, Check};
 use crate::params::WardKey;
 use crate::time::EpochMs;
 
 /// Format version of a ward's copy in Redis, payload and key spelling together; bump on any
 /// change to `encode` or to the key. Format 3 is format 2's payload under keys that carry the
-/// ward as a Redis Cluster hash tag (`cache::l2`).
-pub const FORMAT_VERSION: u16 = 3;
+/// ward as a Redis Cluster hash tag (`cache::l2`); format 4 adds, after the tag, what a patch
+/// vouches for (`seen_at` and the writes it includes).
+pub const FORMAT_VERSION: u16 = 4;
 
 /// The format before this one, which this version reads and `warm --formats` writes: the same
-/// payload and chunking, under keys without a hash tag. Reading it keeps a canary of a new
-/// format warm from the copies the fleet wrote.
-pub const PREVIOUS_FORMAT_VERSION: u16 = 2;
+/// chunking, without the patch stamps (a copy read in it counts as read at its build time, so a
+/// write acknowledged since supersedes it). Reading it keeps a canary of a new format warm
+/// from the copies the fleet wrote.
+pub const PREVIOUS_FORMAT_VERSION: u16 = 3;
 const MAGIC: &[u8; 4] = b"WGSN";
 
 /// A chunk's bounds as stored: first row, end row, and its byte range in the full-ward gzip.
@@ -53,6 +55,23 @@ impl Snapshot {
         ] {
             put_str(&mut out, s);
         }
+        if format >= 4 {
+            out.put_i64_le(self.seen_at.0);
+            out.put_u32_le(self.includes.len() as u32);
+            for at in &self.includes {
+                out.put_i64_le(at.0);
+            }
+            match &self.fingerprint {
+                Some(f) => {
+                    out.put_u8(1);
+                    out.put_u64_le(f.rows);
+                    out.put_i128_le(f.sum_ms);
+                    out.put_i128_le(f.sum_id_ms);
+                    out.put_u32_le(f.xor_crc);
+                }
+                None => out.put_u8(0),
+            }
+        }
         out.put_u32_le(self.booths.len() as u32);
         for b in &self.booths {
             put_str(&mut out, b);
@@ -80,7 +99,14 @@ impl Snapshot {
     /// gzip trailer, and then dropped: the snapshot keeps only the gzip.
     pub fn decode(data: Bytes) -> Result<Snapshot, SnapshotError> {
         let mut r = Reader { data: &data, at: 0 };
-        let (built_at, key, tag) = read_header(&mut r)?;
+        let (built_at, key, tag, version) = read_header(&mut r)?;
+        let (seen_at, includes, fingerprint) = match version {
+            4.. => {
+                let (seen_at, includes) = read_patch_stamps(&mut r)?;
+                (seen_at, includes, read_fingerprint(&mut r)?)
+            }
+            _ => (built_at, Box::default(), None),
+        };
         let nb = r.u32()? as usize;
         let booths = (0..nb).map(|_| r.string()).collect::<Result<Vec<_>, _>>()?;
         let rows = read_rows(&mut r, booths.len())?;
@@ -94,18 +120,48 @@ impl Snapshot {
             unindexed: Unindexed::of(&booths, &chunks),
             key,
             built_at,
+            seen_at,
+            includes,
+            fingerprint,
             tag,
             id: next_id(),
             gz_full,
             rows,
             booths,
             chunks,
+            ids: Default::default(),
         })
     }
 }
 
-/// Magic, format version, then build time, ward key and tag.
-fn read_header(r: &mut Reader<'_>) -> Result<(EpochMs, WardKey, String), SnapshotError> {
+/// What a patch vouches for: `seen_at`, and the writes acknowledged after it that it includes.
+fn read_patch_stamps(r: &mut Reader<'_>) -> Result<(EpochMs, Box<[EpochMs]>), SnapshotError> {
+    let seen_at = EpochMs(r.i64()?);
+    let n = r.u32()? as usize;
+    if n > 1 << 16 {
+        return Err(SnapshotError::Corrupt("includes"));
+    }
+    let includes = (0..n)
+        .map(|_| r.i64().map(EpochMs))
+        .collect::<Result<_, _>>()?;
+    Ok((seen_at, includes))
+}
+
+fn read_fingerprint(r: &mut Reader<'_>) -> Result<Option<Fingerprint>, SnapshotError> {
+    match r.take(1)?[0] {
+        0 => Ok(None),
+        1 => Ok(Some(Fingerprint {
+            rows: r.u64()?,
+            sum_ms: r.i128()?,
+            sum_id_ms: r.i128()?,
+            xor_crc: r.u32()?,
+        })),
+        _ => Err(SnapshotError::Corrupt("fingerprint")),
+    }
+}
+
+/// Magic, format version, then build time, ward key and tag; and the version read.
+fn read_header(r: &mut Reader<'_>) -> Result<(EpochMs, WardKey, String, u16), SnapshotError> {
     if r.take(4)? != MAGIC {
         return Err(SnapshotError::Corrupt("magic"));
     }
@@ -120,7 +176,7 @@ fn read_header(r: &mut Reader<'_>) -> Result<(EpochMs, WardKey, String), Snapsho
         ward: r.string()?,
     };
     let tag = r.string()?;
-    Ok((built_at, key, tag))
+    Ok((built_at, key, tag, version))
 }
 
 /// The row facts: length of each row's JSON, `modifieddate`, booth index.
@@ -273,6 +329,15 @@ impl Reader<'_> {
     fn u32(&mut self) -> Result<u32, SnapshotError> {
         let b = self.take(4)?;
         Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    fn u64(&mut self) -> Result<u64, SnapshotError> {
+        Ok(self.i64()? as u64)
+    }
+    fn i128(&mut self) -> Result<i128, SnapshotError> {
+        let b = self.take(16)?;
+        let mut a = [0u8; 16];
+        a.copy_from_slice(b);
+        Ok(i128::from_le_bytes(a))
     }
     fn i64(&mut self) -> Result<i64, SnapshotError> {
         let b = self.take(8)?;

@@ -20,9 +20,11 @@
 
 mod build;
 mod codec;
+mod fingerprint;
 #[cfg(test)]
 mod fixtures;
 mod inflate;
+mod patch;
 mod pick;
 mod rows;
 mod tiers;
@@ -30,7 +32,7 @@ mod tiers;
 use std::collections::VecDeque;
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 
@@ -40,7 +42,9 @@ use crate::time::EpochMs;
 
 pub use build::{SnapshotBuilder, UNKNOWN_BOOTH, UNKNOWN_STAMP};
 pub use codec::{FORMAT_VERSION, PREVIOUS_FORMAT_VERSION};
+pub use fingerprint::Fingerprint;
 pub use inflate::IdentityBody;
+pub use patch::{patch_rows, PatchRow, Refused, RowId};
 pub use pick::{Picked, Selection};
 pub use tiers::tier_start;
 
@@ -120,7 +124,18 @@ fn next_id() -> u64 {
 pub struct Snapshot {
     pub key: WardKey,
     /// When the source was read, epoch ms (`X-Snapshot-Time`): the rows are at least this new.
+    /// A patch keeps it: a patch is not a read of the whole ward, so ages and renewals still
+    /// count from here.
     pub built_at: EpochMs,
+    /// Every write acknowledged before this is in the rows: the build time, or when the last
+    /// patch's read was sent (`cache::watermark`).
+    pub seen_at: EpochMs,
+    /// Writes acknowledged after `seen_at` whose rows a patch saw come back (their
+    /// acknowledgement times): they do not supersede this copy.
+    pub includes: Box<[EpochMs]>,
+    /// Its rows' fingerprint, as the replica would compute it (`fingerprint`); none when some
+    /// row lacks a readable id or date.
+    pub fingerprint: Option<Fingerprint>,
     /// Identifies this content: part of every ETag served from it.
     pub tag: String,
     /// Unique to this snapshot in this process (the key of its derived answers).
@@ -134,6 +149,8 @@ pub struct Snapshot {
     chunks: Vec<Chunk>,
     /// Filters this snapshot cannot answer (derived from its rows, so not stored).
     unindexed: Unindexed,
+    /// Row by id, read out of the chunks when the ward is first written to (`patch`).
+    ids: OnceLock<Arc<patch::IdIndex>>,
 }
 
 /// The row facts a snapshot lacks for some rows: a backend may send a booth or a date in a
@@ -188,6 +205,8 @@ impl Snapshot {
             + self.chunks.iter().map(Chunk::bytes).sum::<usize>()
             + self.booths.iter().map(|b| b.len() + 24).sum::<usize>()
             + self.tag.len()
+            + self.includes.len() * 8
+            + self.ids.get().map_or(0, |i| i.bytes())
             + self.key.state.len()
             + self.key.assembly.len()
             + self.key.ward.len()

@@ -143,6 +143,16 @@ impl Origin {
         self.stats().await["citizens_reads"].as_u64().unwrap()
     }
 
+    /// Zeroes the counters (`stats` then counts from here).
+    pub async fn reset_stats(&self) {
+        let r = client()
+            .post(format!("{}/__origin/reset-stats", self.url()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+
     pub async fn requests(&self) -> u64 {
         self.stats().await["requests"].as_u64().unwrap()
     }

@@ -1,0 +1,135 @@
+//! Freshness by change: with a replica, every `replica.watch_every` each held ward's fingerprint
+//! is compared with the replica's. A ward whose rows changed is renewed at once; one whose rows
+//! did not counts as read when the replica's rows were (the round's start less the replica's
+//! lag), so a snapshot stays valid until its rows change. While the replica cannot answer, no
+//! ward is vouched for and max age applies again.
+//!
+//! **Invariant:** a copy is vouched for only by a fingerprint equal to its own, read from a
+//! replica known to be at most its measured lag behind, and only as of then.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use super::{Cache, CacheKey, Entry};
+use crate::params::{AssemblyKey, WardKey};
+use crate::replica::{Replica, ReplicaError};
+use crate::snapshot::{Fingerprint, Snapshot};
+use crate::time::EpochMs;
+
+/// A fingerprint the replica showed, and the instant its rows were as of.
+pub(super) type Vouched = HashMap<WardKey, (Fingerprint, EpochMs)>;
+
+impl Cache {
+    /// Watches the held wards for changes on `replica`, for as long as the cache lives.
+    pub fn watch_changes(self: &Arc<Self>, replica: Replica) {
+        let cache = Arc::downgrade(self);
+        tokio::spawn(async move { watch(cache, replica).await });
+    }
+
+    /// When the last round found `e`'s fingerprint on the replica, if it did: its rows were
+    /// all there as of then.
+    fn vouched_at(&self, key: &CacheKey, e: &Entry) -> Option<EpochMs> {
+        let (CacheKey::Ward(w), Entry::Snapshot(s)) = (key, e) else {
+            return None;
+        };
+        let mine = s.fingerprint?;
+        let v = self.vouched.lock().ok()?;
+        v.get(w).filter(|(f, _)| *f == mine).map(|(_, at)| *at)
+    }
+
+    /// Since when `e`'s rows are known complete (the age a delta's overlap must cover): its
+    /// own read or last patch (`seen_at`), or a later round that vouched for it.
+    pub fn complete_since(&self, key: &CacheKey, e: &Entry) -> EpochMs {
+        self.vouched_at(key, e)
+            .max(Some(e.seen_at()))
+            .unwrap_or(e.seen_at())
+    }
+
+    /// When `e` counts as read for max age: its build, or a later round that vouched for it
+    /// (a patch does not count: it is not a read of the whole ward).
+    pub(super) fn fresh_since(&self, key: &CacheKey, e: &Entry) -> EpochMs {
+        self.vouched_at(key, e)
+            .max(Some(e.built_at()))
+            .unwrap_or(e.built_at())
+    }
+
+    /// One round: every held ward's fingerprint against the replica's, assembly by assembly.
+    async fn watch_round(self: &Arc<Self>, replica: &Replica) -> Result<(), ReplicaError> {
+        let started = EpochMs::now();
+        let Some(lag) = replica.lag().await else {
+            return Err(ReplicaError::Fingerprint("replica lag unknown".into()));
+        };
+        let as_of = EpochMs(started.0 - lag.as_millis() as i64);
+        let mut vouched = Vouched::new();
+        let mut changed = Vec::new();
+        for (a, wards) in self.held_by_assembly() {
+            let theirs = replica.fingerprints(&a.state, &a.assembly).await?;
+            for (w, s) in wards {
+                let Some(mine) = s.fingerprint else { continue };
+                let found = theirs.get(&w.ward).copied().unwrap_or_default();
+                if found == mine {
+                    vouched.insert(w, (mine, as_of));
+                } else if s.seen_at <= as_of {
+                    // (A copy newer than the replica's rows is not judged by them.)
+                    changed.push(w);
+                }
+            }
+        }
+        if let Ok(mut v) = self.vouched.lock() {
+            *v = vouched;
+        }
+        self.watched_as_of.store(as_of.0, Ordering::Relaxed);
+        self.metrics.watch_renewals.inc_by(changed.len() as u64);
+        let max_age = self.live.load().cache.snapshot_max_age.0;
+        for w in changed {
+            tracing::info!(ward = %w, "rows changed on the replica; renewing");
+            let key = CacheKey::Ward(w);
+            let have = self.l1.get(&key).map(|e| e.seen_at());
+            let _ = self.join(&key, max_age, have);
+        }
+        Ok(())
+    }
+
+    /// The snapshots held, grouped by assembly (one replica query each).
+    fn held_by_assembly(&self) -> BTreeMap<AssemblyKey, Vec<(WardKey, Arc<Snapshot>)>> {
+        let mut out: BTreeMap<AssemblyKey, Vec<_>> = BTreeMap::new();
+        for (k, e) in self.l1.entries() {
+            if let (CacheKey::Ward(w), Entry::Snapshot(s)) = (k, e) {
+                out.entry(w.assembly_key()).or_default().push((w, s));
+            }
+        }
+        out
+    }
+
+    /// How far behind the rows the last complete round vouched for are, if any round ended.
+    pub fn watch_lag(&self) -> Option<Duration> {
+        match self.watched_as_of.load(Ordering::Relaxed) {
+            i64::MIN => None,
+            at => Some(Duration::from_millis(EpochMs(at).age_ms().max(0) as u64)),
+        }
+    }
+}
+
+async fn watch(cache: Weak<Cache>, replica: Replica) {
+    loop {
+        let every = match cache.upgrade() {
+            Some(c) => c.live.load().replica.watch_every.0,
+            None => return,
+        };
+        if every.is_zero() {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        }
+        tokio::time::sleep(every).await;
+        let Some(c) = cache.upgrade() else { return };
+        if let Err(e) = c.watch_round(&replica).await {
+            // Nothing is vouched for until a round succeeds: max age applies meanwhile.
+            tracing::warn!(error = %e, "change watch round failed");
+            if let Ok(mut v) = c.vouched.lock() {
+                v.clear();
+            }
+        }
+    }
+}

@@ -57,12 +57,32 @@ pub struct MariaDb {
 impl MariaDb {
     /// Starts one on a free port, from a copy of the template data directory.
     pub fn start() -> MariaDb {
+        MariaDb::start_with(&[])
+    }
+
+    /// A primary for replication tests: binary log on, server id 1.
+    pub fn primary() -> MariaDb {
+        MariaDb::start_with(&[
+            "--log-bin=primary-bin",
+            "--server-id=1",
+            "--binlog-format=ROW",
+        ])
+    }
+
+    /// A server for a replica (server id 2); the test points it at its primary with
+    /// `CHANGE MASTER TO` (a `MASTER_DELAY` makes it lag by that much).
+    pub fn replica() -> MariaDb {
+        MariaDb::start_with(&["--server-id=2", "--relay-log=replica-relay"])
+    }
+
+    /// Starts one with `extra` server options.
+    pub fn start_with(extra: &[&str]) -> MariaDb {
         let template = template();
         let mariadbd = find_program("mariadbd", SBIN);
         let (server, port) = start_on_free_port(
             "MariaDB",
             START_TIMEOUT,
-            |port| spawn(&mariadbd, &template, port),
+            |port| spawn(&mariadbd, &template, port, extra),
             greets,
         );
         MariaDb {
@@ -81,7 +101,7 @@ impl MariaDb {
     }
 }
 
-fn spawn(mariadbd: &Path, template: &Path, port: u16) -> Supervised {
+fn spawn(mariadbd: &Path, template: &Path, port: u16, extra: &[&str]) -> Supervised {
     let dir = temp_dir("wardgate-mariadb-");
     let data = dir.join("data");
     copy_dir(template, &data)
@@ -104,6 +124,7 @@ fn spawn(mariadbd: &Path, template: &Path, port: u16) -> Supervised {
         "--innodb-doublewrite=0".into(),
         "--max-connections=1000".into(),
     ];
+    args.extend(extra.iter().map(OsString::from));
     if is_root(&dir) {
         args.push("--user=root".into());
     }

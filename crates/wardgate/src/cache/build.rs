@@ -151,6 +151,11 @@ impl Builder {
         &self.trust
     }
 
+    /// Whether a replica is configured.
+    pub fn has_replica(&self) -> bool {
+        self.replica.is_some()
+    }
+
     /// With a replica: whether wards are built from it, and why (for `/readyz`).
     pub fn replica_state(&self) -> Option<String> {
         self.replica.as_ref().map(|_| self.trust.describe())

@@ -63,6 +63,28 @@ impl Entry {
         }
     }
 
+    /// When the change watch last found the copy's rows unchanged on the replica (`watch`).
+    fn vouched_at(&self) -> Option<EpochMs> {
+        match self {
+            Entry::Snapshot(s) => s.vouched_at(),
+            Entry::Blob(_) => None,
+        }
+    }
+
+    /// Since when the copy's rows are known complete (the age a delta's overlap must cover,
+    /// `overlap`): its own read or last patch (`seen_at`), or a later watch round.
+    pub fn complete_since(&self) -> EpochMs {
+        self.seen_at()
+            .max(self.vouched_at().unwrap_or(EpochMs(i64::MIN)))
+    }
+
+    /// When the copy counts as read for max age: its build, or a later watch round (a patch
+    /// does not count: it is not a read of the whole ward).
+    pub fn fresh_since(&self) -> EpochMs {
+        self.built_at()
+            .max(self.vouched_at().unwrap_or(EpochMs(i64::MIN)))
+    }
+
     pub fn weight(&self) -> usize {
         match self {
             Entry::Snapshot(s) => s.weight(),

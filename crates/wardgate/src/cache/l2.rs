@@ -322,6 +322,42 @@ impl L2 {
         self.set(&self.ward_key(w, format), data, ttl).await;
     }
 
+    /// A ward's record of old serves (`cache::overlap`), `first,last,age_ms`, kept for `ttl`.
+    pub async fn put_wide(&self, w: &WardKey, record: &str, ttl: Duration) {
+        self.set(&self.wide_key(w), record.as_bytes().to_vec(), ttl)
+            .await;
+    }
+
+    /// The records of old serves of `wards`, pipelined (one GET each: Cluster-safe).
+    pub async fn wides(&self, wards: &[WardKey]) -> Vec<Option<String>> {
+        let none = || vec![None; wards.len()];
+        let Some(mut c) = self.conn() else {
+            return none();
+        };
+        let mut pipe = redis::pipe();
+        for w in wards {
+            pipe.cmd("GET").arg(self.wide_key(w));
+        }
+        let r: Result<Result<Vec<Option<String>>, _>, _> =
+            tokio::time::timeout(OP_TIMEOUT * 4, pipe.query_async(&mut c)).await;
+        match r {
+            Ok(Ok(v)) if v.len() == wards.len() => v,
+            Ok(Err(e)) => {
+                self.failed("GET wide", e);
+                none()
+            }
+            _ => none(),
+        }
+    }
+
+    /// `{prefix}:wide:{state:assembly:ward}`: the ward as its hash tag, like its copy.
+    fn wide_key(&self, w: &WardKey) -> String {
+        format!(
+            "{}:wide:{{{}:{}:{}}}",
+            self.prefix, w.state, w.assembly, w.ward
+        )
+    }
+
     async fn set(&self, k: &str, data: Vec<u8>, ttl: Duration) {
         let Some(mut c) = self.conn() else { return };
         let ms = ttl.as_millis().clamp(1_000, u128::from(u32::MAX)) as u64;

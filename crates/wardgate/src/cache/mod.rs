@@ -18,6 +18,7 @@ pub mod derived;
 pub mod key;
 pub mod l1;
 pub mod l2;
+pub mod overlap;
 pub mod probe;
 mod status;
 mod sync;
@@ -86,10 +87,13 @@ pub struct Cache {
     /// When the last build of a key failed: no new build is started for `RETRY_BUILD_AFTER`,
     /// so a failing backend is not asked again at the rate requests arrive.
     failed: Mutex<HashMap<CacheKey, Instant>>,
-    /// Wards the change watch found unchanged on the replica, and as of when (`watch`).
-    vouched: Mutex<watch::Vouched>,
     /// The instant the last complete watch round vouched for, epoch ms (`i64::MIN`: none yet).
     watched_as_of: std::sync::atomic::AtomicI64,
+    /// The instant the first watch round vouched for (`overlap`: deltas dated before get the
+    /// wide overlap).
+    watch_started: std::sync::atomic::AtomicI64,
+    /// Stretches in which old copies of a ward were served (`overlap`).
+    wide: Mutex<overlap::WideServes>,
     /// Patches of a ward run one at a time (`write`).
     patch_locks: write::PatchLocks,
     builder: Builder,
@@ -127,8 +131,9 @@ impl Cache {
             deriving: Arc::default(),
             marks: Watermarks::default(),
             failed: Mutex::new(HashMap::new()),
-            vouched: Mutex::default(),
             watched_as_of: std::sync::atomic::AtomicI64::new(i64::MIN),
+            watch_started: std::sync::atomic::AtomicI64::new(i64::MIN),
+            wide: Mutex::default(),
             patch_locks: std::array::from_fn(|_| tokio::sync::Mutex::new(())),
             builder,
             live,
@@ -142,7 +147,10 @@ impl Cache {
         w: &WardKey,
         max_age: Duration,
     ) -> Result<Found<Arc<Snapshot>>, CacheError> {
-        self.lookup(&CacheKey::Ward(w.clone()), max_age).await
+        let key = CacheKey::Ward(w.clone());
+        let found: Found<Arc<Snapshot>> = self.lookup(&key, max_age).await?;
+        self.note_served(&key, &Entry::Snapshot(found.value.clone()));
+        Ok(found)
     }
 
     /// A blob (master data) by its path and normalized query.
@@ -212,7 +220,7 @@ impl Cache {
         let Some(e) = self.l1.get(key) else {
             return Err(None);
         };
-        let age_ms = self.fresh_since(key, &e).age_ms();
+        let age_ms = e.fresh_since().age_ms();
         let max_age_ms = max_age.as_millis() as i64;
         let stale_ms = max_age_ms + cfg.cache.max_stale.0.as_millis() as i64;
         if self.admits(key, &e) {
@@ -334,9 +342,7 @@ impl Cache {
     ) -> Result<Entry, BuildError> {
         let cfg: Arc<Config> = self.live.load_full();
         let usable = |e: &Entry| {
-            Some(e.seen_at()) > have
-                && self.admits(&key, e)
-                && self.fresh_since(&key, e).within(max_age)
+            Some(e.seen_at()) > have && self.admits(&key, e) && e.fresh_since().within(max_age)
         };
         let mut lock = l2::Lock::Unavailable;
         if let Some(l2) = &self.l2 {
@@ -521,7 +527,7 @@ impl Cache {
 
     /// Whether a fresh copy of `key` is held here or in Redis (readiness, `warm`).
     pub async fn has_fresh(&self, key: &CacheKey, max_age: Duration) -> bool {
-        let fresh = |e: &Entry| self.fresh_since(key, e).within(max_age);
+        let fresh = |e: &Entry| e.fresh_since().within(max_age);
         if self.l1.get(key).is_some_and(|e| fresh(&e)) {
             return true;
         }

@@ -1,11 +1,14 @@
-//! Watermarks from other instances: Redis pub/sub, and a periodic re-read that covers lost messages.
+//! Watermarks from other instances: Redis pub/sub, and a periodic re-read that covers lost
+//! messages and brings in the fleet's records of old serves (`overlap`).
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use super::key::{CacheKey, WriteScope};
 use super::l2::L2;
+use super::overlap::Wide;
 use super::Cache;
+use crate::params::WardKey;
 
 impl Cache {
     /// Follows the watermarks other instances raise, for as long as the cache lives.
@@ -33,6 +36,20 @@ fn spawn_recheck(cache: Weak<Cache>, l2: Arc<L2>) {
                 for (scope, wm) in batch.iter().zip(l2.watermarks(batch).await) {
                     if let Some(at) = wm {
                         cache.raise_watermark(scope, at);
+                    }
+                }
+            }
+            let wards: Vec<WardKey> = held_scopes(&cache)
+                .into_iter()
+                .filter_map(|s| match s {
+                    WriteScope::Ward(w) => Some(w),
+                    WriteScope::Assembly(_) => None,
+                })
+                .collect();
+            for batch in wards.chunks(500) {
+                for (w, record) in batch.iter().zip(l2.wides(batch).await) {
+                    if let Some(wide) = record.as_deref().and_then(Wide::decode) {
+                        cache.remember_wide(w, wide);
                     }
                 }
             }

@@ -4,10 +4,10 @@
 //! lag), so a snapshot stays valid until its rows change. While the replica cannot answer, no
 //! ward is vouched for and max age applies again.
 //!
-//! **Invariant:** a copy is vouched for only by a fingerprint equal to its own, read from a
-//! replica known to be at most its measured lag behind, and only as of then.
+//! **Invariant:** a snapshot is vouched for only by a fingerprint equal to its own, read from
+//! a replica known to be at most its measured lag behind, and only as of then.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -15,44 +15,14 @@ use std::time::Duration;
 use super::{Cache, CacheKey, Entry};
 use crate::params::{AssemblyKey, WardKey};
 use crate::replica::{Replica, ReplicaError};
-use crate::snapshot::{Fingerprint, Snapshot};
+use crate::snapshot::Snapshot;
 use crate::time::EpochMs;
-
-/// A fingerprint the replica showed, and the instant its rows were as of.
-pub(super) type Vouched = HashMap<WardKey, (Fingerprint, EpochMs)>;
 
 impl Cache {
     /// Watches the held wards for changes on `replica`, for as long as the cache lives.
     pub fn watch_changes(self: &Arc<Self>, replica: Replica) {
         let cache = Arc::downgrade(self);
         tokio::spawn(async move { watch(cache, replica).await });
-    }
-
-    /// When the last round found `e`'s fingerprint on the replica, if it did: its rows were
-    /// all there as of then.
-    fn vouched_at(&self, key: &CacheKey, e: &Entry) -> Option<EpochMs> {
-        let (CacheKey::Ward(w), Entry::Snapshot(s)) = (key, e) else {
-            return None;
-        };
-        let mine = s.fingerprint?;
-        let v = self.vouched.lock().ok()?;
-        v.get(w).filter(|(f, _)| *f == mine).map(|(_, at)| *at)
-    }
-
-    /// Since when `e`'s rows are known complete (the age a delta's overlap must cover): its
-    /// own read or last patch (`seen_at`), or a later round that vouched for it.
-    pub fn complete_since(&self, key: &CacheKey, e: &Entry) -> EpochMs {
-        self.vouched_at(key, e)
-            .max(Some(e.seen_at()))
-            .unwrap_or(e.seen_at())
-    }
-
-    /// When `e` counts as read for max age: its build, or a later round that vouched for it
-    /// (a patch does not count: it is not a read of the whole ward).
-    pub(super) fn fresh_since(&self, key: &CacheKey, e: &Entry) -> EpochMs {
-        self.vouched_at(key, e)
-            .max(Some(e.built_at()))
-            .unwrap_or(e.built_at())
     }
 
     /// One round: every held ward's fingerprint against the replica's, assembly by assembly.
@@ -62,7 +32,6 @@ impl Cache {
             return Err(ReplicaError::Fingerprint("replica lag unknown".into()));
         };
         let as_of = EpochMs(started.0 - lag.as_millis() as i64);
-        let mut vouched = Vouched::new();
         let mut changed = Vec::new();
         for (a, wards) in self.held_by_assembly() {
             let theirs = replica.fingerprints(&a.state, &a.assembly).await?;
@@ -70,16 +39,19 @@ impl Cache {
                 let Some(mine) = s.fingerprint else { continue };
                 let found = theirs.get(&w.ward).copied().unwrap_or_default();
                 if found == mine {
-                    vouched.insert(w, (mine, as_of));
+                    s.vouch(as_of);
                 } else if s.seen_at <= as_of {
                     // (A copy newer than the replica's rows is not judged by them.)
                     changed.push(w);
                 }
             }
         }
-        if let Ok(mut v) = self.vouched.lock() {
-            *v = vouched;
-        }
+        let _ = self.watch_started.compare_exchange(
+            i64::MIN,
+            as_of.0,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
         self.watched_as_of.store(as_of.0, Ordering::Relaxed);
         self.metrics.watch_renewals.inc_by(changed.len() as u64);
         let max_age = self.live.load().cache.snapshot_max_age.0;
@@ -125,11 +97,8 @@ async fn watch(cache: Weak<Cache>, replica: Replica) {
         tokio::time::sleep(every).await;
         let Some(c) = cache.upgrade() else { return };
         if let Err(e) = c.watch_round(&replica).await {
-            // Nothing is vouched for until a round succeeds: max age applies meanwhile.
+            // Nothing more is vouched for until a round succeeds: max age applies meanwhile.
             tracing::warn!(error = %e, "change watch round failed");
-            if let Ok(mut v) = c.vouched.lock() {
-                v.clear();
-            }
         }
     }
 }

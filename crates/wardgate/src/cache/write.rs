@@ -17,10 +17,10 @@ use crate::time::EpochMs;
 
 use super::Cache;
 
-/// Margin a write's cheap read reaches back from the ward's newest change, beyond twice the
-/// clock skew: the backend stamps `modifieddate` before it commits, so a row may become
-/// visible a little after its stamp.
-const COMMIT_SLACK: Duration = Duration::from_secs(10);
+/// Margin for the backend's stamping: it stamps `modifieddate` before it commits, so a row may
+/// become visible a little after its stamp (a write's cheap read, and the narrow delta overlap,
+/// reach back this much further).
+pub(super) const COMMIT_SLACK: Duration = Duration::from_secs(10);
 
 /// Patches of one ward run one at a time (each starts from the last one's copy); wards share
 /// these locks by hash, which is enough: a patch holds its lock for milliseconds.

@@ -25,6 +25,10 @@ pub struct ReplicaConfig {
     /// query per assembly), so that a ward is renewed when its rows change and stays valid
     /// until they do; `0s` turns the watch off (max age alone then).
     pub watch_every: Dur,
+    /// The replica lag the narrow delta overlap allows for (`cache::overlap`): the overlap
+    /// is `2 × watch_every + max_lag + clock_skew`. A lag past it is not an error: copies
+    /// older than the bound are recorded, and deltas around them get the wide overlap.
+    pub max_lag: Dur,
 }
 
 impl Default for ReplicaConfig {
@@ -36,6 +40,7 @@ impl Default for ReplicaConfig {
             probe_ward: None,
             probe_every: Dur(std::time::Duration::from_secs(3600)),
             watch_every: Dur(std::time::Duration::from_secs(5)),
+            max_lag: Dur(std::time::Duration::from_secs(30)),
         }
     }
 }

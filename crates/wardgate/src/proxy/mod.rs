@@ -298,7 +298,10 @@ impl Proxy {
     /// widen them further, to their tier (`respond::tiered`).
     fn widened(&self, mut q: CitizensQuery) -> CitizensQuery {
         if let Some(d) = q.since_ms {
-            let overlap = self.live().load().cache.effective_delta_overlap();
+            let overlap = match &q.scope {
+                Scope::Ward(w) => self.shared.cache.delta_overlap(w, d),
+                Scope::Assembly(_) => self.live().load().cache.effective_delta_overlap(),
+            };
             q.since_ms = Some(d.saturating_sub(overlap.as_millis() as i64).max(0));
         }
         q

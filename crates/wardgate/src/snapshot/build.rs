@@ -156,6 +156,7 @@ impl SnapshotBuilder {
             seen_at: built_at,
             includes: Box::default(),
             fingerprint: self.fingerprint.finish(),
+            vouched_at: std::sync::atomic::AtomicI64::new(i64::MIN),
             ids: Default::default(),
             // sealed, so that every send of it is a sendfile (`wardgate_sealed`)
             gz_full: wardgate_sealed::seal(&gz),

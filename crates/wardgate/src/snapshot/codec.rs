@@ -123,6 +123,7 @@ impl Snapshot {
             seen_at,
             includes,
             fingerprint,
+            vouched_at: std::sync::atomic::AtomicI64::new(i64::MIN),
             tag,
             id: next_id(),
             gz_full,

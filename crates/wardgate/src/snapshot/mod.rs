@@ -31,7 +31,7 @@ mod tiers;
 
 use std::collections::VecDeque;
 use std::ops::Range;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
@@ -149,6 +149,9 @@ pub struct Snapshot {
     chunks: Vec<Chunk>,
     /// Filters this snapshot cannot answer (derived from its rows, so not stored).
     unindexed: Unindexed,
+    /// When the change watch last found this snapshot's fingerprint on the replica: its rows
+    /// were all there as of then (epoch ms; `i64::MIN`: never).
+    vouched_at: AtomicI64,
     /// Row by id, read out of the chunks when the ward is first written to (`patch`).
     ids: OnceLock<Arc<patch::IdIndex>>,
 }
@@ -241,6 +244,19 @@ impl Snapshot {
             Part::Literal(Bytes::from_static(b"]")),
         ]);
         IdentityBody::new(self.clone(), parts)
+    }
+
+    /// Records that the replica's rows as of `at` have this snapshot's fingerprint.
+    pub fn vouch(&self, at: EpochMs) {
+        self.vouched_at.fetch_max(at.0, Ordering::Relaxed);
+    }
+
+    /// When the change watch last vouched for this snapshot's rows.
+    pub fn vouched_at(&self) -> Option<EpochMs> {
+        match self.vouched_at.load(Ordering::Relaxed) {
+            i64::MIN => None,
+            at => Some(EpochMs(at)),
+        }
     }
 
     /// The chunk holding row `row`.

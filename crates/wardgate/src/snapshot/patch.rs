@@ -307,6 +307,7 @@ impl Snapshot {
             seen_at,
             includes,
             fingerprint,
+            vouched_at: std::sync::atomic::AtomicI64::new(i64::MIN),
             gz_full: wardgate_sealed::seal(&gz),
             rows,
             booths: facts.booth_names,

@@ -100,6 +100,7 @@ pub struct OriginBuilder {
     voters: u32,
     latency: Duration,
     mysql: bool,
+    mysql_root: Option<String>,
     addr: Option<SocketAddr>,
     serials: origin::Serials,
     dates: origin::voter::DateForm,
@@ -113,6 +114,7 @@ impl Origin {
             voters: 1200,
             latency: Duration::ZERO,
             mysql: false,
+            mysql_root: None,
             addr: None,
             serials: origin::Serials::PerBooth,
             dates: origin::voter::DateForm::EpochMs,
@@ -188,6 +190,13 @@ impl OriginBuilder {
         self.mysql = true;
         self
     }
+    /// The same, on the server at `root_url` (`mysql://root@host:port`) rather than the
+    /// shared one.
+    pub fn mysql_at(mut self, root_url: &str) -> Self {
+        self.mysql = true;
+        self.mysql_root = Some(root_url.to_string());
+        self
+    }
     /// How serial numbers run in the generated roll (in memory; per booth by default).
     /// Write `modifieddate` as ISO-8601 text, as Spring Boot 2.0 does by default.
     pub fn iso_dates(mut self) -> Self {
@@ -213,7 +222,8 @@ impl OriginBuilder {
     pub async fn start(self) -> Origin {
         let (store, database) = if self.mysql {
             let db = unique("wg_it");
-            let url = format!("{}/{db}", mysql_root_url());
+            let root = self.mysql_root.clone().unwrap_or_else(mysql_root_url);
+            let url = format!("{root}/{db}");
             origin::seed(&origin::SeedArgs {
                 mysql_url: url.clone(),
                 state: STATE.into(),

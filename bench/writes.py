@@ -78,13 +78,13 @@ def measure(name, binary):
     proc = None
     base = ORIGIN
     if binary:
-        prefix = f"writes-{os.getpid()}-{name}"
+        prefix = f"writes-{os.getpid()}-" + re.sub(r"[^a-z0-9]+", "-", name.lower())
         proc = subprocess.Popen([binary, "serve", "--listen", WG[7:], "--admin-listen", ADMIN[7:],
                                  "--upstream", ORIGIN, "--redis-url", f"redis://127.0.0.1:{E['P_REDIS']}/",
                                  "--redis-prefix", prefix, "--snapshot-max-age", "1h",
                                  "--rate-limit", "downloads=1000000/s:1000000",
                                  "--rate-limit", "writes=1000000/s:1000000"],
-                                stdout=subprocess.DEVNULL, stderr=open(os.path.join(E["TMP"], name + ".log"), "w"))
+                                stdout=subprocess.DEVNULL, stderr=open(os.path.join(E["TMP"], prefix + ".log"), "w"))
         wait_up(ADMIN + "/metrics")
         base = WG
         for w in (1, 2):

@@ -35,7 +35,7 @@ cleanup() {
   set +e
   for ((i=${#PIDS[@]}-1; i>=0; i--)); do kill "${PIDS[$i]}" 2>/dev/null; done
   wait 2>/dev/null
-  rm -rf "$TMP"
+  if [ "${KEEP_TMP:-0}" = 1 ]; then echo "kept $TMP" >&2; else rm -rf "$TMP"; fi
 }
 trap cleanup EXIT
 P_ORIGIN=$PORT_BASE; P_REDIS=$((PORT_BASE+1)); P_WG=$((PORT_BASE+2)); P_ADMIN=$((PORT_BASE+3))

@@ -186,3 +186,120 @@ async fn a_write_to_a_ward_not_held_costs_one_whole_read_and_is_answered() {
     );
     gate.stop().await;
 }
+
+/// Bytes Redis has sent to its clients so far.
+async fn redis_out(url: &str) -> u64 {
+    let mut c = redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let info: String = redis::cmd("INFO")
+        .arg("stats")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let line = info
+        .lines()
+        .find(|l| l.starts_with("total_net_output_bytes:"))
+        .unwrap();
+    line[23..].trim().parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn another_instance_catches_up_on_a_write_from_the_patch_log_not_the_whole_ward() {
+    let redis = RedisServer::start();
+    let origin = Origin::builder()
+        .wards(1)
+        .voters_per_ward(ROWS)
+        .start()
+        .await;
+    let prefix = unique("patchlog");
+    let gate = |p: &str| {
+        Gate::builder(&origin.url())
+            .redis_url(&redis.url())
+            .redis_prefix(p)
+            .config(no_rate_limits)
+    };
+    let (first, second) = (gate(&prefix).start().await, gate(&prefix).start().await);
+    let c = client();
+    let q = ward_query(1);
+    let ward = rows_of(&fetch(&c, first.citizens(&q)).await);
+    let whole = fetch(&c, second.citizens(&q)).await.len() as u64; // held by both
+    origin.reset_stats().await;
+    let before = redis_out(&redis.url()).await;
+    for i in 0..5 {
+        let id = &ward[i * 300]["id"];
+        let (cache, _) = post(
+            &c,
+            first.citizens(&q),
+            format!(r#"[{{"id":{id},"voted":true}}]"#),
+        )
+        .await;
+        assert_eq!(cache, "PATCHED");
+        // The second instance hears of the write and serves it at once.
+        let t = std::time::Instant::now();
+        loop {
+            let rows = rows_of(&fetch(&c, second.citizens(&q)).await);
+            if marked(&rows, id) {
+                break;
+            }
+            assert!(
+                t.elapsed() < std::time::Duration::from_secs(5),
+                "write {i} never reached the second instance"
+            );
+        }
+    }
+    let sent = redis_out(&redis.url()).await - before;
+    eprintln!("5 writes: Redis sent {sent} bytes (the ward is {whole} bytes of JSON)");
+    // A ward's copy is about a sixth of its JSON: five of them would be near `whole`.
+    assert!(sent < whole / 4, "{sent} bytes: the log, not 5 wards");
+    assert_eq!(origin.stats().await["full_reads"], 0);
+    first.stop().await;
+    second.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cheap_read_that_does_not_show_the_write_is_not_trusted() {
+    // A backend that answers the write's cheap read from a replica behind the write: the row
+    // comes back as it was. wardgate must not patch with it, but read the ward whole.
+    let row = |stamp: u64, voted: bool| {
+        format!(r#"{{"id":7,"booth_no":"1","srno":"1","voted":{voted},"modifieddate":{stamp}}}"#)
+    };
+    let (ward, stale, fresh) = (
+        format!(
+            "[{},{}]",
+            row(1_000, false),
+            r#"{"id":8,"booth_no":"1","srno":"2","voted":false,"modifieddate":900}"#
+        ),
+        format!("[{}]", row(1_000, false)),
+        format!(
+            "[{},{}]",
+            row(2_000, true),
+            r#"{"id":8,"booth_no":"1","srno":"2","voted":false,"modifieddate":900}"#
+        ),
+    );
+    let (url, served) = canned_backend(move |n| {
+        let body = match n {
+            0 => ward.clone(),  // the first read
+            1 => stale.clone(), // the write, and its cheap read from a lagging replica
+            _ => fresh.clone(), // the whole read that follows
+        };
+        ("200 OK", "application/json;charset=UTF-8", body)
+    })
+    .await;
+    let gate = Gate::builder(&url).config(no_rate_limits).start().await;
+    let c = client();
+    let q = ward_query(1);
+    assert_eq!(rows_of(&fetch(&c, gate.citizens(&q)).await).len(), 2);
+    let (cache, rows) = post(&c, gate.citizens(&q), r#"[{"id":7,"voted":true}]"#.into()).await;
+    assert_eq!(cache, "MISS", "read whole after the write");
+    assert!(marked(&rows, &Value::from(7)));
+    assert_eq!(served.load(std::sync::atomic::Ordering::SeqCst), 3);
+    assert_eq!(
+        gate.metric("wardgate_write_patches_total{outcome=\"not_seen\"}")
+            .await,
+        1.0
+    );
+    gate.stop().await;
+}

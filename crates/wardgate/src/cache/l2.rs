@@ -20,7 +20,7 @@ use crate::snapshot::{self, Snapshot};
 use crate::time::EpochMs;
 
 /// Bound on any one Redis command, so a sick Redis costs a request at most this.
-const OP_TIMEOUT: Duration = Duration::from_millis(500);
+pub(super) const OP_TIMEOUT: Duration = Duration::from_millis(500);
 
 pub struct L2 {
     conn: ArcSwapOption<ConnectionManager>,
@@ -67,7 +67,7 @@ impl L2 {
         Ok(l2)
     }
 
-    fn conn(&self) -> Option<ConnectionManager> {
+    pub(super) fn conn(&self) -> Option<ConnectionManager> {
         self.conn.load_full().map(|c| (*c).clone())
     }
 
@@ -81,7 +81,7 @@ impl L2 {
         matches!(r, Ok(Ok(_)))
     }
 
-    fn failed(&self, what: &str, e: impl std::fmt::Display) {
+    pub(super) fn failed(&self, what: &str, e: impl std::fmt::Display) {
         self.metrics.redis_errors.inc();
         tracing::warn!(error = %e, op = what, "Redis command failed");
     }
@@ -93,7 +93,7 @@ impl L2 {
         }
     }
 
-    fn ward_key(&self, w: &WardKey, version: u16) -> String {
+    pub(super) fn ward_key(&self, w: &WardKey, version: u16) -> String {
         self.ward_key_tail(version, &format!("{}:{}:{}", w.state, w.assembly, w.ward))
     }
 
@@ -280,7 +280,22 @@ impl L2 {
         };
         // Decoding inflates every chunk once to verify it; keep it off the async workers.
         let data = Bytes::from(raw);
-        let decoded = tokio::task::spawn_blocking(move || Snapshot::decode(data)).await;
+        // This format's copy is the root of a patch log: its entries are applied too.
+        let log = match format {
+            snapshot::FORMAT_VERSION => self.log(w, 0).await.unwrap_or_default(),
+            _ => Default::default(),
+        };
+        let decoded = tokio::task::spawn_blocking(move || {
+            let s = Snapshot::decode(data)?;
+            match log {
+                (Some(root), entries) if root == s.tag && !entries.is_empty() => {
+                    super::patchlog::apply(&s, &entries)
+                        .ok_or(snapshot::SnapshotError::Corrupt("patch log"))
+                }
+                _ => Ok(s),
+            }
+        })
+        .await;
         Some(match decoded {
             Ok(Ok(s)) => Some(Entry::Snapshot(Arc::new(s))),
             Ok(Err(e)) => {
@@ -308,12 +323,12 @@ impl L2 {
     }
 
     /// Stores an entry for `ttl` (max age + max stale: past that nobody may serve it).
+    /// A ward is stored as the root of its patch log (`patchlog`).
     pub async fn put(&self, key: &CacheKey, entry: &Entry, ttl: Duration) {
-        let data = match entry {
-            Entry::Snapshot(s) => s.encode(),
-            Entry::Blob(b) => b.encode(),
-        };
-        self.set(&self.data_key(key), data, ttl).await;
+        match entry {
+            Entry::Snapshot(s) => self.put_root(s, ttl).await,
+            Entry::Blob(b) => self.set(&self.data_key(key), b.encode(), ttl).await,
+        }
     }
 
     /// Stores a ward's copy encoded in `format` (`Snapshot::encode_as`) under that format's key:

@@ -19,6 +19,7 @@ pub mod key;
 pub mod l1;
 pub mod l2;
 pub mod overlap;
+mod patchlog;
 pub mod probe;
 mod status;
 mod sync;
@@ -187,17 +188,13 @@ impl Cache {
         self.marks.admits(key, e)
     }
 
-    /// Raises the watermark of `scope`: copies built before `at` are superseded, and dropped
-    /// from L1 at once.
+    /// Raises the watermark of `scope`: copies built before `at` are superseded. A superseded
+    /// ward stays in L1, never served (`l1_answer` admits it no more), as the base its patch
+    /// log catches up (`patchlog`); a whole-assembly write drops its wards.
     pub fn raise_watermark(&self, scope: &WriteScope, at: EpochMs) {
         self.marks.raise(scope, at);
         match scope {
-            WriteScope::Ward(w) => {
-                let key = CacheKey::Ward(w.clone());
-                if self.l1.get(&key).is_some_and(|e| !self.admits(&key, &e)) {
-                    self.l1.remove(&key);
-                }
-            }
+            WriteScope::Ward(_) => {}
             WriteScope::Assembly(a) => {
                 let of_assembly = |k: &CacheKey| matches!(k, CacheKey::Ward(w) if w.state == a.state && w.assembly == a.assembly);
                 for (k, seen) in self.ward_keys_where(of_assembly) {
@@ -388,6 +385,13 @@ impl Cache {
                 if let Some(at) = l2.watermark(&scope).await {
                     self.raise_watermark(&scope, at);
                 }
+            }
+        }
+        // A superseded copy held here catches up from the ward's patch log: no ward is read.
+        if let Some(held) = self.l1.get(key) {
+            if let Some(e) = self.catch_up(l2, key, &held).await.filter(|e| usable(e)) {
+                self.keep(key, &e, cfg);
+                return Some(e);
             }
         }
         if let Some(e) = l2.get(key).await.filter(|e| usable(e)) {

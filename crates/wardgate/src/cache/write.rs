@@ -12,7 +12,10 @@ use std::time::Duration;
 use super::{CacheKey, Entry, WriteScope};
 use crate::metrics::OutcomeNameLabels;
 use crate::params::WardKey;
-use crate::snapshot::{PatchRow, Refused, RowId, Snapshot};
+use bytes::Bytes;
+
+use super::patchlog::LogEntry;
+use crate::snapshot::{patch_rows, PatchRow, Refused, RowId, Snapshot};
 use crate::time::EpochMs;
 
 use super::Cache;
@@ -65,7 +68,7 @@ impl Cache {
     pub async fn patch_after_write(
         self: &Arc<Self>,
         base: Arc<Snapshot>,
-        answer: Result<Vec<PatchRow>, Refused>,
+        answer: Result<Bytes, Refused>,
         written: Vec<RowId>,
         sent: EpochMs,
         at: EpochMs,
@@ -73,8 +76,13 @@ impl Cache {
         let w = base.key.clone();
         let lock = &self.patch_locks[lock_of(&w)];
         let guard = lock.lock().await;
-        let patched = match answer {
-            Ok(rows) => self.patch(&base, rows, written, sent, at).await,
+        let offset = self.live.load().citizens.date_offset();
+        let rows = answer.and_then(|b| Ok((patch_rows(&b, offset)?, b)));
+        let patched = match rows {
+            Ok((rows, raw)) => {
+                let made = self.patch(&base, rows, written, sent, at).await;
+                made.map(|s| (s, raw))
+            }
             Err(refused) => Err(refused),
         };
         let outcome = match &patched {
@@ -87,7 +95,7 @@ impl Cache {
             .inc();
         let max_age = self.live.load().cache.snapshot_max_age.0;
         match patched {
-            Ok(s) => {
+            Ok((s, raw)) => {
                 // Kept here, then stored in Redis, and only then announced: an instance that
                 // hears of the write finds the copy that holds it.
                 let (scope, key) = (WriteScope::Ward(w.clone()), CacheKey::Ward(w));
@@ -95,9 +103,16 @@ impl Cache {
                 let e = Entry::Snapshot(s.clone());
                 let cfg = self.live.load_full();
                 self.keep(&key, &e, &cfg);
-                drop(guard);
                 if let Some(l2) = &self.l2 {
-                    l2.put(&key, &e, max_age + cfg.cache.max_stale.0).await;
+                    let entry = LogEntry {
+                        seen_at: s.seen_at,
+                        includes: s.includes.to_vec(),
+                        offset,
+                        rows: raw,
+                    };
+                    self.store_patch(l2, &s, entry, max_age + cfg.cache.max_stale.0)
+                        .await;
+                    drop(guard);
                     l2.publish_watermark(&scope, at).await;
                 }
                 Written { patched: Some(s) }

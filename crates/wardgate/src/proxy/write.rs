@@ -21,7 +21,7 @@ use crate::cache::{CacheStatus, WriteScope};
 use crate::params::{CitizensQuery, Scope};
 use crate::respond::ApiError;
 use crate::route::CITIZENS_PATH;
-use crate::snapshot::{patch_rows, Refused};
+use crate::snapshot::Refused;
 use crate::time::EpochMs;
 use crate::upstream::{self as up, UpstreamError};
 
@@ -66,11 +66,10 @@ impl Proxy {
             cache.acknowledge(&WriteScope::Ward(w.clone()), at).await;
             return self.read(q, &parts.headers).await;
         };
-        let offset = self.live().load().citizens.date_offset();
-        let rows = answer
-            .map_err(|_| Refused::Unreadable)
-            .and_then(|b| patch_rows(&b, offset));
-        let done = cache.patch_after_write(base, rows, written, sent, at).await;
+        let answer = answer.map_err(|_| Refused::Unreadable);
+        let done = cache
+            .patch_after_write(base, answer, written, sent, at)
+            .await;
         match done.patched {
             Some(s) => {
                 let q = self.widened(q);

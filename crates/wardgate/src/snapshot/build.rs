@@ -147,9 +147,11 @@ impl SnapshotBuilder {
             .into_iter()
             .map(|(first, end, gz, check)| Chunk::new(&rows, first, end, gz, check))
             .collect();
+        let tag = format!("{:08x}{:x}{:x}", whole.crc, whole.len, built_at.0);
         Ok(Snapshot {
             unindexed: Unindexed::of(&self.booths, &chunks),
-            tag: format!("{:08x}{:x}{:x}", whole.crc, whole.len, built_at.0),
+            lineage: super::Lineage::of(&tag),
+            tag,
             id: next_id(),
             key: self.key,
             built_at,

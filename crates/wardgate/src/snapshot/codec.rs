@@ -124,6 +124,7 @@ impl Snapshot {
             includes,
             fingerprint,
             vouched_at: std::sync::atomic::AtomicI64::new(i64::MIN),
+            lineage: super::Lineage::of(&tag),
             tag,
             id: next_id(),
             gz_full,

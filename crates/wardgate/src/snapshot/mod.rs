@@ -46,6 +46,7 @@ pub use fingerprint::Fingerprint;
 pub use inflate::IdentityBody;
 pub use patch::{patch_rows, PatchRow, Refused, RowId};
 pub use pick::{Picked, Selection};
+
 pub use tiers::tier_start;
 
 use inflate::Part;
@@ -112,6 +113,24 @@ impl Chunk {
     }
 }
 
+/// Where a snapshot stands in Redis: the tag of the whole copy it descends from, and how many
+/// logged patches on that copy it holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lineage {
+    pub root: Arc<str>,
+    pub patches: u32,
+}
+
+impl Lineage {
+    /// A whole copy's own lineage, as a lock for the snapshot to hold.
+    fn of(tag: &str) -> std::sync::Mutex<Lineage> {
+        std::sync::Mutex::new(Lineage {
+            root: tag.into(),
+            patches: 0,
+        })
+    }
+}
+
 /// Distinguishes snapshots for as long as the process runs: derived answers are kept under it.
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -152,6 +171,9 @@ pub struct Snapshot {
     /// When the change watch last found this snapshot's fingerprint on the replica: its rows
     /// were all there as of then (epoch ms; `i64::MIN`: never).
     vouched_at: AtomicI64,
+    /// The whole copy in Redis this one descends from, and how many logged patches lie on it
+    /// (`cache::patchlog`): a patch is stored as a log entry on that root, not as a ward.
+    lineage: std::sync::Mutex<Lineage>,
     /// Row by id, read out of the chunks when the ward is first written to (`patch`).
     ids: OnceLock<Arc<patch::IdIndex>>,
 }
@@ -244,6 +266,18 @@ impl Snapshot {
             Part::Literal(Bytes::from_static(b"]")),
         ]);
         IdentityBody::new(self.clone(), parts)
+    }
+
+    pub fn lineage(&self) -> Lineage {
+        self.lineage
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Records where this snapshot now stands in Redis (stored whole: its own tag, no patches).
+    pub fn set_lineage(&self, l: Lineage) {
+        *self.lineage.lock().unwrap_or_else(|p| p.into_inner()) = l;
     }
 
     /// Records that the replica's rows as of `at` have this snapshot's fingerprint.

@@ -298,7 +298,12 @@ impl Snapshot {
         let fingerprint = ids.fingerprint(&facts.modified);
         let ids_cell = std::sync::OnceLock::new();
         let _ = ids_cell.set(ids);
+        let lineage = self.lineage();
         Snapshot {
+            lineage: std::sync::Mutex::new(super::Lineage {
+                root: lineage.root,
+                patches: lineage.patches + 1,
+            }),
             unindexed: Unindexed::of(&facts.booth_names, &chunks),
             tag: format!("{:08x}{:x}{:x}", whole.crc, whole.len, self.built_at.0),
             id: next_id(),

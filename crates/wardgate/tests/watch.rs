@@ -93,3 +93,65 @@ async fn a_direct_update_under_the_newest_stamp_reaches_its_ward_and_nothing_els
     gate.stop().await;
     origin.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn deltas_around_an_old_serve_reach_back_its_age() {
+    let origin = Origin::builder()
+        .mysql()
+        .wards(1)
+        .voters_per_ward(200)
+        .start()
+        .await;
+    let db = origin.database.clone().unwrap();
+    let pool = mysql_pool("");
+    let gate = Gate::builder(&origin.url())
+        .config(|c| {
+            c.mysql_url = Some(Secret(format!("{}/{db}", mysql_root_url())));
+            c.replica.watch_every = Dur(Duration::from_millis(100));
+            c.replica.max_lag = Dur(Duration::ZERO);
+            c.cache.clock_skew = Dur(Duration::from_millis(100));
+            no_rate_limits(c);
+        })
+        .start()
+        .await;
+    let c = client();
+    let w = wardgate::params::WardKey::parse(STATE, ASSEMBLY, "1").unwrap();
+    let _: Vec<Value> = fetch_json(&c, gate.citizens(&ward_query(1))).await;
+    let cache = &gate.shared().cache;
+    let t = Instant::now();
+    while cache.narrow_age().is_none() {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "the watch never vouched"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The replica's table goes away (the backend's too, but the copy is in L1): nothing is
+    // vouched for any more, and the copy served ages past the narrow bound.
+    {
+        use mysql_async::prelude::Queryable;
+        let mut c = pool.get_conn().await.unwrap();
+        c.query_drop(format!(
+            "RENAME TABLE `{db}`.citizen TO `{db}`.citizen_away"
+        ))
+        .await
+        .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let r = c.get(gate.citizens(&ward_query(1))).send().await.unwrap();
+    assert_eq!(r.headers()["x-cache"], "HIT", "max age still holds");
+    let served = wardgate::time::EpochMs::now().0;
+    // Dates are compared within the skew and the commit slack (10.1 s here); well past the
+    // old serve (a phone clock ahead), the narrow overlap; around it, the old copy's age.
+    let narrow = cache.delta_overlap(&w, served + 30_000);
+    let around = cache.delta_overlap(&w, served + 10_000);
+    eprintln!("narrow {narrow:?}, around the old serve {around:?}");
+    assert!(narrow < Duration::from_secs(11), "{narrow:?}");
+    assert!(
+        around > narrow + Duration::from_millis(1000),
+        "{around:?} vs {narrow:?}"
+    );
+    pool.disconnect().await.unwrap();
+    gate.stop().await;
+    origin.cleanup().await;
+}

@@ -35,6 +35,16 @@ pub struct LogEntry {
 const MAGIC: &[u8; 4] = b"WGPL";
 
 impl LogEntry {
+    /// The entry of patched copy `s`, whose cheap read answered `rows`.
+    pub fn of(s: &Snapshot, offset: UtcOffset, rows: Bytes) -> LogEntry {
+        LogEntry {
+            seen_at: s.seen_at,
+            includes: s.includes.to_vec(),
+            offset,
+            rows,
+        }
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.rows.len() + 64);
         out.extend_from_slice(MAGIC);

@@ -31,10 +31,15 @@ impl Cache {
         let Some(lag) = replica.lag().await else {
             return Err(ReplicaError::Fingerprint("replica lag unknown".into()));
         };
+        let mut found = Vec::new();
+        for (a, wards) in self.held_by_assembly() {
+            found.push((replica.fingerprints(&a.state, &a.assembly).await?, wards));
+        }
+        // The replica may have fallen further behind while the round read it.
+        let lag = lag.max(replica.measure_lag().await?);
         let as_of = EpochMs(started.0 - lag.as_millis() as i64);
         let mut changed = Vec::new();
-        for (a, wards) in self.held_by_assembly() {
-            let theirs = replica.fingerprints(&a.state, &a.assembly).await?;
+        for (theirs, wards) in found {
             for (w, s) in wards {
                 let Some(mine) = s.fingerprint else { continue };
                 let found = theirs.get(&w.ward).copied().unwrap_or_default();

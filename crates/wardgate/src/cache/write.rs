@@ -1,6 +1,6 @@
 //! After a write: its cheap read patches the ward's snapshot, so that a write costs the backend
-//! the rows it changed rather than the whole ward; a write that cannot be patched renews the
-//! ward with one full read.
+//! the rows it changed rather than the whole ward; after a write that cannot be patched, the
+//! client's read builds the ward with one full read.
 //!
 //! **Invariant:** a patched copy is kept only if every row the write carried came back newer
 //! than the copy held it, so a backend that answered from a replica behind the write never
@@ -9,16 +9,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{CacheKey, Entry, WriteScope};
-use crate::metrics::OutcomeNameLabels;
-use crate::params::WardKey;
 use bytes::Bytes;
+use tokio::sync::MutexGuard;
 
 use super::patchlog::LogEntry;
+use super::{Cache, CacheKey, Entry, WriteScope};
+use crate::metrics::OutcomeNameLabels;
+use crate::params::WardKey;
 use crate::snapshot::{patch_rows, PatchRow, Refused, RowId, Snapshot};
 use crate::time::EpochMs;
-
-use super::Cache;
 
 /// Margin for the backend's stamping: it stamps `modifieddate` before it commits, so a row may
 /// become visible a little after its stamp (a write's cheap read, and the narrow delta overlap,
@@ -93,28 +92,10 @@ impl Cache {
             .write_patches
             .get_or_create(&OutcomeNameLabels { outcome })
             .inc();
-        let max_age = self.live.load().cache.snapshot_max_age.0;
         match patched {
             Ok((s, raw)) => {
-                // Kept here, then stored in Redis, and only then announced: an instance that
-                // hears of the write finds the copy that holds it.
-                let (scope, key) = (WriteScope::Ward(w.clone()), CacheKey::Ward(w));
-                self.raise_watermark(&scope, at);
-                let e = Entry::Snapshot(s.clone());
-                let cfg = self.live.load_full();
-                self.keep(&key, &e, &cfg);
-                if let Some(l2) = &self.l2 {
-                    let entry = LogEntry {
-                        seen_at: s.seen_at,
-                        includes: s.includes.to_vec(),
-                        offset,
-                        rows: raw,
-                    };
-                    self.store_patch(l2, &s, entry, max_age + cfg.cache.max_stale.0)
-                        .await;
-                    drop(guard);
-                    l2.publish_watermark(&scope, at).await;
-                }
+                self.keep_patched(&s, LogEntry::of(&s, offset, raw), at, guard)
+                    .await;
                 Written { patched: Some(s) }
             }
             Err(refused) => {
@@ -123,6 +104,31 @@ impl Cache {
                 self.acknowledge(&WriteScope::Ward(w), at).await;
                 Written { patched: None }
             }
+        }
+    }
+
+    /// Keeps a patched copy here, then stores it in Redis (as `entry` on its patch log), and
+    /// only then announces the write acknowledged at `at`: an instance that hears of the write
+    /// finds the copy that holds it. Patches of the ward wait (`guard`) until it is stored.
+    async fn keep_patched(
+        &self,
+        s: &Arc<Snapshot>,
+        entry: LogEntry,
+        at: EpochMs,
+        guard: MutexGuard<'_, ()>,
+    ) {
+        let (scope, key) = (
+            WriteScope::Ward(s.key.clone()),
+            CacheKey::Ward(s.key.clone()),
+        );
+        self.raise_watermark(&scope, at);
+        let cfg = self.live.load_full();
+        self.keep(&key, &Entry::Snapshot(s.clone()), &cfg);
+        if let Some(l2) = &self.l2 {
+            let ttl = cfg.cache.snapshot_max_age.0 + cfg.cache.max_stale.0;
+            self.store_patch(l2, s, entry, ttl).await;
+            drop(guard);
+            l2.publish_watermark(&scope, at).await;
         }
     }
 

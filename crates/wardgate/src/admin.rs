@@ -35,11 +35,8 @@ pub async fn readiness(shared: &Shared) -> Result<(), String> {
     if shared.draining.load(Ordering::SeqCst) {
         return Err("draining".into());
     }
-    if let Some(l2) = &shared.cache.l2 {
-        if !l2.ping().await {
-            return Err("Redis is not reachable".into());
-        }
-    }
+    // Redis unreachable is degraded, not unready: L1 and the backend still serve, and a blip
+    // of the one Redis every instance shares must not take them all out of the load balancer.
     let cfg = shared.live.load();
     let want = cfg.ready.min_warm_percent;
     if want > 0 {
@@ -115,22 +112,30 @@ async fn ready(shared: &Shared) -> Response<Body> {
     // Details that do not decide readiness: a replica whose rows differ from the backend's
     // only moves builds to the backend.
     let replica = shared.cache.replica_state();
+    let redis = redis_state(shared).await;
     match readiness(shared).await {
         Ok(()) => {
             shared.metrics.ready.set(1);
             json_response(
                 StatusCode::OK,
-                json!({"status": "ready", "replica": replica}),
+                json!({"status": "ready", "replica": replica, "redis": redis}),
             )
         }
         Err(why) => {
             shared.metrics.ready.set(0);
             json_response(
                 StatusCode::SERVICE_UNAVAILABLE,
-                json!({"status": "not ready", "reason": why, "replica": replica}),
+                json!({"status": "not ready", "reason": why, "replica": replica, "redis": redis}),
             )
         }
     }
+}
+
+/// Whether Redis answers now: `"ok"`, `"unreachable"` (degraded: serving from L1 and the
+/// backend), or none configured.
+async fn redis_state(shared: &Shared) -> Option<&'static str> {
+    let up = shared.cache.l2.as_ref()?.ping().await;
+    Some(if up { "ok" } else { "unreachable" })
 }
 
 /// `GET /metrics`, in Prometheus text format.

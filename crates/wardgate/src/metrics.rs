@@ -116,6 +116,9 @@ pub struct Metrics {
     /// Bytes sent by `sendfile` from sealed answers, since the start, set at scrape.
     pub sendfile_bytes: Gauge,
     pub ready: Gauge,
+    /// 1 while Redis answers, 0 while it does not (degraded, still ready), checked every 2 s
+    /// (`cache::l2`); -1 before the first check.
+    pub redis_up: Gauge,
 }
 
 impl Metrics {
@@ -151,6 +154,11 @@ impl Metrics {
             watch_renewals: Counter::default(),
             watch_lag_seconds: Gauge::default(),
             ready: Gauge::default(),
+            redis_up: {
+                let g = Gauge::default();
+                g.set(-1);
+                g
+            },
             registry: Registry::default(),
         };
         m.register(&mut registry);
@@ -225,6 +233,11 @@ impl Metrics {
             self.build_rows.clone(),
         );
         r.register("ready", "1 when /readyz answers 200", self.ready.clone());
+        r.register(
+            "redis_up",
+            "1 while Redis answers; 0 while it does not (degraded: serving from L1 and the backend, still ready)",
+            self.redis_up.clone(),
+        );
         self.register_rows(r);
         self.register_sealed(r);
         self.register_freshness(r);

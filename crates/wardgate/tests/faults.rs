@@ -347,12 +347,27 @@ async fn redis_stopped_and_restarted_under_read_load() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     redis.stop();
     tokio::time::sleep(Duration::from_secs(1)).await;
+    // Degraded, not unready: L1 and the backend still serve, so the load balancer keeps it.
+    let ready = c.get(gate.admin_url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    let ready: Value = ready.json().await.unwrap();
+    assert_eq!(ready["redis"], "unreachable");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(gate.metric("wardgate_redis_up").await, 0.0);
     let _redis = RedisServer::start_on(redis.port()); // back, empty
     tokio::time::sleep(Duration::from_secs(2)).await;
     stop.store(true, Ordering::Relaxed);
     let (ok, bad) = load.await.unwrap();
     assert_eq!(bad, 0);
     assert!(ok > 50);
+    let t = Instant::now();
+    while gate.metric("wardgate_redis_up").await != 1.0 {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "Redis never seen back"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     // wardgate uses Redis again: a new ward's snapshot lands in the restarted server.
     assert_eq!(
         c.get(gate.citizens(&ward_query(4)))

@@ -42,7 +42,9 @@ pub async fn readiness(shared: &Shared) -> Result<(), String> {
     if want > 0 {
         let targets = shared.warm_targets.load();
         if !targets.is_empty() {
-            let max_age = cfg.cache.snapshot_max_age.0 + cfg.cache.max_stale.0;
+            // Counted: copies that can be served, fresh or stale-if-error (a night-old warm
+            // serves while the backend is down).
+            let max_age = cfg.cache.stale_if_error_age();
             let mut warm = 0usize;
             for w in targets.iter() {
                 if shared

@@ -140,13 +140,19 @@ pub struct ServeArgs {
     /// Snapshot max age before background renewal, e.g. 5m.
     #[arg(long, env = "WARDGATE_SNAPSHOT_MAX_AGE")]
     pub snapshot_max_age: Option<Dur>,
-    /// How long past max age old copies may be served while the upstream fails, e.g. 1h.
+    /// How long past max age old copies are served while one renewal runs, e.g. 1h.
     #[arg(long, env = "WARDGATE_MAX_STALE")]
     pub max_stale: Option<Dur>,
+    /// How long copies are kept in Redis, e.g. 48h.
+    #[arg(long, env = "WARDGATE_RETENTION")]
+    pub retention: Option<Dur>,
+    /// The oldest copy served while the upstream fails, e.g. 48h [default: the retention].
+    #[arg(long, env = "WARDGATE_STALE_IF_ERROR")]
+    pub stale_if_error: Option<Dur>,
     /// Clock skew allowed between phones and wardgate, e.g. 2m.
     #[arg(long, env = "WARDGATE_CLOCK_SKEW")]
     pub clock_skew: Option<Dur>,
-    /// Delta overlap; default snapshot max age + clock skew.
+    /// Delta overlap; default snapshot max age + max stale + clock skew.
     #[arg(long, env = "WARDGATE_DELTA_OVERLAP")]
     pub delta_overlap: Option<Dur>,
     /// Longest wait for a running build before 503, e.g. 15s.
@@ -267,6 +273,8 @@ impl ServeArgs {
         set!(self.allow_assembly_wide => c.citizens.allow_assembly_wide);
         set!(self.snapshot_max_age => c.cache.snapshot_max_age);
         set!(self.max_stale => c.cache.max_stale);
+        set!(self.retention => c.cache.retention);
+        set!(self.stale_if_error => some c.cache.stale_if_error);
         set!(self.clock_skew => c.cache.clock_skew);
         set!(self.delta_overlap => some c.cache.delta_overlap);
         set!(self.miss_wait => c.cache.miss_wait);

@@ -43,8 +43,9 @@ fn main() -> ExitCode {
                 let _log = logging::init(LogFormat::Human, DEFAULT_BUFFER_LINES);
                 let r = wardgate::warm::run(&args).await?;
                 println!(
-                    "warm: {} wards built, {} already fresh, {} failed; {} rows in {:.1}s ({:.0} rows/s)",
-                    r.built, r.skipped, r.failed.len(), r.rows, r.elapsed.as_secs_f64(), r.rows_per_sec()
+                    "warm: {} wards built, {} already fresh, {} failed; {} rows in {:.1}s ({:.0} rows/s); {} bytes stored in Redis until {}",
+                    r.built, r.skipped, r.failed.len(), r.rows, r.elapsed.as_secs_f64(), r.rows_per_sec(),
+                    r.stored_bytes, r.until.to_jackson_iso()
                 );
                 if !r.failed.is_empty() {
                     for (w, e) in &r.failed {

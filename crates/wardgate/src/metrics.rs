@@ -99,6 +99,9 @@ pub struct Metrics {
     /// Writes by what their cheap read came to: `patched` into the ward's snapshot, or the
     /// reason the ward was read whole instead (`cache::write`).
     pub write_patches: Family<OutcomeNameLabels, Counter>,
+    /// Copies served `STALE`, by cause: `revalidate` (within max stale, renewing), `error`
+    /// (older, the upstream failing).
+    pub stale_serves: Family<OutcomeNameLabels, Counter>,
     /// Wards the change watch found changed on the replica and renewed (`cache::watch`).
     pub watch_renewals: Counter,
     /// How far behind now the rows the last watch round vouched for are, seconds, set at
@@ -151,6 +154,7 @@ impl Metrics {
             request_compressions: Counter::default(),
             build_phase: Family::new_with_constructor(latency),
             write_patches: Family::default(),
+            stale_serves: Family::default(),
             watch_renewals: Counter::default(),
             watch_lag_seconds: Gauge::default(),
             ready: Gauge::default(),
@@ -250,6 +254,11 @@ impl Metrics {
             "write_patches",
             "Writes whose cheap read patched their ward (patched), or why the ward was read whole instead",
             self.write_patches.clone(),
+        );
+        r.register(
+            "stale_serves",
+            "Copies served STALE, by cause (revalidate, error)",
+            self.stale_serves.clone(),
         );
         r.register(
             "watch_renewals",

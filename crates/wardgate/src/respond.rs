@@ -317,6 +317,9 @@ pub(crate) fn cached_response(
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     if let Some(t) = rep.snapshot_time {
         put(h, X_SNAPSHOT_TIME, &t.to_string());
+        // Seconds since the rows were read (RFC 9111 §5.1): what a STALE answer's client sees.
+        let age = t.age_ms().max(0) / 1000;
+        h.insert(header::AGE, HeaderValue::from(age));
     }
     if !fresh {
         h.insert(header::CONTENT_TYPE, rep.content_type);

@@ -67,9 +67,17 @@ pub struct WarmArgs {
     /// Max age of snapshots (a copy younger than this is fresh and skipped).
     #[arg(long, env = "WARDGATE_SNAPSHOT_MAX_AGE", default_value = "5m")]
     pub snapshot_max_age: Dur,
-    /// How long past max age the serving instances may still use the copy; sets the Redis TTL.
+    /// How long past max age the serving instances renew a copy in the background.
     #[arg(long, env = "WARDGATE_MAX_STALE", default_value = "1h")]
     pub max_stale: Dur,
+    /// How long the warmed copies stay in Redis (their TTL): served HIT while fresh or while
+    /// the change watch finds them unchanged, else renewed, and STALE while the backend is
+    /// down.
+    #[arg(long, env = "WARDGATE_RETENTION", default_value = "48h")]
+    pub retention: Dur,
+    /// Warm even when Redis would have to evict to hold it (else the warm refuses).
+    #[arg(long)]
+    pub allow_eviction: bool,
     /// Snapshot formats to write, comma-separated: this version's, and during a format
     /// rollout the previous one too, so that instances of both sides find every ward warm
     /// [default: this version's].
@@ -114,6 +122,9 @@ impl WarmArgs {
 /// What a warm run did.
 #[derive(Debug, Default)]
 pub struct WarmReport {
+    /// Bytes stored in Redis by this warm, and until when they stay (their TTL).
+    pub stored_bytes: u64,
+    pub until: crate::time::EpochMs,
     pub built: u64,
     pub skipped: u64,
     pub rows: u64,
@@ -229,13 +240,20 @@ pub async fn run(args: &WarmArgs) -> Result<WarmReport, String> {
     // `shape` compares before the first build (or, with --no-probe, takes the operator's word).
     builder.trust().assume(format);
 
+    let fit = Fit {
+        l2: &l2,
+        wards: wards.len() as u64,
+        allow_eviction: args.allow_eviction,
+        checked: tokio::sync::OnceCell::new(),
+        stored: AtomicU64::new(0),
+    };
     let progress = Progress::start(wards.len());
     let results: Vec<(WardKey, Result<Option<usize>, String>)> = futures_util::stream::iter(wards)
         .map(|w| {
             let (builder, l2, progress) = (builder.clone(), l2.clone(), &progress);
-            let (formats, shape) = (&formats, &shape);
+            let (formats, shape, fit) = (&formats, &shape, &fit);
             async move {
-                let r = warm_one(&builder, &l2, &w, args, formats, shape).await;
+                let r = warm_one(&builder, &l2, &w, args, formats, shape, fit).await;
                 progress.ward_done(&r);
                 (w, r)
             }
@@ -243,10 +261,86 @@ pub async fn run(args: &WarmArgs) -> Result<WarmReport, String> {
         .buffer_unordered(args.concurrency.max(1))
         .collect()
         .await;
-    if let Some(Err(refused)) = shape.checked.get() {
-        return Err(refused.clone());
+    for check in [shape.checked.get(), fit.checked.get()] {
+        if let Some(Err(refused)) = check {
+            return Err(refused.clone());
+        }
     }
-    Ok(progress.finish(results))
+    let mut report = progress.finish(results);
+    report.stored_bytes = fit.stored.load(Ordering::Relaxed);
+    report.until =
+        crate::time::EpochMs(crate::time::EpochMs::now().0 + args.ttl().as_millis() as i64);
+    Ok(report)
+}
+
+impl WarmArgs {
+    /// The warmed copies' TTL in Redis: the retention, and never less than max age plus max
+    /// stale (what serving instances use without the backend failing).
+    fn ttl(&self) -> Duration {
+        self.retention
+            .0
+            .max(self.snapshot_max_age.0 + self.max_stale.0)
+    }
+}
+
+/// Whether the warm fits in Redis without evictions: measured on the first ward built,
+/// projected over all of them, against `maxmemory`; checked once, before the first copy is
+/// stored. Every warmed key carries a TTL, so under any evicting policy (`allkeys-*` and
+/// `volatile-*` alike) a full Redis drops warmed wards: only `noeviction` keeps them.
+struct Fit<'a> {
+    l2: &'a L2,
+    wards: u64,
+    allow_eviction: bool,
+    checked: tokio::sync::OnceCell<Result<(), String>>,
+    /// Bytes of copies stored so far.
+    stored: AtomicU64,
+}
+
+impl Fit<'_> {
+    async fn ensure(&self, bytes: u64) -> Result<(), String> {
+        let r = self.checked.get_or_init(|| self.check(bytes)).await.clone();
+        if r.is_ok() {
+            self.stored.fetch_add(bytes, Ordering::Relaxed);
+        }
+        r
+    }
+
+    async fn check(&self, per_ward: u64) -> Result<(), String> {
+        let Some(m) = self.l2.memory().await else {
+            tracing::warn!("cannot read Redis's memory settings; not checking that the warm fits");
+            return Ok(());
+        };
+        let need = per_ward * self.wards;
+        let evicting = m.policy != "noeviction";
+        if evicting {
+            tracing::warn!(policy = %m.policy, "Redis may evict warmed wards under pressure (maxmemory-policy {}): run it with noeviction and a maxmemory that holds the warm (docs/runbook.md, sizing)", m.policy);
+        }
+        let free = m.max.saturating_sub(m.used);
+        tracing::info!(
+            per_ward,
+            need,
+            used = m.used,
+            maxmemory = m.max,
+            "warm size projected"
+        );
+        if m.max == 0 || need <= free {
+            return Ok(());
+        }
+        let why = format!(
+            "the warm needs ~{need} bytes ({per_ward} per ward x {} wards) but Redis has {free} free of maxmemory {} ({}): {}",
+            self.wards,
+            m.max,
+            m.policy,
+            if evicting { "warmed wards would be evicted" } else { "writes would be refused" }
+        );
+        if self.allow_eviction {
+            tracing::warn!("{why}; warming anyway (--allow-eviction)");
+            return Ok(());
+        }
+        Err(format!(
+            "{why}. Raise maxmemory (docs/runbook.md, sizing) or pass --allow-eviction"
+        ))
+    }
 }
 
 /// The configuration of the warm's own builder: its sources, and a backend gate as wide as
@@ -343,6 +437,7 @@ async fn warm_one(
     args: &WarmArgs,
     formats: &[u16],
     shape: &ShapeCheck<'_>,
+    fit: &Fit<'_>,
 ) -> Result<Option<usize>, String> {
     let key = CacheKey::Ward(w.clone());
     let max_age = args.snapshot_max_age.0;
@@ -357,7 +452,9 @@ async fn warm_one(
     let Entry::Snapshot(snap) = &entry else {
         return Err(format!("{key} did not build as a ward"));
     };
-    let ttl = max_age + args.max_stale.0;
+    let ttl = args.ttl();
+    let bytes = snap.encode().len() as u64 * formats.len() as u64;
+    fit.ensure(bytes).await?;
     for f in formats {
         if *f == FORMAT_VERSION {
             l2.put(&key, &entry, ttl).await;

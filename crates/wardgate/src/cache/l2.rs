@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 
 use super::key::{CacheKey, Entry, WriteScope};
@@ -22,98 +22,10 @@ use crate::time::EpochMs;
 /// Bound on any one Redis command, so a sick Redis costs a request at most this.
 pub(super) const OP_TIMEOUT: Duration = Duration::from_millis(500);
 
-/// The longest wait between two attempts to reach Redis.
-const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(30);
-
-/// Waits between attempts to reach Redis: doubling from 500 ms up to `MAX_RECONNECT_DELAY`,
-/// each drawn at random from its upper half, so that a fleet that lost Redis together does not
-/// come back in one wave.
-struct Backoff {
-    next: Duration,
-    seed: u64,
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(1, |d| d.as_nanos() as u64)
-            ^ u64::from(std::process::id()) << 32;
-        Backoff {
-            next: Duration::from_millis(500),
-            seed: seed | 1,
-        }
-    }
-}
-
-impl Backoff {
-    fn next(&mut self) -> Duration {
-        self.seed ^= self.seed << 13;
-        self.seed ^= self.seed >> 7;
-        self.seed ^= self.seed << 17;
-        let span = self.next.as_millis() as u64;
-        let wait = Duration::from_millis(span / 2 + self.seed % (span / 2 + 1));
-        self.next = (self.next * 2).min(MAX_RECONNECT_DELAY);
-        wait
-    }
-}
-
-/// Connects, then pings every `HEALTH_EVERY` for as long as the cache lives: sets
-/// `wardgate_redis_up`, logs when Redis goes away or comes back, and after `PINGS_LOST`
-/// failed pings in a row connects afresh (with `Backoff`), whatever state the old connection
-/// is left in after a failover or restart.
-async fn keep_connected(weak: std::sync::Weak<L2>, client: redis::Client) {
-    let cfg = ConnectionManagerConfig::new()
-        .set_connection_timeout(Duration::from_secs(1))
-        .set_response_timeout(OP_TIMEOUT)
-        .set_number_of_retries(2);
-    let mut retry = Backoff::default();
-    let (mut up, mut lost) = (false, 0u32);
-    loop {
-        let Some(l2) = weak.upgrade() else { return };
-        if l2.conn.load().is_none() || lost >= PINGS_LOST {
-            match ConnectionManager::new_with_config(client.clone(), cfg.clone()).await {
-                Ok(c) => {
-                    l2.conn.store(Some(Arc::new(c)));
-                    (lost, retry) = (0, Backoff::default());
-                }
-                Err(e) => {
-                    l2.metrics.redis_errors.inc();
-                    tracing::debug!(error = %e, "cannot connect to Redis");
-                }
-            }
-        }
-        let now_up = l2.ping().await;
-        l2.metrics.redis_up.set(i64::from(now_up));
-        match (up, now_up) {
-            (true, false) => {
-                tracing::warn!("Redis unreachable: degraded, serving from L1 and the backend")
-            }
-            (false, true) => tracing::info!("connected to Redis"),
-            _ => {}
-        }
-        up = now_up;
-        lost = if now_up { 0 } else { lost + 1 };
-        drop(l2);
-        let wait = if now_up || lost < PINGS_LOST {
-            HEALTH_EVERY
-        } else {
-            retry.next()
-        };
-        tokio::time::sleep(wait).await;
-    }
-}
-
-/// Failed pings in a row after which the connection is made afresh.
-const PINGS_LOST: u32 = 2;
-
-/// How often Redis's health is checked.
-const HEALTH_EVERY: Duration = Duration::from_secs(2);
-
 pub struct L2 {
-    conn: ArcSwapOption<ConnectionManager>,
+    pub(super) conn: ArcSwapOption<ConnectionManager>,
     prefix: String,
-    metrics: Arc<Metrics>,
+    pub(super) metrics: Arc<Metrics>,
 }
 
 impl L2 {
@@ -129,7 +41,7 @@ impl L2 {
             prefix: prefix.to_string(),
             metrics,
         });
-        tokio::spawn(keep_connected(Arc::downgrade(&l2), client));
+        tokio::spawn(super::health::keep_connected(Arc::downgrade(&l2), client));
         Ok(l2)
     }
 
@@ -372,10 +284,11 @@ impl L2 {
         })
     }
 
-    /// `GET key`: `None` when Redis failed, `Some(None)` when the key is absent.
+    /// `GET key`: `None` when Redis failed, `Some(None)` when the key is absent. A ward's copy
+    /// is ~0.6 MB: it gets the time a write of one gets.
     async fn get_raw(&self, k: &str) -> Option<Option<Vec<u8>>> {
         let mut c = self.conn()?;
-        match tokio::time::timeout(OP_TIMEOUT, c.get(k)).await {
+        match tokio::time::timeout(OP_TIMEOUT * 4, c.get(k)).await {
             Ok(Ok(v)) => Some(v),
             Ok(Err(e)) => {
                 self.failed("GET", e);

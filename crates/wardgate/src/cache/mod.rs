@@ -3,18 +3,22 @@
 //! Freshness is judged at request time against the live config, so a reload of max ages applies
 //! to entries already cached. For a key, the states are:
 //!
-//! | age of the L1 copy           | answer                                  | `X-Cache` |
-//! |------------------------------|-----------------------------------------|-----------|
-//! | ≤ max age                    | the copy                                | `HIT`     |
-//! | ≤ max age + max stale        | the copy, and a background renewal      | `STALE`   |
-//! | older, absent or superseded  | wait (bounded) for the one build        | `MISS`    |
+//! | age of the copy (its build, or the watch's last vouching) | answer                 | `X-Cache` |
+//! |-----------------------------------------|-------------------------------------------|-----------|
+//! | ≤ max age                               | the copy                                  | `HIT`     |
+//! | ≤ max age + max stale                   | the copy, and a background renewal        | `STALE`   |
+//! | ≤ stale-if-error, the upstream failing  | the copy (L1, or Redis's if L1 has none)  | `STALE`   |
+//! | older, absent or superseded             | wait (bounded) for the one build; if it fails, the copy within stale-if-error | `MISS` / `STALE` |
 //!
 //! A copy is *superseded* when a write to its ward was acknowledged after the copy was read from
-//! the source (its watermark, see `watermark`): it is never served again, anywhere.
+//! the source and it does not include that write (`watermark`): it is never served again,
+//! anywhere; it stays in L1 only as the base its patch log catches up (`patchlog`).
 
 pub mod build;
 pub mod coalesce;
 pub mod derived;
+mod fill;
+mod health;
 pub mod key;
 pub mod l1;
 pub mod l2;
@@ -207,7 +211,14 @@ impl Cache {
     }
 
     /// L1's copy of `key` if it may be served now, with its status; starts the renewal of a
-    /// stale one. Otherwise the build time of any copy held (a build must do better).
+    /// stale one. Otherwise the time seen of any copy held (a build must do better).
+    ///
+    /// Within max age: `HIT`. Within max stale past it: `STALE` while one renewal runs
+    /// (stale-while-revalidate). Older, within `stale_if_error`: `STALE` only while the
+    /// upstream fails (stale-if-error); else the request waits for the build, and is answered
+    /// the old copy if the build fails (`stale_if_error`). A healthy backend is never
+    /// answered for with a copy older than max age plus max stale: a stale "who voted" list
+    /// is worse than a wait of one build.
     fn l1_answer(
         self: &Arc<Self>,
         key: &CacheKey,
@@ -217,19 +228,42 @@ impl Cache {
         let Some(e) = self.l1.get(key) else {
             return Err(None);
         };
-        let age_ms = e.fresh_since().age_ms();
-        let max_age_ms = max_age.as_millis() as i64;
-        let stale_ms = max_age_ms + cfg.cache.max_stale.0.as_millis() as i64;
-        if self.admits(key, &e) {
-            if age_ms <= max_age_ms {
-                return Ok((e, CacheStatus::HIT));
-            }
-            if age_ms <= stale_ms {
-                self.renew(key, max_age);
-                return Ok((e, CacheStatus::STALE));
-            }
+        if !self.admits(key, &e) {
+            return Err(Some(e.seen_at()));
         }
-        Err(Some(e.seen_at()))
+        let age = Duration::from_millis(e.fresh_since().age_ms().max(0) as u64);
+        if age <= max_age {
+            return Ok((e, CacheStatus::HIT));
+        }
+        let cause = if age <= max_age + cfg.cache.max_stale.0 {
+            self.renew(key, max_age);
+            "revalidate"
+        } else if age > cfg.cache.stale_if_error_age() {
+            return Err(Some(e.seen_at()));
+        } else if self.recently_failed(key) {
+            "error"
+        } else {
+            return Err(Some(e.seen_at()));
+        };
+        self.count_stale(cause);
+        Ok((e, CacheStatus::STALE))
+    }
+
+    fn count_stale(&self, cause: &'static str) {
+        let labels = crate::metrics::OutcomeNameLabels { outcome: cause };
+        self.metrics.stale_serves.get_or_create(&labels).inc();
+    }
+
+    /// What a request whose build gave nothing answers instead of 503: the copy held, if it
+    /// is within `stale_if_error` (stale-if-error).
+    fn stale_if_error(&self, key: &CacheKey, cfg: &Config) -> Option<(Entry, CacheStatus)> {
+        let e = self.l1.get(key)?;
+        let bound = cfg.cache.stale_if_error_age();
+        let ok = self.admits(key, &e) && e.fresh_since().within(bound);
+        ok.then(|| {
+            self.count_stale("error");
+            (e, CacheStatus::STALE)
+        })
     }
 
     /// The entry for `key`, whose copies are fresh for `max_age`.
@@ -266,7 +300,12 @@ impl Cache {
                     return Ok((e, CacheStatus::MISS))
                 }
                 Ok(e) => have = Some(e.seen_at()),
-                Err(e) => return Err(wait_error(key, e, cfg.cache.miss_wait)),
+                Err(e) => {
+                    return match self.stale_if_error(key, &cfg) {
+                        Some(old) => Ok(old),
+                        None => Err(wait_error(key, e, cfg.cache.miss_wait)),
+                    }
+                }
             }
             if Instant::now() >= deadline {
                 return Err(unavailable(format!("{key} is being renewed after a write")));
@@ -327,129 +366,6 @@ impl Cache {
             key,
             move || async move { this.fill(k, max_age, have).await },
         )
-    }
-
-    /// The build behind a miss: L2 first (another instance may have built it), then the
-    /// cross-instance lock, then the source. Runs as its own task (see `coalesce`).
-    async fn fill(
-        self: Arc<Self>,
-        key: CacheKey,
-        max_age: Duration,
-        have: Option<EpochMs>,
-    ) -> Result<Entry, BuildError> {
-        let cfg: Arc<Config> = self.live.load_full();
-        let usable = |e: &Entry| {
-            Some(e.seen_at()) > have && self.admits(&key, e) && e.fresh_since().within(max_age)
-        };
-        let mut lock = l2::Lock::Unavailable;
-        if let Some(l2) = &self.l2 {
-            if let Some(e) = self.l2_copy(l2, &key, &cfg, &usable, &mut lock).await {
-                return Ok(e);
-            }
-        }
-        let result = self.build_and_keep(&key, &cfg).await;
-        // Waiters are released as this returns; the Redis copy, then the lock's release (so
-        // that other instances waiting on the lock find the copy), follow in the background.
-        if let Some(l2) = self.l2.clone() {
-            let copy = result.as_ref().ok().cloned();
-            let ttl = max_age + cfg.cache.max_stale.0;
-            tokio::spawn(async move {
-                if let Some(e) = copy {
-                    l2.put(&key, &e, ttl).await;
-                }
-                if let l2::Lock::Held(token) = &lock {
-                    l2.unlock(&key, token).await;
-                }
-            });
-        }
-        result
-    }
-
-    /// A usable copy from Redis: there now, or built by the instance that holds the build lock
-    /// while we wait for it. Leaves `lock` held when this instance is to build.
-    async fn l2_copy(
-        &self,
-        l2: &L2,
-        key: &CacheKey,
-        cfg: &Config,
-        usable: &impl Fn(&Entry) -> bool,
-        lock: &mut l2::Lock,
-    ) -> Option<Entry> {
-        // A write acknowledged by another instance may not have reached us by pub/sub.
-        if let CacheKey::Ward(w) = key {
-            let scopes = [
-                WriteScope::Ward(w.clone()),
-                WriteScope::Assembly(w.assembly_key()),
-            ];
-            for scope in scopes {
-                if let Some(at) = l2.watermark(&scope).await {
-                    self.raise_watermark(&scope, at);
-                }
-            }
-        }
-        // A superseded copy held here catches up from the ward's patch log: no ward is read.
-        if let Some(held) = self.l1.get(key) {
-            if let Some(e) = self.catch_up(l2, key, &held).await.filter(|e| usable(e)) {
-                self.keep(key, &e, cfg);
-                return Some(e);
-            }
-        }
-        if let Some(e) = l2.get(key).await.filter(|e| usable(e)) {
-            self.keep(key, &e, cfg);
-            return Some(e);
-        }
-        *lock = l2.try_lock(key, cfg.cache.miss_wait.0).await;
-        if !matches!(lock, l2::Lock::Busy) {
-            return None;
-        }
-        // Another instance is building it: wait for it to appear rather than build too.
-        let deadline = Instant::now() + cfg.cache.miss_wait.0;
-        while Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            if let Some(e) = l2.get(key).await.filter(|e| usable(e)) {
-                self.keep(key, &e, cfg);
-                return Some(e);
-            }
-        }
-        None
-    }
-
-    /// Builds `key` from the source and keeps it in L1 (`fill` stores it in L2 after); a
-    /// failure is remembered for `RETRY_BUILD_AFTER`.
-    async fn build_and_keep(&self, key: &CacheKey, cfg: &Config) -> Result<Entry, BuildError> {
-        let started = Instant::now();
-        let built = self.builder.build(key, self.floor(key)).await;
-        self.metrics
-            .build_duration
-            .observe(started.elapsed().as_secs_f64());
-        self.note_outcome(key, &built);
-        let e = built?;
-        if let Entry::Snapshot(s) = &e {
-            self.metrics.build_rows.inc_by(s.rows() as u64);
-            tracing::info!(key = %key, rows = s.rows(), gzip_bytes = s.gzip_bytes(), ms = started.elapsed().as_millis() as u64, "snapshot built");
-        }
-        self.keep(key, &e, cfg);
-        Ok(e)
-    }
-
-    /// Remembers a failed build for `RETRY_BUILD_AFTER`, forgets it on success.
-    fn note_outcome(&self, key: &CacheKey, built: &Result<Entry, BuildError>) {
-        let Ok(mut failed) = self.failed.lock() else {
-            return;
-        };
-        match built {
-            Ok(_) => {
-                failed.remove(key);
-            }
-            Err(e) => {
-                tracing::warn!(key = %key, error = %e, "build failed");
-                // Entries matter for a second only: sweep them so the map stays small.
-                if failed.len() > 10_000 {
-                    failed.retain(|_, t| t.elapsed() < RETRY_BUILD_AFTER);
-                }
-                failed.insert(key.clone(), Instant::now());
-            }
-        }
     }
 
     fn keep(&self, key: &CacheKey, e: &Entry, cfg: &Config) {
@@ -529,10 +445,15 @@ impl Cache {
         m
     }
 
-    /// Whether a fresh copy of `key` is held here or in Redis (readiness, `warm`).
+    /// Whether a copy of `key` younger than `max_age` is held here (and may be served) or in
+    /// Redis (readiness).
     pub async fn has_fresh(&self, key: &CacheKey, max_age: Duration) -> bool {
         let fresh = |e: &Entry| e.fresh_since().within(max_age);
-        if self.l1.get(key).is_some_and(|e| fresh(&e)) {
+        if self
+            .l1
+            .get(key)
+            .is_some_and(|e| fresh(&e) && self.admits(key, &e))
+        {
             return true;
         }
         match &self.l2 {

@@ -2,8 +2,9 @@
 //! phone got at its last sync may have been incomplete by its age, so a delta dated `d` must
 //! reach back the age of any copy of its ward served around `d`, plus the clock skew.
 //!
-//! Without the change watch, any copy served may be `snapshot_max_age + max_stale` old: the
-//! overlap is that plus the skew (the **wide** overlap). With it, a copy is vouched for every
+//! Without the change watch, a copy served may be `snapshot_max_age + max_stale` old: the
+//! overlap is that plus the skew (the **wide** overlap); an older one (stale-if-error, a
+//! night-old warm while the backend is down) is recorded as below. With it, a copy is vouched for every
 //! `replica.watch_every`, so served copies are at most two intervals plus the replica's lag
 //! (bounded by `replica.max_lag`) old: the **narrow** overlap is that plus the skew and the
 //! backend's commit slack (`2 × 5 s + 30 s + 120 s + 10 s` = 170 s by default). Every serve
@@ -24,7 +25,7 @@ use crate::params::WardKey;
 use crate::time::EpochMs;
 
 /// How long old serves are remembered; a delta dated before that gets the wide overlap.
-pub const WIDE_MEMORY: Duration = Duration::from_secs(24 * 3600);
+pub const WIDE_MEMORY: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// A stretch of time in which copies of a ward older than the narrow bound were served.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,33 +77,42 @@ impl Cache {
     pub fn delta_overlap(&self, w: &WardKey, date: i64) -> Duration {
         let cfg = self.live.load();
         let wide = cfg.cache.effective_delta_overlap();
-        let (Some(narrow), None) = (self.narrow_age(), cfg.cache.delta_overlap) else {
-            return wide;
-        };
         // The phone's clock may be off by the skew; the backend stamps a little before it
         // commits (`COMMIT_SLACK`).
         let skew = cfg.cache.clock_skew.0 + super::write::COMMIT_SLACK;
         let skew_ms = skew.as_millis() as i64;
+        let recorded = self.wide.lock().ok().and_then(|m| m.get(w).copied());
+        let old = recorded
+            .filter(|o| date + skew_ms >= o.first.0 && date - skew_ms <= o.last.0)
+            .map(|o| Duration::from_millis(o.age_ms.max(0) as u64) + skew);
         let since = self.watch_started.load(Ordering::Relaxed);
-        if date - skew_ms < since || EpochMs(date).age_ms() > WIDE_MEMORY.as_millis() as i64 {
-            return wide;
-        }
-        let old = self.wide.lock().ok().and_then(|m| m.get(w).copied());
-        match old {
-            Some(o) if date + skew_ms >= o.first.0 && date - skew_ms <= o.last.0 => {
-                Duration::from_millis(o.age_ms.max(0) as u64).max(narrow) + skew
+        let narrow = match (self.narrow_age(), cfg.cache.delta_overlap) {
+            (Some(n), None)
+                if date - skew_ms >= since
+                    && EpochMs(date).age_ms() <= WIDE_MEMORY.as_millis() as i64 =>
+            {
+                Some(n + skew)
             }
-            _ => narrow + skew,
-        }
+            _ => None,
+        };
+        narrow.unwrap_or(wide).max(old.unwrap_or_default())
     }
 
-    /// Records the serve of `e` as a copy of `key` if it is older than the narrow bound.
+    /// The oldest a served copy may be without being recorded: the narrow bound while the
+    /// watch runs, else max age plus max stale (what the wide overlap covers).
+    fn recorded_past(&self) -> Duration {
+        self.narrow_age()
+            .unwrap_or_else(|| self.live.load().cache.max_served_age())
+    }
+
+    /// Records the serve of `e` as a copy of `key` if it is older than `recorded_past`: a
+    /// stale-if-error answer, or with the watch on, any copy it does not vouch for.
     pub(super) fn note_served(&self, key: &CacheKey, e: &Entry) {
-        let (Some(narrow), CacheKey::Ward(w)) = (self.narrow_age(), key) else {
+        let CacheKey::Ward(w) = key else {
             return;
         };
         let age_ms = e.complete_since().age_ms();
-        if age_ms <= narrow.as_millis() as i64 {
+        if age_ms <= self.recorded_past().as_millis() as i64 {
             return;
         }
         let now = EpochMs::now();

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes};
+use redis::AsyncCommands;
 
 use super::l2::{L2, OP_TIMEOUT};
 use super::{Cache, CacheKey, Entry};
@@ -179,6 +180,21 @@ impl L2 {
             Ok(Ok(n)) => u64::try_from(n).ok(),
             Ok(Err(e)) => {
                 self.failed("EVAL append", e);
+                None
+            }
+            Err(_) => None,
+        }
+    }
+
+    /// The tag of `w`'s whole copy in Redis (its root): a few bytes to watch instead of the
+    /// copy. `None` when absent or Redis failed.
+    pub async fn root_of(&self, w: &WardKey) -> Option<String> {
+        let mut c = self.conn()?;
+        let r = tokio::time::timeout(OP_TIMEOUT, c.get(self.root_key(w))).await;
+        match r {
+            Ok(Ok(v)) => v,
+            Ok(Err(e)) => {
+                self.failed("GET root", e);
                 None
             }
             Err(_) => None,

@@ -125,7 +125,7 @@ impl Cache {
         let cfg = self.live.load_full();
         self.keep(&key, &Entry::Snapshot(s.clone()), &cfg);
         if let Some(l2) = &self.l2 {
-            let ttl = cfg.cache.snapshot_max_age.0 + cfg.cache.max_stale.0;
+            let ttl = cfg.cache.redis_ttl();
             self.store_patch(l2, s, entry, ttl).await;
             drop(guard);
             l2.publish_watermark(&scope, at).await;

@@ -49,8 +49,15 @@ pub struct CacheConfig {
     pub derived_share_percent: u8,
     /// Age after which a ward snapshot is renewed in the background.
     pub snapshot_max_age: Dur,
-    /// How long past max age an old copy may be served while the upstream fails.
+    /// How long past max age an old copy is served `STALE` while one background build renews
+    /// it (stale-while-revalidate).
     pub max_stale: Dur,
+    /// How long copies are kept in Redis (`warm --retention` too): a night-old warm is still
+    /// there in the morning.
+    pub retention: Dur,
+    /// The oldest copy (counted from its build) served `STALE` while the upstream fails
+    /// (stale-if-error); unset = `retention`.
+    pub stale_if_error: Option<Dur>,
     /// Clock skew allowed between phones and wardgate.
     pub clock_skew: Dur,
     /// Delta overlap; unset = snapshot_max_age + max_stale + clock_skew.
@@ -68,6 +75,8 @@ impl Default for CacheConfig {
             derived_share_percent: 10,
             snapshot_max_age: Dur(Duration::from_secs(300)),
             max_stale: Dur(Duration::from_secs(3_600)),
+            retention: Dur(Duration::from_secs(48 * 3_600)),
+            stale_if_error: None,
             clock_skew: Dur(Duration::from_secs(120)),
             delta_overlap: None,
             miss_wait: Dur(Duration::from_secs(30)),
@@ -87,9 +96,21 @@ impl CacheConfig {
         self.l1_max_bytes.0 as usize - self.derived_max_bytes()
     }
 
-    /// The oldest copy wardgate may serve: max age, plus max stale while the upstream fails.
+    /// The oldest copy served without the upstream failing: max age plus max stale.
     pub fn max_served_age(&self) -> Duration {
         self.snapshot_max_age.0 + self.max_stale.0
+    }
+
+    /// The oldest copy served while the upstream fails.
+    pub fn stale_if_error_age(&self) -> Duration {
+        self.stale_if_error
+            .map_or(self.retention.0, |d| d.0)
+            .max(self.max_served_age())
+    }
+
+    /// How long a copy is kept in Redis: the retention, and never less than it may be served.
+    pub fn redis_ttl(&self) -> Duration {
+        self.retention.0.max(self.stale_if_error_age())
     }
 
     /// The overlap applied to delta reads: never less than the oldest copy that may have been

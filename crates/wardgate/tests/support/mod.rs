@@ -372,9 +372,15 @@ impl GateBuilder {
             admin,
             prefix,
         };
-        // Redis connects in the background: wait until ready when it is configured.
+        // Redis connects in the background (readiness does not wait for it): wait until it
+        // answers when it is configured, and until ready, each for at most 2 s (a test may
+        // point at a Redis that is down on purpose).
         for _ in 0..100 {
-            if wardgate::admin::readiness(gate.shared()).await.is_ok() {
+            let redis_up = match &gate.shared().cache.l2 {
+                Some(l2) => l2.ping().await,
+                None => true,
+            };
+            if redis_up && wardgate::admin::readiness(gate.shared()).await.is_ok() {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;

@@ -189,3 +189,61 @@ async fn a_waiting_instance_watches_a_few_bytes_and_builds_once_the_holder_is_go
     );
     second.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_a_replica_a_night_old_warm_of_unchanged_wards_is_served_fresh() {
+    let origin = Origin::builder()
+        .mysql()
+        .wards(2)
+        .voters_per_ward(300)
+        .start()
+        .await;
+    let db = origin.database.clone().unwrap();
+    let prefix = unique("wgmorningr");
+    let out = warm_from_upstream(&origin.url(), "1-2", &prefix)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let c = client();
+    let want = rows_of(&fetch(&c, origin.citizens(&ward_query(1))).await);
+    origin.kill(); // the backend is down: only Redis and the replica answer
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let gate = Gate::builder(&origin.url())
+        .redis()
+        .redis_prefix(&prefix)
+        .config(|c| {
+            short_max_age(c);
+            c.mysql_url = Some(wardgate::config::Secret(format!(
+                "{}/{db}",
+                mysql_root_url()
+            )));
+        })
+        .start()
+        .await;
+    let r = c.get(gate.citizens(&ward_query(1))).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["x-cache"],
+        "MISS",
+        "taken from Redis, vouched for by the replica"
+    );
+    assert_eq!(rows_of(&r.bytes().await.unwrap()), want);
+    let r = c.get(gate.citizens(&ward_query(1))).send().await.unwrap();
+    assert_eq!(
+        r.headers()["x-cache"],
+        "HIT",
+        "fresh: its rows are unchanged"
+    );
+    assert_eq!(
+        gate.metric("wardgate_snapshot_builds_total").await,
+        0.0,
+        "nothing built"
+    );
+    gate.stop().await;
+    redis_cleanup(&prefix).await;
+    origin.cleanup().await;
+}

@@ -156,6 +156,11 @@ impl Builder {
         self.replica.is_some()
     }
 
+    /// The replica, if configured (the change watch reads it too).
+    pub fn replica(&self) -> Option<&Replica> {
+        self.replica.as_ref()
+    }
+
     /// With a replica: whether wards are built from it, and why (for `/readyz`).
     pub fn replica_state(&self) -> Option<String> {
         self.replica.as_ref().map(|_| self.trust.describe())

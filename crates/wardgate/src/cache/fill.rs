@@ -74,7 +74,13 @@ impl Cache {
             }
         }
         match l2.get(key).await {
-            Some(e) if usable(&e) => {
+            // Fresh, or unchanged on the replica since (the watch vouches for it now).
+            Some(e)
+                if usable(&e)
+                    || (self.admits(key, &e)
+                        && self.vouch_from_replica(&e).await
+                        && usable(&e)) =>
+            {
                 self.keep(key, &e, cfg);
                 return Some(e);
             }

@@ -69,6 +69,34 @@ impl Cache {
         Ok(())
     }
 
+    /// Vouches for `e` at once if the replica's rows have its fingerprint: a copy from Redis
+    /// past max age (the night's warm, in the morning) is then fresh, and no ward is built.
+    /// One grouped query for its assembly; false without the watch or on any doubt.
+    pub(super) async fn vouch_from_replica(&self, e: &Entry) -> bool {
+        let (Entry::Snapshot(s), Some(replica)) = (e, self.builder.replica()) else {
+            return false;
+        };
+        let Some(mine) = s.fingerprint else {
+            return false;
+        };
+        if self.live.load().replica.watch_every.0.is_zero() {
+            return false;
+        }
+        let started = EpochMs::now();
+        let Some(lag) = replica.lag().await else {
+            return false;
+        };
+        let Ok(theirs) = replica.fingerprints(&s.key.state, &s.key.assembly).await else {
+            return false;
+        };
+        let as_of = EpochMs(started.0 - lag.as_millis() as i64);
+        let same = theirs.get(&s.key.ward).copied().unwrap_or_default() == mine;
+        if same && s.seen_at <= as_of {
+            s.vouch(as_of);
+        }
+        same
+    }
+
     /// The snapshots held, grouped by assembly (one replica query each).
     fn held_by_assembly(&self) -> BTreeMap<AssemblyKey, Vec<(WardKey, Arc<Snapshot>)>> {
         let mut out: BTreeMap<AssemblyKey, Vec<_>> = BTreeMap::new();

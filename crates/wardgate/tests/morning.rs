@@ -247,3 +247,72 @@ async fn with_a_replica_a_night_old_warm_of_unchanged_wards_is_served_fresh() {
     redis_cleanup(&prefix).await;
     origin.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_warm_that_would_not_fit_refuses_before_storing_anything() {
+    let redis = RedisServer::start();
+    let mut r = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    // A Redis that holds about one ward of 2,000 voters, set to evict as the shipped one did.
+    for (k, v) in [("maxmemory", "3mb"), ("maxmemory-policy", "allkeys-lru")] {
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg(k)
+            .arg(v)
+            .query_async(&mut r)
+            .await
+            .unwrap();
+    }
+    let origin = Origin::builder()
+        .wards(20)
+        .voters_per_ward(2_000)
+        .start()
+        .await;
+    let prefix = unique("wgfit");
+    let warm = |extra: &[&str]| {
+        let mut c = bin();
+        c.args([
+            "warm",
+            "--state",
+            STATE,
+            "--assembly",
+            ASSEMBLY,
+            "--wards",
+            "1-20",
+        ])
+        .args([
+            "--upstream",
+            &origin.url(),
+            "--redis-url",
+            &redis.url(),
+            "--redis-prefix",
+            &prefix,
+        ])
+        .args(extra);
+        c.output().unwrap()
+    };
+    let out = warm(&[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("would be evicted") && stderr.contains("--allow-eviction"),
+        "{stderr}"
+    );
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}:*"))
+        .query_async(&mut r)
+        .await
+        .unwrap();
+    assert!(keys.is_empty(), "nothing stored: {keys:?}");
+    // The operator's override: warmed, loudly.
+    let out = warm(&["--allow-eviction"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("warming anyway"));
+}

@@ -10,25 +10,6 @@ use serde_json::Value;
 use support::*;
 use wardgate::config::Dur;
 
-/// Bytes Redis has sent to its clients so far.
-async fn redis_out(url: &str) -> u64 {
-    let mut c = redis::Client::open(url)
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    let info: String = redis::cmd("INFO")
-        .arg("stats")
-        .query_async(&mut c)
-        .await
-        .unwrap();
-    let line = info
-        .lines()
-        .find(|l| l.starts_with("total_net_output_bytes:"))
-        .unwrap();
-    line[23..].trim().parse().unwrap()
-}
-
 /// A short max age, so that a warm a few seconds old stands for one a night old.
 fn short_max_age(c: &mut wardgate::config::Config) {
     c.cache.snapshot_max_age = Dur(Duration::from_secs(1));

@@ -187,25 +187,6 @@ async fn a_write_to_a_ward_not_held_costs_one_whole_read_and_is_answered() {
     gate.stop().await;
 }
 
-/// Bytes Redis has sent to its clients so far.
-async fn redis_out(url: &str) -> u64 {
-    let mut c = redis::Client::open(url)
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    let info: String = redis::cmd("INFO")
-        .arg("stats")
-        .query_async(&mut c)
-        .await
-        .unwrap();
-    let line = info
-        .lines()
-        .find(|l| l.starts_with("total_net_output_bytes:"))
-        .unwrap();
-    line[23..].trim().parse().unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn another_instance_catches_up_on_a_write_from_the_patch_log_not_the_whole_ward() {
     let redis = RedisServer::start();

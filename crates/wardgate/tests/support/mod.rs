@@ -67,6 +67,23 @@ pub fn newest_change(rows: &[serde_json::Value]) -> i64 {
     stamps.max().expect("rows with dates")
 }
 
+/// Bytes the Redis at `url` has sent to its clients so far (`INFO stats`): a test's own
+/// `RedisServer`, so that they are this test's.
+pub async fn redis_out(url: &str) -> u64 {
+    let client = redis::Client::open(url).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let info: String = redis::cmd("INFO")
+        .arg("stats")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let line = info
+        .lines()
+        .find(|l| l.starts_with("total_net_output_bytes:"))
+        .unwrap();
+    line[23..].trim().parse().unwrap()
+}
+
 /// A name no other test or run uses.
 pub fn unique(prefix: &str) -> String {
     static N: AtomicU64 = AtomicU64::new(0);

@@ -235,6 +235,21 @@ async fn another_instance_catches_up_on_a_write_from_the_patch_log_not_the_whole
     eprintln!("5 writes: Redis sent {sent} bytes (the ward is {whole} bytes of JSON)");
     // A ward's copy is about a sixth of its JSON: five of them would be near `whole`.
     assert!(sent < whole / 4, "{sent} bytes: the log, not 5 wards");
+    // Writes that alternate between the instances: each patches the copy the other's write
+    // superseded, caught up from the log first.
+    for i in 5..9 {
+        let id = &ward[i * 200]["id"];
+        let gate = if i % 2 == 0 { &first } else { &second };
+        let body = format!(r#"[{{"id":{id},"voted":true}}]"#);
+        let (cache, rows) = post(&c, gate.citizens(&q), body).await;
+        assert_eq!(cache, "PATCHED", "write {i}");
+        let written = (0..5).map(|j| j * 300).chain((5..=i).map(|j| j * 200));
+        assert!(
+            written.into_iter().all(|j| marked(&rows, &ward[j]["id"])),
+            "write {i}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await; // the watermark's pub/sub
+    }
     assert_eq!(origin.stats().await["full_reads"], 0);
     first.stop().await;
     second.stop().await;

@@ -36,14 +36,22 @@ pub struct Written {
 }
 
 impl Cache {
-    /// The copy a write to `w` can be patched onto: L1's, when it may be served and its rows
-    /// are dated (a cheap read selects rows by `modifieddate`).
-    pub fn patch_base(&self, w: &WardKey) -> Option<Arc<Snapshot>> {
+    /// The copy a write to `w` can be patched onto: L1's, when it may be served (after catching
+    /// up from the ward's patch log if another instance's write superseded it) and its rows are
+    /// dated (a cheap read selects rows by `modifieddate`).
+    pub async fn patch_base(&self, w: &WardKey) -> Option<Arc<Snapshot>> {
         let key = CacheKey::Ward(w.clone());
-        match self.l1.get(&key) {
-            Some(Entry::Snapshot(s)) if self.admits(&key, &Entry::Snapshot(s.clone())) => {
-                (!s.unindexed().modifieddate).then_some(s)
+        let mut held = self.l1.get(&key)?;
+        if !self.admits(&key, &held) {
+            let caught = self.catch_up(self.l2.as_deref()?, &key, &held).await?;
+            if !self.admits(&key, &caught) {
+                return None;
             }
+            self.keep(&key, &caught, &self.live.load_full());
+            held = caught;
+        }
+        match held {
+            Entry::Snapshot(s) if !s.unindexed().modifieddate => Some(s),
             _ => None,
         }
     }

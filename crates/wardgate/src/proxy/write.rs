@@ -43,7 +43,7 @@ impl Proxy {
         };
         headers.remove(header::ACCEPT_ENCODING); // wardgate reads this answer
         let cache = &self.shared.cache;
-        let base = cache.patch_base(w);
+        let base = cache.patch_base(w).await;
         let cheap = CitizensQuery {
             scope: q.scope.clone(),
             booths: None,

@@ -1,9 +1,9 @@
 //! TLS configurations from PEM files: the public listener's and the upstream client's.
 
-use std::io::BufReader;
 use std::path::Path;
 use std::sync::Arc;
 
+use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -11,23 +11,30 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 }
 
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let f = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let certs: Vec<_> = rustls_pemfile::certs(&mut BufReader::new(f))
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let certs: Vec<_> = CertificateDer::pem_file_iter(path)
+        .and_then(|certs| certs.collect::<Result<_, _>>())
+        .map_err(|e| format!("{}: {}", path.display(), pem_error(&e)))?;
     if certs.is_empty() {
         return Err(format!("{}: no PEM certificate found", path.display()));
     }
     Ok(certs)
 }
 
+/// A PEM error as an operator reads it.
+fn pem_error(e: &rustls::pki_types::pem::Error) -> String {
+    use rustls::pki_types::pem::Error;
+    match e {
+        Error::NoItemsFound => "no PEM item of the expected kind found".into(),
+        Error::Io(io) => io.to_string(),
+        other => format!("not valid PEM: {other:?}"),
+    }
+}
+
 /// The public listener's TLS config: certificate chain and key from PEM, ALPN h2 and http/1.1.
 pub fn tls_server_config(cert: &Path, key: &Path) -> Result<rustls::ServerConfig, String> {
     let certs = read_certs(cert)?;
-    let f = std::fs::File::open(key).map_err(|e| format!("{}: {e}", key.display()))?;
-    let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut BufReader::new(f))
-        .map_err(|e| format!("{}: {e}", key.display()))?
-        .ok_or_else(|| format!("{}: no PEM private key found", key.display()))?;
+    let key: PrivateKeyDer<'static> = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| format!("{}: {}", key.display(), pem_error(&e)))?;
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
@@ -57,4 +64,37 @@ pub fn tls_client_config(ca: Option<&Path>) -> Result<rustls::ClientConfig, Stri
         .map_err(|e| e.to_string())?
         .with_root_certificates(roots)
         .with_no_client_auth())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pem_files_are_read_and_bad_ones_named() {
+        let dir = std::env::temp_dir().join(format!("wardgate-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".into()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let (cert_path, key_path, empty) =
+            (dir.join("c.pem"), dir.join("k.pem"), dir.join("e.pem"));
+        std::fs::write(&cert_path, cert.pem()).unwrap();
+        std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        std::fs::write(&empty, "not pem at all\n").unwrap();
+        assert!(tls_server_config(&cert_path, &key_path).is_ok());
+        assert!(tls_client_config(Some(&cert_path)).is_ok());
+        let e = tls_server_config(&empty, &key_path).unwrap_err();
+        assert!(
+            e.contains("e.pem") && e.contains("no PEM certificate"),
+            "{e}"
+        );
+        let e = tls_server_config(&cert_path, &empty).unwrap_err();
+        assert!(e.contains("e.pem") && e.contains("no PEM item"), "{e}");
+        let e = tls_server_config(&dir.join("missing.pem"), &key_path).unwrap_err();
+        assert!(e.contains("missing.pem"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

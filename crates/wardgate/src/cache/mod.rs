@@ -54,7 +54,6 @@ use l1::L1;
 use l2::L2;
 pub use status::CacheStatus;
 use watermark::Watermarks;
-pub use write::Written;
 
 /// A cached value and how it was found.
 pub struct Found<T> {

@@ -28,13 +28,6 @@ pub(super) const COMMIT_SLACK: Duration = Duration::from_secs(10);
 /// these locks by hash, which is enough: a patch holds its lock for milliseconds.
 pub(super) type PatchLocks = [tokio::sync::Mutex<()>; 64];
 
-/// What a write acknowledged by the backend came to.
-pub struct Written {
-    /// The copy its client is answered from: the patched snapshot, or `None` when the ward is
-    /// to be read whole (the reason is counted).
-    pub patched: Option<Arc<Snapshot>>,
-}
-
 impl Cache {
     /// The copy a write to `w` can be patched onto: L1's, when it may be served (after catching
     /// up from the ward's patch log if another instance's write superseded it) and its rows are
@@ -79,7 +72,7 @@ impl Cache {
         written: Vec<RowId>,
         sent: EpochMs,
         at: EpochMs,
-    ) -> Written {
+    ) -> Option<Arc<Snapshot>> {
         let w = base.key.clone();
         let lock = &self.patch_locks[lock_of(&w)];
         let guard = lock.lock().await;
@@ -104,13 +97,13 @@ impl Cache {
             Ok((s, raw)) => {
                 self.keep_patched(&s, LogEntry::of(&s, offset, raw), at, guard)
                     .await;
-                Written { patched: Some(s) }
+                Some(s)
             }
             Err(refused) => {
                 drop(guard);
                 tracing::info!(ward = %w, reason = refused.as_str(), "write not patched; the ward is read whole");
                 self.acknowledge(&WriteScope::Ward(w), at).await;
-                Written { patched: None }
+                None
             }
         }
     }

@@ -67,10 +67,8 @@ impl Proxy {
             return self.read(q, &parts.headers).await;
         };
         let answer = answer.map_err(|_| Refused::Unreadable);
-        let done = cache
-            .patch_after_write(base, answer, written, sent, at)
-            .await;
-        match done.patched {
+        let patched = cache.patch_after_write(base, answer, written, sent, at);
+        match patched.await {
             Some(s) => {
                 let q = self.widened(q);
                 self.ward_answer(&q, s, &parts.headers, CacheStatus::PATCHED)

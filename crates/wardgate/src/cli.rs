@@ -83,7 +83,8 @@ impl CheckArgs {
         let metrics = std::sync::Arc::new(crate::metrics::Metrics::new());
         let live = std::sync::Arc::new(arc_swap::ArcSwap::from_pointee(cfg.clone()));
         let upstream = crate::upstream::Upstream::new(cfg, live, metrics)?;
-        let replica = crate::replica::Replica::new(url.expose()).map_err(|e| e.to_string())?;
+        let replica = crate::replica::Replica::new(url.expose(), cfg.replica.pool_max as usize)
+            .map_err(|e| e.to_string())?;
         let format = cfg.replica.row_format();
         let verdict = crate::cache::probe::compare_ward(&upstream, &replica, &w, format, 1)
             .await

@@ -98,7 +98,10 @@ fn stages(cfg: &Config) -> Result<Shared, StartError> {
         None => None,
     };
     let replica = match &cfg.mysql_url {
-        Some(url) => Some(Replica::new(url.expose()).map_err(|e| setup("mysql_url", &e))?),
+        Some(url) => Some(
+            Replica::new(url.expose(), cfg.replica.pool_max as usize)
+                .map_err(|e| setup("mysql_url", &e))?,
+        ),
         None => None,
     };
     let builder = Builder::new(

@@ -216,7 +216,8 @@ pub async fn run(args: &WarmArgs) -> Result<WarmReport, String> {
         .map_err(|e| e.to_string())?;
     wait_for_redis(&l2).await?;
     let replica = match &args.mysql_url {
-        Some(u) => Some(Replica::new(u).map_err(|e| e.to_string())?),
+        // One connection per ward built at once, and one for the listing and the probe.
+        Some(u) => Some(Replica::new(u, args.concurrency.max(1) + 1).map_err(|e| e.to_string())?),
         None => None,
     };
     let formats = args.formats()?;

@@ -29,6 +29,9 @@ pub struct ReplicaConfig {
     /// is `2 × watch_every + max_lag + clock_skew`. A lag past it is not an error: copies
     /// older than the bound are recorded, and deltas around them get the wide overlap.
     pub max_lag: Dur,
+    /// Connections to the replica each instance may hold at most (builds, the watch, the
+    /// probe share them; a build waits for one). [restart]
+    pub pool_max: u32,
 }
 
 impl Default for ReplicaConfig {
@@ -41,6 +44,7 @@ impl Default for ReplicaConfig {
             probe_every: Dur(std::time::Duration::from_secs(3600)),
             watch_every: Dur(std::time::Duration::from_secs(5)),
             max_lag: Dur(std::time::Duration::from_secs(30)),
+            pool_max: 8,
         }
     }
 }
@@ -48,6 +52,9 @@ impl Default for ReplicaConfig {
 impl ReplicaConfig {
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
         super::require_nonzero(&[("replica.probe_every", self.probe_every)])?;
+        if !(1..=1000).contains(&self.pool_max) {
+            return Err(invalid("replica.pool_max", "must be 1-1000 connections"));
+        }
         if let Some(w) = &self.probe_ward {
             if split_ward(w).is_none() {
                 return Err(invalid(

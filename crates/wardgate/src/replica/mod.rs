@@ -52,9 +52,17 @@ pub struct Replica {
 }
 
 impl Replica {
-    pub fn new(url: &str) -> Result<Replica, mysql_async::Error> {
+    /// A pool of at most `max_connections` connections to the replica at `url` (its own
+    /// `pool_max` parameter, if the URL has one, is overridden): each instance of a fleet
+    /// holds this many, so the replica sees `max_connections` × instances, not 100 × instances.
+    pub fn new(url: &str, max_connections: usize) -> Result<Replica, mysql_async::Error> {
         let opts = mysql_async::Opts::from_url(url).map_err(mysql_async::Error::from)?;
-        let opts = OptsBuilder::from_opts(opts).setup(vec!["SET time_zone = '+00:00'"]);
+        let max = max_connections.max(1);
+        let constraints = mysql_async::PoolConstraints::new(0, max).unwrap_or_default();
+        let pool = mysql_async::PoolOpts::default().with_constraints(constraints);
+        let opts = OptsBuilder::from_opts(opts)
+            .pool_opts(pool)
+            .setup(vec!["SET time_zone = '+00:00'"]);
         Ok(Replica {
             pool: Pool::new(opts),
             lag_ms: Arc::default(),

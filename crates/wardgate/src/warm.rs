@@ -454,11 +454,13 @@ async fn warm_one(
         return Err(format!("{key} did not build as a ward"));
     };
     let ttl = args.ttl();
-    let bytes = snap.encode().len() as u64 * formats.len() as u64;
+    let mut encoded = Some(snap.encode());
+    let bytes = encoded.as_ref().map_or(0, Vec::len) as u64 * formats.len() as u64;
     fit.ensure(bytes).await?;
     for f in formats {
         if *f == FORMAT_VERSION {
-            l2.put(&key, &entry, ttl).await;
+            let data = encoded.take().unwrap_or_else(|| snap.encode());
+            l2.put_root_encoded(snap, data, ttl).await;
         } else {
             let data = snap.encode_as(*f).map_err(|e| format!("{key}: {e}"))?;
             l2.put_ward_as(w, *f, data, ttl).await;

@@ -118,13 +118,18 @@ impl L2 {
     /// Stores `s` whole as its ward's root: the copy, its tag as the root, an empty log, in one
     /// transaction (one slot).
     pub async fn put_root(&self, s: &Snapshot, ttl: Duration) {
+        self.put_root_encoded(s, s.encode(), ttl).await;
+    }
+
+    /// The same, with `s` already encoded (`warm` measures the encoding before storing it).
+    pub async fn put_root_encoded(&self, s: &Snapshot, data: Vec<u8>, ttl: Duration) {
         let Some(mut c) = self.conn() else { return };
         let ms = ttl.as_millis().clamp(1_000, u128::from(u32::MAX)) as u64;
         let mut pipe = redis::pipe();
         pipe.atomic()
             .cmd("SET")
             .arg(self.ward_key(&s.key, FORMAT_VERSION))
-            .arg(s.encode())
+            .arg(data)
             .arg("PX")
             .arg(ms)
             .ignore()

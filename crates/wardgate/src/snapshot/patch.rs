@@ -242,7 +242,7 @@ impl Snapshot {
             }
             match edits.get(&row) {
                 Some(new) if *new.json != *old => {
-                    if srno(old) != new.srno.as_deref().map(str::to_owned) {
+                    if srno(old).as_deref() != new.srno.as_deref() {
                         return Ok(Err(Refused::Moved));
                     }
                     json.extend_from_slice(&new.json);

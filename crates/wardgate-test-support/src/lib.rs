@@ -12,14 +12,16 @@ mod browser;
 mod mariadb;
 mod redis;
 mod server;
+mod tls;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 pub use browser::{PageOrigin, CHROMIUM_ENV};
 pub use mariadb::{mysql_root_url, MariaDb, MYSQL_ENV};
-pub use redis::{redis_url, RedisServer, REDIS_ENV};
+pub use redis::{redis_url, RedisCluster, RedisServer, TlsRedisServer, REDIS_ENV};
 pub use server::free_port;
+pub use tls::TestCa;
 
 /// The `wardgate-sample` binary of this build profile, next to the test binary's `deps/`
 /// folder. `cargo test` at the root builds it with everything else; a test started otherwise

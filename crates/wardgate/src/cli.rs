@@ -117,9 +117,16 @@ pub struct ServeArgs {
     /// PEM CA bundle for an https upstream (instead of the system roots).
     #[arg(long, env = "WARDGATE_UPSTREAM_CA")]
     pub upstream_ca: Option<PathBuf>,
-    /// Redis URL for the shared L2 cache; unset = L1 only.
+    /// Redis URL for the shared L2 cache (`rediss://` for TLS; a Cluster's seed nodes
+    /// separated by commas); unset = L1 only.
     #[arg(long, env = "WARDGATE_REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
+    /// PEM CA bundle trusted for `rediss://` (instead of the system roots).
+    #[arg(long, env = "WARDGATE_REDIS_CA")]
+    pub redis_ca: Option<PathBuf>,
+    /// The Redis URL names a Redis Cluster.
+    #[arg(long, env = "WARDGATE_REDIS_CLUSTER")]
+    pub redis_cluster: bool,
     /// Prefix of every Redis key [default: wardgate].
     #[arg(long, env = "WARDGATE_REDIS_PREFIX")]
     pub redis_prefix: Option<String>,
@@ -260,6 +267,8 @@ impl ServeArgs {
         if let Some(u) = &self.redis_url {
             c.redis_url = (!u.is_empty()).then(|| Secret(u.clone()));
         }
+        set!(self.redis_ca => some c.redis_ca);
+        c.redis_cluster |= self.redis_cluster;
         set!(self.redis_prefix => c.redis_prefix);
         if let Some(u) = &self.mysql_url {
             c.mysql_url = (!u.is_empty()).then(|| Secret(u.clone()));

@@ -9,6 +9,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::cache::l2::L2;
+use crate::cache::topology::RedisTarget;
 use crate::cache::{Builder, Cache};
 use crate::config::{Config, Live};
 use crate::limit::Limiter;
@@ -90,13 +91,16 @@ fn stages(cfg: &Config) -> Result<Shared, StartError> {
     let metrics = Arc::new(Metrics::new());
     let upstream =
         Arc::new(Upstream::new(cfg, live.clone(), metrics.clone()).map_err(StartError::Setup)?);
-    let l2 = match &cfg.redis_url {
+    let redis = match &cfg.redis_url {
         Some(url) => Some(
-            L2::start(url.expose(), &cfg.redis_prefix, metrics.clone())
+            RedisTarget::new(url.expose(), cfg.redis_ca.as_deref(), cfg.redis_cluster)
                 .map_err(|e| setup("redis_url", &e))?,
         ),
         None => None,
     };
+    let l2 = redis
+        .as_ref()
+        .map(|t| L2::start(t, &cfg.redis_prefix, metrics.clone()));
     let replica = match &cfg.mysql_url {
         Some(url) => Some(
             Replica::new(url.expose(), cfg.replica.pool_max as usize)
@@ -114,8 +118,8 @@ fn stages(cfg: &Config) -> Result<Shared, StartError> {
     if let Some(replica) = replica {
         cache.watch_changes(replica);
     }
-    if let (Some(l2), Some(url)) = (&l2, &cfg.redis_url) {
-        cache.follow_watermarks(l2, url.expose());
+    if let (Some(l2), Some(target)) = (&l2, &redis) {
+        cache.follow_watermarks(l2, target);
     }
     let targets = match &cfg.ready.warm_targets {
         Some(p) => read_ward_targets(p).map_err(StartError::Setup)?,
@@ -198,6 +202,8 @@ impl Running {
         new.upstream = old.upstream.clone();
         new.upstream_ca = old.upstream_ca.clone();
         new.redis_url = old.redis_url.clone();
+        new.redis_ca = old.redis_ca.clone();
+        new.redis_cluster = old.redis_cluster;
         new.redis_prefix = old.redis_prefix.clone();
         new.mysql_url = old.mysql_url.clone();
         new.limits.max_header_bytes = old.limits.max_header_bytes;

@@ -17,6 +17,7 @@ use futures_util::StreamExt;
 
 use crate::cache::l2::L2;
 use crate::cache::probe;
+use crate::cache::topology::RedisTarget;
 use crate::cache::{Builder, CacheKey, Entry};
 use crate::config::{Config, Dur, Secret};
 use crate::legacy::{BoolStyle, DateStyle, DecimalStyle, RowFormat};
@@ -52,9 +53,15 @@ pub struct WarmArgs {
         default_value = "http://127.0.0.1:8585"
     )]
     pub upstream: String,
-    /// Redis to fill.
+    /// Redis to fill (`rediss://` for TLS; a Cluster's seed nodes separated by commas).
     #[arg(long, env = "WARDGATE_REDIS_URL", hide_env_values = true)]
     pub redis_url: String,
+    /// PEM CA bundle trusted for `rediss://` (instead of the system roots).
+    #[arg(long, env = "WARDGATE_REDIS_CA")]
+    pub redis_ca: Option<PathBuf>,
+    /// The Redis URL names a Redis Cluster.
+    #[arg(long, env = "WARDGATE_REDIS_CLUSTER")]
+    pub redis_cluster: bool,
     /// Prefix of the Redis keys (the same as the serving instances').
     #[arg(long, env = "WARDGATE_REDIS_PREFIX", default_value = "wardgate")]
     pub redis_prefix: String,
@@ -212,8 +219,12 @@ pub async fn run(args: &WarmArgs) -> Result<WarmReport, String> {
     let metrics = Arc::new(Metrics::new());
     let live = Arc::new(ArcSwap::from_pointee(cfg.clone()));
     let upstream = Arc::new(Upstream::new(&cfg, live.clone(), metrics.clone())?);
-    let l2 = L2::start(&args.redis_url, &args.redis_prefix, metrics.clone())
-        .map_err(|e| e.to_string())?;
+    let redis = RedisTarget::new(
+        &args.redis_url,
+        args.redis_ca.as_deref(),
+        args.redis_cluster,
+    )?;
+    let l2 = L2::start(&redis, &args.redis_prefix, metrics.clone());
     wait_for_redis(&l2).await?;
     let replica = match &args.mysql_url {
         // One connection per ward built at once, and one for the listing and the probe.
@@ -406,6 +417,8 @@ fn warm_config(args: &WarmArgs) -> Result<Config, String> {
         upstream: args.upstream.clone(),
         mysql_url: args.mysql_url.clone().map(Secret),
         redis_url: Some(Secret(args.redis_url.clone())),
+        redis_ca: args.redis_ca.clone(),
+        redis_cluster: args.redis_cluster,
         redis_prefix: args.redis_prefix.clone(),
         ..Config::default()
     };

@@ -551,8 +551,9 @@ async fn the_build_lock_is_released_only_by_its_holder() {
     use wardgate::cache::CacheKey;
     let prefix = unique("wglock");
     let metrics = Arc::new(wardgate::metrics::Metrics::new());
-    let a = L2::start(&redis_url(), &prefix, metrics.clone()).unwrap();
-    let b = L2::start(&redis_url(), &prefix, metrics).unwrap();
+    let target = wardgate::cache::topology::RedisTarget::single(&redis_url()).unwrap();
+    let a = L2::start(&target, &prefix, metrics.clone());
+    let b = L2::start(&target, &prefix, metrics);
     while !(a.ping().await && b.ping().await) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -5,9 +5,8 @@
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-
 use super::l2::{L2, OP_TIMEOUT};
+use super::topology::RedisTarget;
 
 /// The longest wait between two attempts to reach Redis.
 const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(30);
@@ -49,24 +48,28 @@ impl Backoff {
 /// `wardgate_redis_up`, logs when Redis goes away or comes back, and after `PINGS_LOST`
 /// failed pings in a row connects afresh (with `Backoff`), whatever state the old connection
 /// is left in after a failover or restart.
-pub(super) async fn keep_connected(weak: Weak<L2>, client: redis::Client) {
-    let cfg = ConnectionManagerConfig::new()
-        .set_connection_timeout(Duration::from_secs(1))
-        .set_response_timeout(OP_TIMEOUT * 4)
-        .set_number_of_retries(2);
+pub(super) async fn keep_connected(weak: Weak<L2>, target: RedisTarget) {
     let mut retry = Backoff::default();
     let (mut up, mut lost) = (false, 0u32);
+    // The last connect error logged: a refused certificate or a wrong password is said once
+    // at warn, not at every retry.
+    let mut said = String::new();
     loop {
         let Some(l2) = weak.upgrade() else { return };
         if l2.conn.load().is_none() || lost >= PINGS_LOST {
-            match ConnectionManager::new_with_config(client.clone(), cfg.clone()).await {
+            match target.connect().await {
                 Ok(c) => {
                     l2.conn.store(Some(Arc::new(c)));
                     (lost, retry) = (0, Backoff::default());
+                    said.clear();
                 }
                 Err(e) => {
                     l2.metrics.redis_errors.inc();
-                    tracing::debug!(error = %e, "cannot connect to Redis");
+                    let e = e.to_string();
+                    if e != said {
+                        tracing::warn!(error = %e, "cannot connect to Redis; retrying");
+                        said = e;
+                    }
                 }
             }
         }
@@ -97,33 +100,59 @@ const PINGS_LOST: u32 = 2;
 /// How often Redis's health is checked.
 const HEALTH_EVERY: Duration = Duration::from_secs(2);
 
-/// What `INFO memory` says (`L2::memory`).
+/// What `INFO memory` says (`L2::memory`), summed over a Cluster's masters.
 pub struct RedisMemory {
+    /// Bytes used.
     pub used: u64,
+    /// `maxmemory`, bytes; 0 when any node is unbounded.
     pub max: u64,
+    /// `maxmemory-policy`: the first evicting one found, else `noeviction`.
     pub policy: String,
 }
 
 impl L2 {
-    /// Redis's memory: bytes used, `maxmemory` (0: unbounded) and `maxmemory-policy`.
+    /// Redis's memory: bytes used, `maxmemory` (0: unbounded) and `maxmemory-policy`, over
+    /// every master of a Cluster (a ward lands on one of them; the warm's fit check is a sum).
     pub async fn memory(&self) -> Option<RedisMemory> {
-        let mut c = self.conn()?;
-        let info: String = tokio::time::timeout(
-            OP_TIMEOUT,
-            redis::cmd("INFO").arg("memory").query_async(&mut c),
-        )
-        .await
-        .ok()?
-        .ok()?;
-        let field = |k: &str| {
-            info.lines()
-                .find_map(|l| l.strip_prefix(k)?.strip_prefix(':'))
-                .map(|v| v.trim().to_string())
+        let c = self.conn()?;
+        let mut info = redis::cmd("INFO");
+        info.arg("memory");
+        let nodes: Vec<String> = tokio::time::timeout(OP_TIMEOUT * 4, c.on_every_master(&info))
+            .await
+            .ok()?
+            .ok()?;
+        let mut sum = RedisMemory {
+            used: 0,
+            max: 0,
+            policy: "noeviction".into(),
         };
-        Some(RedisMemory {
-            used: field("used_memory")?.parse().ok()?,
-            max: field("maxmemory")?.parse().ok()?,
-            policy: field("maxmemory_policy")?,
-        })
+        let mut unbounded = false;
+        for node in &nodes {
+            let m = parse_memory(node)?;
+            sum.used += m.used;
+            sum.max += m.max;
+            unbounded |= m.max == 0;
+            if m.policy != "noeviction" {
+                sum.policy = m.policy;
+            }
+        }
+        if unbounded {
+            sum.max = 0;
+        }
+        (!nodes.is_empty()).then_some(sum)
     }
+}
+
+/// One node's `INFO memory`.
+fn parse_memory(info: &str) -> Option<RedisMemory> {
+    let field = |k: &str| {
+        info.lines()
+            .find_map(|l| l.strip_prefix(k)?.strip_prefix(':'))
+            .map(|v| v.trim().to_string())
+    };
+    Some(RedisMemory {
+        used: field("used_memory")?.parse().ok()?,
+        max: field("maxmemory")?.parse().ok()?,
+        policy: field("maxmemory_policy")?,
+    })
 }

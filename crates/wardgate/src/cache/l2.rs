@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
-use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 
 use super::key::{CacheKey, Entry, WriteScope};
+use super::topology::{RedisConn, RedisTarget};
 use crate::blob::{self, Blob};
 use crate::metrics::Metrics;
 use crate::params::WardKey;
@@ -23,29 +23,27 @@ use crate::time::EpochMs;
 pub(super) const OP_TIMEOUT: Duration = Duration::from_millis(500);
 
 pub struct L2 {
-    pub(super) conn: ArcSwapOption<ConnectionManager>,
+    pub(super) conn: ArcSwapOption<RedisConn>,
     prefix: String,
     pub(super) metrics: Arc<Metrics>,
 }
 
 impl L2 {
     /// Starts connecting in the background; until connected, lookups are misses.
-    pub fn start(
-        url: &str,
-        prefix: &str,
-        metrics: Arc<Metrics>,
-    ) -> Result<Arc<L2>, redis::RedisError> {
-        let client = redis::Client::open(url)?;
+    pub fn start(target: &RedisTarget, prefix: &str, metrics: Arc<Metrics>) -> Arc<L2> {
         let l2 = Arc::new(L2 {
             conn: ArcSwapOption::empty(),
             prefix: prefix.to_string(),
             metrics,
         });
-        tokio::spawn(super::health::keep_connected(Arc::downgrade(&l2), client));
-        Ok(l2)
+        tokio::spawn(super::health::keep_connected(
+            Arc::downgrade(&l2),
+            target.clone(),
+        ));
+        l2
     }
 
-    pub(super) fn conn(&self) -> Option<ConnectionManager> {
+    pub(super) fn conn(&self) -> Option<RedisConn> {
         self.conn.load_full().map(|c| (*c).clone())
     }
 
@@ -115,24 +113,24 @@ impl L2 {
 
     /// Records and announces that copies of `scope` built before `at` are superseded.
     pub async fn publish_watermark(&self, scope: &WriteScope, at: EpochMs) {
-        let Some(mut c) = self.conn() else { return };
+        let Some(c) = self.conn() else { return };
         let (a, ward) = match scope {
             WriteScope::Ward(w) => (w.assembly_key(), w.ward.as_str()),
             WriteScope::Assembly(a) => (a.clone(), ""),
         };
         let msg = format!("{at}\x1f{}\x1f{}\x1f{ward}", a.state, a.assembly);
-        let mut pipe = redis::pipe();
-        pipe.cmd("SET")
-            .arg(self.watermark_key(scope))
+        let mut set = redis::cmd("SET");
+        set.arg(self.watermark_key(scope))
             .arg(at.0)
             .arg("EX")
-            .arg(7 * 86_400)
-            .ignore();
-        pipe.cmd("PUBLISH").arg(self.channel()).arg(msg).ignore();
-        let r: Result<Result<(), _>, _> =
-            tokio::time::timeout(OP_TIMEOUT, pipe.query_async(&mut c)).await;
+            .arg(7 * 86_400);
+        let mut publish = redis::cmd("PUBLISH");
+        publish.arg(self.channel()).arg(msg);
+        // The key and the channel hash to different slots: `each`, not one pipeline.
+        let r: Result<Result<Vec<redis::Value>, _>, _> =
+            tokio::time::timeout(OP_TIMEOUT, c.each(vec![set, publish])).await;
         match r {
-            Ok(Ok(())) => {}
+            Ok(Ok(_)) => {}
             Ok(Err(e)) => self.failed("SET+PUBLISH watermark", e),
             Err(_) => self.failed("SET+PUBLISH watermark", "timed out"),
         }
@@ -155,70 +153,39 @@ impl L2 {
 
     /// Watermarks of many keys at once (the periodic re-check that covers lost messages).
     pub async fn watermarks(&self, keys: &[WriteScope]) -> Vec<Option<EpochMs>> {
-        let Some(mut c) = self.conn() else {
+        let Some(c) = self.conn() else {
             return vec![None; keys.len()];
         };
-        if keys.is_empty() {
-            return Vec::new();
-        }
-        // One GET per key, pipelined: no multi-key command spans wards, so the same calls
-        // work when the keys live on different nodes of a Redis Cluster.
-        let mut pipe = redis::pipe();
-        for k in keys {
-            pipe.cmd("GET").arg(self.watermark_key(k));
-        }
+        let gets = keys.iter().map(|k| get(self.watermark_key(k))).collect();
         let r: Result<Result<Vec<Option<i64>>, _>, _> =
-            tokio::time::timeout(OP_TIMEOUT * 4, pipe.query_async(&mut c)).await;
+            tokio::time::timeout(OP_TIMEOUT * 4, c.each(gets)).await;
         match r {
-            Ok(Ok(v)) => v.into_iter().map(|v| v.map(EpochMs)).collect(),
+            Ok(Ok(v)) if v.len() == keys.len() => v.into_iter().map(|v| v.map(EpochMs)).collect(),
             Ok(Err(e)) => {
                 self.failed("GET watermarks", e);
                 vec![None; keys.len()]
             }
-            Err(_) => vec![None; keys.len()],
+            _ => vec![None; keys.len()],
         }
     }
 
-    /// Listens for other instances' watermarks until the process ends, reconnecting as needed.
+    /// Listens for other instances' watermarks until the process ends, reconnecting as needed
+    /// (to the next node named, on a Cluster).
     pub fn subscribe(
         self: &Arc<Self>,
-        url: &str,
+        target: &RedisTarget,
         on: impl Fn(WriteScope, EpochMs) + Send + Sync + 'static,
     ) {
-        let Ok(client) = redis::Client::open(url) else {
-            return;
-        };
+        let clients = target.pubsub_clients();
         let channel = self.channel();
         let weak = Arc::downgrade(self);
         tokio::spawn(async move {
-            use futures_util::StreamExt;
-            loop {
+            for client in clients.iter().cycle() {
                 if weak.upgrade().is_none() {
                     return;
                 }
                 match client.get_async_pubsub().await {
-                    Ok(mut ps) => {
-                        if let Err(e) = ps.subscribe(&channel).await {
-                            tracing::warn!(error = %e, "Redis SUBSCRIBE failed");
-                        } else {
-                            let mut stream = ps.on_message();
-                            while let Some(msg) = stream.next().await {
-                                let Ok(payload) = msg.get_payload::<String>() else {
-                                    continue;
-                                };
-                                let mut it = payload.split('\x1f');
-                                let (Some(at), Some(s), Some(a), Some(w)) =
-                                    (it.next(), it.next(), it.next(), it.next())
-                                else {
-                                    continue;
-                                };
-                                let Ok(at) = at.parse::<i64>() else { continue };
-                                if let Some(scope) = parse_scope(s, a, w) {
-                                    on(scope, EpochMs(at));
-                                }
-                            }
-                        }
-                    }
+                    Ok(ps) => listen(ps, &channel, &on).await,
                     Err(e) => {
                         if let Some(l2) = weak.upgrade() {
                             l2.metrics.redis_errors.inc();
@@ -322,18 +289,15 @@ impl L2 {
             .await;
     }
 
-    /// The records of old serves of `wards`, pipelined (one GET each: Cluster-safe).
+    /// The records of old serves of `wards` (one GET each: Cluster-safe).
     pub async fn wides(&self, wards: &[WardKey]) -> Vec<Option<String>> {
         let none = || vec![None; wards.len()];
-        let Some(mut c) = self.conn() else {
+        let Some(c) = self.conn() else {
             return none();
         };
-        let mut pipe = redis::pipe();
-        for w in wards {
-            pipe.cmd("GET").arg(self.wide_key(w));
-        }
+        let gets = wards.iter().map(|w| get(self.wide_key(w))).collect();
         let r: Result<Result<Vec<Option<String>>, _>, _> =
-            tokio::time::timeout(OP_TIMEOUT * 4, pipe.query_async(&mut c)).await;
+            tokio::time::timeout(OP_TIMEOUT * 4, c.each(gets)).await;
         match r {
             Ok(Ok(v)) if v.len() == wards.len() => v,
             Ok(Err(e)) => {
@@ -390,46 +354,37 @@ impl L2 {
     }
 
     async fn scan_and_delete(&self, pattern: &str) -> usize {
-        let Some(mut c) = self.conn() else { return 0 };
-        let mut keys: Vec<String> = Vec::new();
-        let mut cursor: u64 = 0;
-        loop {
-            let r: Result<(u64, Vec<String>), _> = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(pattern)
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut c)
-                .await;
-            match r {
-                Ok((next, batch)) => {
-                    keys.extend(batch);
-                    cursor = next;
-                    if cursor == 0 {
-                        break;
-                    }
-                }
-                Err(e) => {
-                    self.failed("SCAN", e);
-                    break;
-                }
+        let Some(c) = self.conn() else { return 0 };
+        let keys = match c.scan(pattern).await {
+            Ok(keys) => keys,
+            Err(e) => {
+                self.failed("SCAN", e);
+                return 0;
+            }
+        };
+        // One UNLINK per key: no multi-key command spans wards (Redis Cluster), and the values
+        // are freed off Redis's main thread. A copy's patch log goes with it.
+        let unlink = |k: String| {
+            let mut cmd = redis::cmd("UNLINK");
+            cmd.arg(k);
+            cmd
+        };
+        let per_key = 1 + PATCH_LOG_SUFFIXES.len();
+        let unlinks = keys
+            .iter()
+            .flat_map(|k| {
+                let log = PATCH_LOG_SUFFIXES.iter().map(move |s| format!("{k}{s}"));
+                std::iter::once(k.clone()).chain(log).map(unlink)
+            })
+            .collect();
+        match c.each::<i64>(unlinks).await {
+            // Copies removed: the first UNLINK of each key's group.
+            Ok(removed) => removed.iter().step_by(per_key).filter(|n| **n > 0).count(),
+            Err(e) => {
+                self.failed("UNLINK", e);
+                0
             }
         }
-        if keys.is_empty() {
-            return 0;
-        }
-        // One UNLINK per key, pipelined: no multi-key command spans wards (Redis Cluster), and
-        // the values are freed off Redis's main thread.
-        let mut pipe = redis::pipe();
-        for k in &keys {
-            pipe.cmd("UNLINK").arg(k).ignore();
-        }
-        let r: Result<(), _> = pipe.query_async(&mut c).await;
-        if let Err(e) = r {
-            self.failed("UNLINK", e);
-        }
-        keys.len()
     }
 
     /// Takes the short cross-instance build lock for `key`.
@@ -485,6 +440,44 @@ impl L2 {
     }
 }
 
+/// The keys of a ward's patch log, its copy's key followed by one of these (`patchlog`).
+pub(super) const PATCH_LOG_SUFFIXES: [&str; 2] = [":root", ":log"];
+
+/// `GET key`, for `RedisConn::each`.
+fn get(key: String) -> redis::Cmd {
+    let mut cmd = redis::cmd("GET");
+    cmd.arg(key);
+    cmd
+}
+
+/// Hands every watermark published on `channel` to `on` until the subscription ends.
+async fn listen(
+    mut ps: redis::aio::PubSub,
+    channel: &str,
+    on: &(impl Fn(WriteScope, EpochMs) + Send + Sync),
+) {
+    use futures_util::StreamExt;
+    if let Err(e) = ps.subscribe(channel).await {
+        tracing::warn!(error = %e, "Redis SUBSCRIBE failed");
+        return;
+    }
+    let mut stream = ps.on_message();
+    while let Some(msg) = stream.next().await {
+        let Ok(payload) = msg.get_payload::<String>() else {
+            continue;
+        };
+        let mut it = payload.split('\x1f');
+        let (Some(at), Some(s), Some(a), Some(w)) = (it.next(), it.next(), it.next(), it.next())
+        else {
+            continue;
+        };
+        let Ok(at) = at.parse::<i64>() else { continue };
+        if let Some(scope) = parse_scope(s, a, w) {
+            on(scope, EpochMs(at));
+        }
+    }
+}
+
 /// The cross-instance build lock, as taken.
 pub enum Lock {
     /// This instance builds; release with the token.
@@ -515,7 +508,8 @@ mod tests {
 
     #[tokio::test]
     async fn watermark_keys_do_not_follow_the_format_version() {
-        let l2 = L2::start("redis://127.0.0.1:1/", "p", Arc::new(Metrics::new())).unwrap();
+        let target = RedisTarget::single("redis://127.0.0.1:1/").unwrap();
+        let l2 = L2::start(&target, "p", Arc::new(Metrics::new()));
         let w = WardKey::parse("Karnataka", "150", "7").unwrap();
         // The keys format 1 wrote: an instance of any format reads the writes of every other.
         assert_eq!(

@@ -27,6 +27,7 @@ mod patchlog;
 pub mod probe;
 mod status;
 mod sync;
+pub mod topology;
 mod watch;
 pub mod watermark;
 mod write;

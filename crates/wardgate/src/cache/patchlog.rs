@@ -14,7 +14,7 @@ use std::time::Duration;
 use bytes::{BufMut, Bytes};
 use redis::AsyncCommands;
 
-use super::l2::{L2, OP_TIMEOUT};
+use super::l2::{L2, OP_TIMEOUT, PATCH_LOG_SUFFIXES};
 use super::{Cache, CacheKey, Entry};
 use crate::params::WardKey;
 use crate::snapshot::{patch_rows, Lineage, PatchRow, Snapshot, FORMAT_VERSION};
@@ -108,11 +108,19 @@ pub fn apply(onto: &Snapshot, entries: &[LogEntry]) -> Option<Snapshot> {
 
 impl L2 {
     fn log_key(&self, w: &WardKey) -> String {
-        format!("{}:log", self.ward_key(w, FORMAT_VERSION))
+        format!(
+            "{}{}",
+            self.ward_key(w, FORMAT_VERSION),
+            PATCH_LOG_SUFFIXES[1]
+        )
     }
 
     fn root_key(&self, w: &WardKey) -> String {
-        format!("{}:root", self.ward_key(w, FORMAT_VERSION))
+        format!(
+            "{}{}",
+            self.ward_key(w, FORMAT_VERSION),
+            PATCH_LOG_SUFFIXES[0]
+        )
     }
 
     /// Stores `s` whole as its ward's root: the copy, its tag as the root, an empty log, in one

@@ -7,14 +7,15 @@ use std::time::Duration;
 use super::key::{CacheKey, WriteScope};
 use super::l2::L2;
 use super::overlap::Wide;
+use super::topology::RedisTarget;
 use super::Cache;
 use crate::params::WardKey;
 
 impl Cache {
     /// Follows the watermarks other instances raise, for as long as the cache lives.
-    pub fn follow_watermarks(self: &Arc<Self>, l2: &Arc<L2>, redis_url: &str) {
+    pub fn follow_watermarks(self: &Arc<Self>, l2: &Arc<L2>, redis: &RedisTarget) {
         let weak = Arc::downgrade(self);
-        l2.subscribe(redis_url, move |scope, at| {
+        l2.subscribe(redis, move |scope, at| {
             if let Some(c) = weak.upgrade() {
                 c.raise_watermark(&scope, at);
             }

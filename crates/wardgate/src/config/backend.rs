@@ -31,11 +31,49 @@ pub(super) fn validate_upstream_ca(ca: Option<&Path>) -> Result<(), ConfigError>
     ca.map_or(Ok(()), |ca| require_file("upstream_ca", ca))
 }
 
-/// `redis_url`: a URL the Redis client accepts, when set.
-pub(super) fn validate_redis_url(url: Option<&Secret>) -> Result<(), ConfigError> {
-    if let Some(url) = url {
-        redis::Client::open(url.expose())
+/// `redis_url`, `redis_ca`, `redis_cluster`: URLs the Redis client accepts (several only for a
+/// Cluster's seed nodes), all of one scheme; certificates always verified; a CA only with
+/// `rediss://`, and a readable PEM bundle.
+pub(super) fn validate_redis(
+    url: Option<&Secret>,
+    ca: Option<&Path>,
+    cluster: bool,
+) -> Result<(), ConfigError> {
+    let Some(url) = url else {
+        if ca.is_some() || cluster {
+            return Err(invalid(
+                "redis_url",
+                "redis_ca and redis_cluster need a redis_url",
+            ));
+        }
+        return Ok(());
+    };
+    let urls: Vec<&str> = url.expose().split(',').map(str::trim).collect();
+    if urls.len() > 1 && !cluster {
+        return Err(invalid(
+            "redis_url",
+            "several URLs name a Redis Cluster's seed nodes: set redis_cluster = true",
+        ));
+    }
+    for u in &urls {
+        redis::Client::open(*u)
             .map_err(|e| invalid("redis_url", format!("not a Redis URL: {e}")))?;
+        if u.contains('#') {
+            return Err(invalid(
+                "redis_url",
+                "a URL fragment (such as #insecure) is not accepted: Redis certificates are always verified",
+            ));
+        }
+    }
+    let tls = urls.iter().filter(|u| u.starts_with("rediss://")).count();
+    if tls != 0 && tls != urls.len() {
+        return Err(invalid("redis_url", "mixes redis:// and rediss:// nodes"));
+    }
+    if let Some(ca) = ca {
+        if tls == 0 {
+            return Err(invalid("redis_ca", "needs a rediss:// redis_url (TLS)"));
+        }
+        crate::tls::tls_client_config(Some(ca)).map_err(|e| invalid("redis_ca", e))?;
     }
     Ok(())
 }

@@ -87,8 +87,14 @@ pub struct Config {
     pub upstream: String,
     /// PEM bundle trusted for an https upstream instead of the system roots.
     pub upstream_ca: Option<PathBuf>,
-    /// Redis URL (L2); unset = L1 only.
+    /// Redis URL (L2), `redis://` or `rediss://` (TLS), user and password in it for AUTH/ACL;
+    /// for a Cluster, its seed nodes separated by commas. Unset = L1 only.
     pub redis_url: Option<Secret>,
+    /// PEM bundle trusted for `rediss://` instead of the system roots (a managed Redis's CA).
+    pub redis_ca: Option<PathBuf>,
+    /// `redis_url` names a Redis Cluster: commands are routed by slot (a ward's keys share
+    /// one: its hash tag), purges walk every master, pub/sub goes through any node.
+    pub redis_cluster: bool,
     /// Prefix of every Redis key.
     pub redis_prefix: String,
     /// MySQL read replica URL; when set, snapshots are built from it.
@@ -115,6 +121,8 @@ impl Default for Config {
             upstream: "http://127.0.0.1:8585".into(),
             upstream_ca: None,
             redis_url: None,
+            redis_ca: None,
+            redis_cluster: false,
             redis_prefix: "wardgate".into(),
             mysql_url: None,
             replica: ReplicaConfig::default(),
@@ -155,7 +163,11 @@ impl Config {
         backend::validate_upstream(&self.upstream)?;
         // Cross-field: the admin listener never shares the public port.
         listen::check_admin_apart(self.listen, self.admin_listen)?;
-        backend::validate_redis_url(self.redis_url.as_ref())?;
+        backend::validate_redis(
+            self.redis_url.as_ref(),
+            self.redis_ca.as_deref(),
+            self.redis_cluster,
+        )?;
         backend::validate_mysql_url(self.mysql_url.as_ref())?;
         self.replica.validate()?;
         backend::validate_redis_prefix(&self.redis_prefix)?;
@@ -187,6 +199,8 @@ impl Config {
             ("upstream", self.upstream != new.upstream),
             ("upstream_ca", self.upstream_ca != new.upstream_ca),
             ("redis_url", self.redis_url != new.redis_url),
+            ("redis_ca", self.redis_ca != new.redis_ca),
+            ("redis_cluster", self.redis_cluster != new.redis_cluster),
             ("redis_prefix", self.redis_prefix != new.redis_prefix),
             ("mysql_url", self.mysql_url != new.mysql_url),
             (

@@ -24,6 +24,10 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 K8S = ROOT / "k8s"
 FAILED: list[str] = []
 PASSED: list[str] = []
+# Seconds a cloud load balancer may go on sending new connections to a terminating pod (health
+# checks failing a node, target deregistration: 20-30 s); the pod must serve them, still ready,
+# through preStop + drain.grace (docs/runbook.md, "Rollouts and the load balancer").
+LB_DEREGISTRATION_S = 30
 
 
 def check(name: str, ok: bool, detail: str = "") -> None:
@@ -234,6 +238,8 @@ def main(render: pathlib.Path) -> int:
         tgps = pod["terminationGracePeriodSeconds"]
         check(f"{name}: terminationGracePeriodSeconds {tgps} > preStop {pre_s:g} + grace {grace:g} + shutdown {shut:g}",
               tgps > pre_s + grace + shut)
+        check(f"{name}: preStop {pre_s:g} + grace {grace:g} cover the LB's deregistration ({LB_DEREGISTRATION_S}s)",
+              pre_s + grace >= LB_DEREGISTRATION_S)
         ann = dep["spec"]["template"]["metadata"].get("annotations", {})
         check(f"{name}: prometheus.io scrape annotations on the admin port",
               ann.get("prometheus.io/scrape") == "true" and ann.get("prometheus.io/port") == str(admin_port))

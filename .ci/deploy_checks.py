@@ -24,6 +24,10 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 K8S = ROOT / "k8s"
 FAILED: list[str] = []
 PASSED: list[str] = []
+# Seconds a cloud load balancer may go on sending new connections to a terminating pod (health
+# checks failing a node, target deregistration: 20-30 s); the pod must serve them, still ready,
+# through preStop + drain.grace (docs/runbook.md, "Rollouts and the load balancer").
+LB_DEREGISTRATION_S = 30
 
 
 def check(name: str, ok: bool, detail: str = "") -> None:
@@ -147,6 +151,25 @@ def flat_keys(d: dict, prefix: str = "") -> set[tuple[str, str | None]]:
     return out
 
 
+def check_tls_mount(name: str, pod: dict, c: dict, cfg: dict) -> None:
+    """tls.cert and tls.key lie in a directory mount (no subPath: the kubelet renews only those)
+    of the kubernetes.io/tls Secret of secret-tls.example.yaml, under its keys."""
+    tls = cfg.get("tls", {})
+    secret = load_all(K8S / "secret-tls.example.yaml")[0]
+    vols = {v["name"]: v for v in pod.get("volumes", [])}
+    for setting, key in (("cert", "tls.crt"), ("key", "tls.key")):
+        path = tls.get(setting, "")
+        mount = next((m for m in c.get("volumeMounts", []) if path.startswith(m["mountPath"].rstrip("/") + "/")), {})
+        vol = vols.get(mount.get("name"), {})
+        check(f"{name}: tls.{setting} {path} is key {key} of Secret {secret['metadata']['name']}, "
+              "mounted as a directory",
+              vol.get("secret", {}).get("secretName") == secret["metadata"]["name"]
+              and "subPath" not in mount and path == mount.get("mountPath", "").rstrip("/") + "/" + key
+              and secret.get("type") == "kubernetes.io/tls"
+              and key in set(secret.get("stringData", {})) | set(secret.get("data", {})),
+              f"mount={mount} volume={vol}")
+
+
 def main(render: pathlib.Path) -> int:
     base = load_all(render / "base.yaml")
     jobs = load_all(render / "jobs.yaml")
@@ -213,8 +236,10 @@ def main(render: pathlib.Path) -> int:
         ports = {p["name"]: p["containerPort"] for p in c["ports"]}
         listen_port = int(cfg.get("listen", ref["listen"]).rsplit(":", 1)[1])
         admin_port = int(cfg["admin_listen"].rsplit(":", 1)[1])
-        check(f"{name}: container ports match listen/admin_listen",
-              ports.get("http") == listen_port and ports.get("admin") == admin_port, str(ports))
+        tls_port = int(cfg.get("tls", {}).get("listen", ":0").rsplit(":", 1)[1])
+        check(f"{name}: container ports match listen/admin_listen/tls.listen",
+              ports.get("http") == listen_port and ports.get("admin") == admin_port
+              and ports.get("https") == tls_port, str(ports))
         check(f"{name}: liveness /healthz, readiness /readyz on the admin port",
               c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "admin"}
               and c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "admin"})
@@ -234,6 +259,9 @@ def main(render: pathlib.Path) -> int:
         tgps = pod["terminationGracePeriodSeconds"]
         check(f"{name}: terminationGracePeriodSeconds {tgps} > preStop {pre_s:g} + grace {grace:g} + shutdown {shut:g}",
               tgps > pre_s + grace + shut)
+        check(f"{name}: preStop {pre_s:g} + grace {grace:g} cover the LB's deregistration ({LB_DEREGISTRATION_S}s)",
+              pre_s + grace >= LB_DEREGISTRATION_S)
+        check_tls_mount(name, pod, c, cfg)
         ann = dep["spec"]["template"]["metadata"].get("annotations", {})
         check(f"{name}: prometheus.io scrape annotations on the admin port",
               ann.get("prometheus.io/scrape") == "true" and ann.get("prometheus.io/port") == str(admin_port))
@@ -294,7 +322,14 @@ def main(render: pathlib.Path) -> int:
         s = find(base, "Service", svc)
         got = {n for n, l in pods.items() if s and selects(s["spec"]["selector"], l)}
         check(f"Service {svc} selects {sorted(want)}", got == want, str(sorted(got)))
+    lb = find(base, "Service", "wardgate") or {"spec": {"ports": []}}
+    lb_ports = {p["port"]: p.get("targetPort") for p in lb["spec"]["ports"]}
+    check("Service wardgate: 80 -> http (plain, for http:// apps) and 443 -> https (wardgate's TLS)",
+          lb_ports == {80: "http", 443: "https"}, str(lb_ports))
     np = find(base, "NetworkPolicy", "wardgate")
+    app_ports = {p.get("port") for r in (np or {}).get("spec", {}).get("ingress", []) if "from" not in r
+                 for p in r.get("ports", [])}
+    check("NetworkPolicy: http and https open to all", {"http", "https"} <= app_ports, str(app_ports))
     admin_rule = [r for r in (np or {}).get("spec", {}).get("ingress", [])
                   if any(p.get("port") in ("admin", 9090) for p in r.get("ports", []))]
     check("NetworkPolicy: admin port only from the monitoring namespace",
@@ -310,11 +345,12 @@ def main(render: pathlib.Path) -> int:
         for g in k.get("configMapGenerator", []):
             for f in g.get("files", []):
                 listed.add((kfile.parent / f.split("=")[-1]).resolve())
-    allowed = {K8S / "secret.example.yaml", K8S / "monitoring/wardgate-rules.test.yaml"}
+    allowed = {K8S / "secret.example.yaml", K8S / "secret-tls.example.yaml",
+               K8S / "monitoring/wardgate-rules.test.yaml"}
     stray = [str(p.relative_to(ROOT)) for p in K8S.rglob("*")
              if p.is_file() and p.name != "kustomization.yaml" and p.resolve() not in listed
              and p not in allowed and "examples" not in p.parts]
-    check("no file in k8s/ outside a kustomization (but secret template, rule tests, examples/)", not stray,
+    check("no file in k8s/ outside a kustomization (but secret templates, rule tests, examples/)", not stray,
           ", ".join(stray))
 
     print("systemd units")

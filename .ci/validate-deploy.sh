@@ -248,18 +248,25 @@ if [ ! -x "$WARDGATE_BIN" ]; then
 elif ! "$WARDGATE_BIN" check-config --help >/dev/null 2>&1 || ! "$WARDGATE_BIN" --help 2>&1 | grep -q check-config; then
   bad "$WARDGATE_BIN has no 'check-config' subcommand yet"
 else
-  # Secrets come from the environment in k8s; check-config must not need them.
+  # Secrets come from the environment in k8s; check-config must not need them. The TLS pair is
+  # the wardgate-tls Secret's volume in a pod (deploy_checks.py checks the paths against the
+  # mount): here a throwaway self-signed pair stands in, given as WARDGATE_TLS_CERT/KEY.
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=localhost \
+    -keyout "$TMP/tls.key" -out "$TMP/tls.crt" >/dev/null 2>&1 \
+    || { echo "no openssl: placeholder files (check-config only checks that they exist)"; touch "$TMP/tls.crt" "$TMP/tls.key"; }
   out=$(env -u WARDGATE_REDIS_URL -u WARDGATE_MYSQL_URL -u WARDGATE_ADMIN_TOKEN \
+        WARDGATE_TLS_CERT="$TMP/tls.crt" WARDGATE_TLS_KEY="$TMP/tls.key" \
         "$WARDGATE_BIN" check-config --config "$TMP/configmap-wardgate.toml" 2>&1); rc=$?
-  if [ $rc -eq 0 ] && grep -q '0\.0\.0\.0:9090' <<<"$out"; then
-    ok "check-config accepts the ConfigMap's wardgate.toml (effective admin_listen 0.0.0.0:9090)"
+  if [ $rc -eq 0 ] && grep -q '0\.0\.0\.0:9090' <<<"$out" && grep -q '0\.0\.0\.0:8443' <<<"$out"; then
+    ok "check-config accepts the ConfigMap's wardgate.toml (effective admin_listen 0.0.0.0:9090, tls.listen 0.0.0.0:8443)"
   else
     bad "check-config on the ConfigMap's wardgate.toml (exit $rc)"; sed 's/^/        /' <<<"$out" | tail -20
   fi
   run "check-config accepts config/wardgate.toml (the image's default)" "$WARDGATE_BIN" check-config --config config/wardgate.toml
   # Negative: a stub that accepts anything would pass the above.
   sed 's/^grace = .*/grace = "soon"/' "$TMP/configmap-wardgate.toml" > "$TMP/broken.toml"
-  if out=$("$WARDGATE_BIN" check-config --config "$TMP/broken.toml" 2>&1); then
+  if out=$(WARDGATE_TLS_CERT="$TMP/tls.crt" WARDGATE_TLS_KEY="$TMP/tls.key" \
+           "$WARDGATE_BIN" check-config --config "$TMP/broken.toml" 2>&1); then
     bad "check-config accepted drain.grace = \"soon\""
   elif grep -q grace <<<"$out"; then ok "check-config rejects drain.grace = \"soon\" and names the setting"
   else bad "check-config rejected drain.grace = \"soon\" without naming it: $out"; fi

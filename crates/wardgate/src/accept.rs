@@ -1,7 +1,7 @@
 //! The accept stage: listeners, TLS, HTTP/1.1 and h2 connections, limits and graceful drain.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
@@ -14,20 +14,143 @@ use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use wardgate_sealed::SendfileStream;
 
-use crate::config::Config;
+use crate::config::{Config, Live};
+use crate::metrics::{Metrics, OutcomeNameLabels};
 use crate::proxy::{ConnInfo, Proxy};
-use crate::tls::tls_server_config;
+use crate::tls::{tls_server_config_from, PemPair};
 
 /// Time a client has to complete the TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The TLS acceptor in force; swapped on SIGHUP when the certificate files change.
-pub type Tls = Arc<ArcSwapOption<TlsAcceptor>>;
+/// How often a disabled file watch (`tls.reload_every = "0s"`) looks whether a reload turned
+/// it on.
+const WATCH_OFF_RECHECK: Duration = Duration::from_secs(30);
 
-pub fn load_tls(cfg: &Config) -> Result<Option<TlsAcceptor>, String> {
-    match (&cfg.tls.cert, &cfg.tls.key) {
-        (Some(c), Some(k)) => Ok(Some(TlsAcceptor::from(Arc::new(tls_server_config(c, k)?)))),
-        _ => Ok(None),
+/// The TLS acceptor in force, swapped on SIGHUP and when the certificate files change, and
+/// the digest of the PEM pair last read, loaded or refused: an unchanged pair is not parsed
+/// again, and a refused one is logged and counted once, not at every look.
+pub struct Tls {
+    acceptor: ArcSwapOption<TlsAcceptor>,
+    seen: Mutex<Option<u64>>,
+}
+
+impl Tls {
+    /// A listener that never speaks TLS.
+    pub fn plain() -> Tls {
+        Tls {
+            acceptor: ArcSwapOption::empty(),
+            seen: Mutex::new(None),
+        }
+    }
+
+    /// The acceptor for `cfg`'s `[tls]`; none without a certificate.
+    pub fn load(cfg: &Config) -> Result<Tls, String> {
+        let tls = Tls::plain();
+        if let (Some(c), Some(k)) = (&cfg.tls.cert, &cfg.tls.key) {
+            let pair = PemPair::read(c, k)?;
+            let acceptor = TlsAcceptor::from(Arc::new(tls_server_config_from(&pair)?));
+            tls.acceptor.store(Some(Arc::new(acceptor)));
+            *tls.seen_lock() = Some(pair.digest());
+        }
+        Ok(tls)
+    }
+
+    pub fn current(&self) -> Option<Arc<TlsAcceptor>> {
+        self.acceptor.load_full()
+    }
+
+    pub fn is_on(&self) -> bool {
+        self.acceptor.load().is_some()
+    }
+
+    /// Turns TLS off (a SIGHUP reload without `[tls]`, on the shared public listener).
+    pub fn turn_off(&self) {
+        self.acceptor.store(None);
+        *self.seen_lock() = None;
+    }
+
+    /// Reads `cfg`'s certificate and key and, if they changed since the last read (or
+    /// `always`, for SIGHUP), swaps in an acceptor made from them. Connections already
+    /// accepted keep their session; new handshakes get the new certificate. A pair that does
+    /// not load (unreadable, not PEM, key not the certificate's) leaves the one in force
+    /// serving. `None` when `cfg` has no pair or it is unchanged. Blocking (reads, parsing).
+    pub fn reload(
+        &self,
+        cfg: &Config,
+        always: bool,
+        metrics: &Metrics,
+    ) -> Option<Result<(), String>> {
+        let (Some(c), Some(k)) = (&cfg.tls.cert, &cfg.tls.key) else {
+            return None;
+        };
+        let loaded = PemPair::read(c, k).and_then(|pair| {
+            let digest = pair.digest();
+            let mut seen = self.seen_lock();
+            if !always && *seen == Some(digest) {
+                return Ok(None);
+            }
+            *seen = Some(digest);
+            tls_server_config_from(&pair).map(Some)
+        });
+        let outcome = match loaded {
+            Ok(None) => return None,
+            Ok(Some(server)) => {
+                let acceptor = TlsAcceptor::from(Arc::new(server));
+                self.acceptor.store(Some(Arc::new(acceptor)));
+                tracing::info!(cert = %c.display(), "TLS certificate loaded; new handshakes use it");
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "TLS certificate not loaded; keeping the one in force");
+                Err(e)
+            }
+        };
+        let outcome_label = if outcome.is_ok() { "ok" } else { "error" };
+        metrics
+            .tls_reloads
+            .get_or_create(&OutcomeNameLabels {
+                outcome: outcome_label,
+            })
+            .inc();
+        Some(outcome)
+    }
+
+    fn seen_lock(&self) -> std::sync::MutexGuard<'_, Option<u64>> {
+        // The digest is a plain value: a panic elsewhere cannot leave it half-written.
+        self.seen
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Looks at the certificate files every `tls.reload_every` and swaps in a changed pair
+/// (`Tls::reload`). A Kubernetes Secret volume is renewed in place, by a symlink swap, and no
+/// signal is sent: this is how a rotated certificate reaches new handshakes without a restart.
+/// A torn pair (read between the swap of one file and of the other) is refused, and the next
+/// look, seeing other contents, tries again.
+pub async fn watch_certs(
+    tls: Arc<Tls>,
+    live: Live,
+    metrics: Arc<Metrics>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let every = live.load().tls.reload_every.0;
+        let wait = if every.is_zero() {
+            WATCH_OFF_RECHECK
+        } else {
+            every
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.changed() => return,
+        }
+        let cfg = live.load_full();
+        if cfg.tls.reload_every.0.is_zero() {
+            continue;
+        }
+        let (tls, metrics) = (tls.clone(), metrics.clone());
+        let _ = tokio::task::spawn_blocking(move || tls.reload(&cfg, false, &metrics)).await;
     }
 }
 
@@ -47,18 +170,19 @@ pub fn builder(cfg: &Config) -> auto::Builder<TokioExecutor> {
     b
 }
 
-/// Serves the public port until `stop` fires, then lets in-flight requests finish within
-/// `drain.shutdown_timeout`.
+/// Serves a public port (plain, or TLS while `tls` has an acceptor) until `stop` fires, then
+/// lets in-flight requests finish within `drain.shutdown_timeout`. `connections` is shared by
+/// the public listeners: `limits.max_connections` bounds the process, whatever the port.
 pub async fn serve(
     listener: TcpListener,
     proxy: Arc<Proxy>,
-    tls: Tls,
+    tls: Arc<Tls>,
+    connections: Arc<Semaphore>,
     mut stop: watch::Receiver<bool>,
 ) {
     let cfg = proxy.shared.live.load_full();
     let builder = builder(&cfg);
     let idle = cfg.limits.idle_timeout.0;
-    let connections = Arc::new(Semaphore::new(cfg.limits.max_connections as usize));
     let graceful = GracefulShutdown::new();
     loop {
         // A connection slot first: past max_connections, new clients wait in the backlog.
@@ -79,7 +203,7 @@ pub async fn serve(
             _ = stop.changed() => break,
         };
         let _ = tcp.set_nodelay(true);
-        let acceptor = tls.load_full();
+        let acceptor = tls.current();
         let info = ConnInfo {
             peer,
             tls: acceptor.is_some(),

@@ -211,6 +211,12 @@ pub struct ServeArgs {
     /// PEM private key for --tls-cert.
     #[arg(long, env = "WARDGATE_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
+    /// HTTPS on a port of its own; the public --listen stays plain HTTP.
+    #[arg(long, env = "WARDGATE_TLS_LISTEN")]
+    pub tls_listen: Option<SocketAddr>,
+    /// How often the certificate files are compared with the pair in force (0s = off) [default: 30s].
+    #[arg(long, env = "WARDGATE_TLS_RELOAD_EVERY")]
+    pub tls_reload_every: Option<Dur>,
     /// After SIGTERM, keep serving this long while /readyz answers 503.
     #[arg(long, env = "WARDGATE_DRAIN_GRACE")]
     pub drain_grace: Option<Dur>,
@@ -305,6 +311,8 @@ impl ServeArgs {
         set!(self.trusted_proxies => c.rate_limit.trusted_proxies);
         set!(self.tls_cert => some c.tls.cert);
         set!(self.tls_key => some c.tls.key);
+        set!(self.tls_listen => some c.tls.listen);
+        set!(self.tls_reload_every => c.tls.reload_every);
         set!(self.drain_grace => c.drain.grace);
         set!(self.shutdown_timeout => c.drain.shutdown_timeout);
         set!(self.ready_min_warm => c.ready.min_warm_percent);

@@ -119,6 +119,10 @@ pub struct Metrics {
     /// Bytes sent by `sendfile` from sealed answers, since the start, set at scrape.
     pub sendfile_bytes: Gauge,
     pub ready: Gauge,
+    /// TLS certificate loads after the start (SIGHUP, or a change of the files seen by the
+    /// `tls.reload_every` watch), by outcome: `ok` (new handshakes use it) or `error` (refused;
+    /// the pair in force goes on serving).
+    pub tls_reloads: Family<OutcomeNameLabels, Counter>,
     /// 1 while Redis answers, 0 while it does not (degraded, still ready), checked every 2 s
     /// (`cache::l2`); -1 before the first check.
     pub redis_up: Gauge,
@@ -158,6 +162,7 @@ impl Metrics {
             watch_renewals: Counter::default(),
             watch_lag_seconds: Gauge::default(),
             ready: Gauge::default(),
+            tls_reloads: Family::default(),
             redis_up: {
                 let g = Gauge::default();
                 g.set(-1);
@@ -236,15 +241,25 @@ impl Metrics {
             "Rows put into snapshots",
             self.build_rows.clone(),
         );
+        self.register_health(r);
+        self.register_rows(r);
+        self.register_sealed(r);
+        self.register_freshness(r);
+    }
+
+    /// Readiness, Redis's health, the TLS certificate's reloads.
+    fn register_health(&self, r: &mut Registry) {
         r.register("ready", "1 when /readyz answers 200", self.ready.clone());
+        r.register(
+            "tls_reloads",
+            "TLS certificate loads after the start (SIGHUP or changed files), by outcome (ok; error: the certificate in force kept)",
+            self.tls_reloads.clone(),
+        );
         r.register(
             "redis_up",
             "1 while Redis answers; 0 while it does not (degraded: serving from L1 and the backend, still ready)",
             self.redis_up.clone(),
         );
-        self.register_rows(r);
-        self.register_sealed(r);
-        self.register_freshness(r);
     }
 
     /// The row-shape metrics, and the build's identity.

@@ -4,8 +4,9 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use arc_swap::{ArcSwap, ArcSwapOption};
-use tokio::sync::watch;
+use arc_swap::ArcSwap;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::cache::l2::L2;
@@ -36,9 +37,12 @@ pub enum StartError {
 pub struct Running {
     pub public_addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    /// The TLS listener's address, when `tls.listen` gives it one of its own.
+    pub tls_addr: Option<SocketAddr>,
     pub shared: Arc<Shared>,
     limiter: Arc<ArcSwap<Limiter>>,
-    tls: accept::Tls,
+    /// The acceptor of the listener that speaks TLS (`tls.listen`, else the public one).
+    tls: Arc<accept::Tls>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -137,48 +141,73 @@ fn stages(cfg: &Config) -> Result<Shared, StartError> {
     })
 }
 
-/// Builds the shared state and binds both listeners. Config must already be validated.
+/// The bound listeners and the addresses they got.
+struct Listeners {
+    public: (TcpListener, SocketAddr),
+    admin: (TcpListener, SocketAddr),
+    tls: Option<(TcpListener, SocketAddr)>,
+}
+
+/// Binds the public, admin and (with `tls.listen`) TLS listeners.
+fn bind_all(cfg: &Config) -> Result<Listeners, StartError> {
+    let bind = |addr: SocketAddr| {
+        let err = |source| StartError::Bind { addr, source };
+        let l = accept::bind(addr).map_err(err)?;
+        let local = l.local_addr().map_err(err)?;
+        Ok::<_, StartError>((l, local))
+    };
+    Ok(Listeners {
+        public: bind(cfg.listen)?,
+        admin: bind(cfg.admin_listen)?,
+        tls: cfg.tls.listen.map(bind).transpose()?,
+    })
+}
+
+/// Builds the shared state and binds the listeners. Config must already be validated.
 pub async fn start(cfg: Config) -> Result<Running, StartError> {
     crate::background::start_pool();
     let shared = Arc::new(stages(&cfg)?);
     let limiter = Arc::new(ArcSwap::from_pointee(Limiter::new(&cfg)));
     crate::limit::spawn_sweeper(limiter.clone());
-    let tls: accept::Tls = Arc::new(ArcSwapOption::from(
-        accept::load_tls(&cfg)
-            .map_err(StartError::Setup)?
-            .map(Arc::new),
-    ));
-
-    let public = accept::bind(cfg.listen).map_err(|source| StartError::Bind {
-        addr: cfg.listen,
-        source,
-    })?;
-    let admin_l = accept::bind(cfg.admin_listen).map_err(|source| StartError::Bind {
-        addr: cfg.admin_listen,
-        source,
-    })?;
-    let public_addr = public.local_addr().map_err(|source| StartError::Bind {
-        addr: cfg.listen,
-        source,
-    })?;
-    let admin_addr = admin_l.local_addr().map_err(|source| StartError::Bind {
-        addr: cfg.admin_listen,
-        source,
-    })?;
+    let tls = Arc::new(accept::Tls::load(&cfg).map_err(StartError::Setup)?);
+    let Listeners {
+        public: (public, public_addr),
+        admin: (admin_l, admin_addr),
+        tls: tls_l,
+    } = bind_all(&cfg)?;
+    let tls_addr = tls_l.as_ref().map(|(_, a)| *a);
 
     let (stop, stop_rx) = watch::channel(false);
     let proxy = Arc::new(Proxy {
         shared: shared.clone(),
         limiter: limiter.clone(),
     });
-    let tasks = vec![
-        tokio::spawn(accept::serve(public, proxy, tls.clone(), stop_rx.clone())),
-        tokio::spawn(admin::serve(admin_l, shared.clone(), stop_rx)),
+    // One connection bound for the process, shared by the public listeners.
+    let connections = Arc::new(Semaphore::new(cfg.limits.max_connections as usize));
+    // With a TLS port of its own, the public port stays plain HTTP whatever `[tls]` says.
+    let public_tls = match tls_l {
+        Some(_) => Arc::new(accept::Tls::plain()),
+        None => tls.clone(),
+    };
+    let serve = |l, tls| accept::serve(l, proxy.clone(), tls, connections.clone(), stop_rx.clone());
+    let mut tasks = vec![
+        tokio::spawn(serve(public, public_tls)),
+        tokio::spawn(admin::serve(admin_l, shared.clone(), stop_rx.clone())),
+        tokio::spawn(accept::watch_certs(
+            tls.clone(),
+            shared.live.clone(),
+            shared.metrics.clone(),
+            stop_rx.clone(),
+        )),
     ];
-    tracing::info!(%public_addr, %admin_addr, upstream = %cfg.upstream, redis = cfg.redis_url.is_some(), replica = cfg.mysql_url.is_some(), tls = tls.load().is_some(), "wardgate serving");
+    if let Some((l, _)) = tls_l {
+        tasks.push(tokio::spawn(serve(l, tls.clone())));
+    }
+    tracing::info!(%public_addr, %admin_addr, tls_addr = ?tls_addr, upstream = %cfg.upstream, redis = cfg.redis_url.is_some(), replica = cfg.mysql_url.is_some(), tls = tls.is_on(), "wardgate serving");
     Ok(Running {
         public_addr,
         admin_addr,
+        tls_addr,
         shared,
         limiter,
         tls,
@@ -198,6 +227,7 @@ impl Running {
         }
         // Keep restart-only settings as they run now.
         new.listen = old.listen;
+        new.tls.listen = old.tls.listen;
         new.admin_listen = old.admin_listen;
         new.upstream = old.upstream.clone();
         new.upstream_ca = old.upstream_ca.clone();
@@ -213,12 +243,7 @@ impl Running {
         new.limits.upstream_connect_timeout = old.limits.upstream_connect_timeout;
         new.log.format = old.log.format;
 
-        match accept::load_tls(&new) {
-            Ok(t) => self.tls.store(t.map(Arc::new)),
-            Err(e) => {
-                tracing::error!(error = %e, "reload: TLS certificate not loaded; keeping the current one")
-            }
-        }
+        self.reload_tls(&new);
         if !self.limiter.load().same_quotas(&new) {
             self.limiter.store(Arc::new(Limiter::new(&new)));
         }
@@ -234,6 +259,19 @@ impl Running {
         self.shared.upstream.reload(&new);
         self.shared.live.store(Arc::new(new));
         tracing::info!("configuration reloaded");
+    }
+
+    /// SIGHUP's part for TLS: the certificate files are read again, changed or not (a bad pair
+    /// is logged by `Tls::reload` and the one in force kept).
+    fn reload_tls(&self, new: &Config) {
+        if new.tls.cert.is_some() {
+            self.tls.reload(new, true, &self.shared.metrics);
+        } else if self.tls_addr.is_some() {
+            // The TLS port stays open until a restart: it never turns into plain HTTP.
+            tracing::error!("reload: `tls.listen` is serving and needs `tls.cert` and `tls.key`; keeping the certificate in force");
+        } else {
+            self.tls.turn_off();
+        }
     }
 
     /// Marks the instance as draining: `/readyz` answers 503 from now on.

@@ -1,6 +1,6 @@
 //! TLS configurations from PEM files: the public listener's and the upstream client's.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
@@ -11,8 +11,13 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 }
 
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs: Vec<_> = CertificateDer::pem_file_iter(path)
-        .and_then(|certs| certs.collect::<Result<_, _>>())
+    let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    parse_certs(path, &pem)
+}
+
+fn parse_certs(path: &Path, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<_, _>>()
         .map_err(|e| format!("{}: {}", path.display(), pem_error(&e)))?;
     if certs.is_empty() {
         return Err(format!("{}: no PEM certificate found", path.display()));
@@ -30,11 +35,48 @@ fn pem_error(e: &rustls::pki_types::pem::Error) -> String {
     }
 }
 
+/// A certificate chain and its private key as read from their PEM files, with the paths that
+/// name them in errors. Read once and parsed from these bytes, so the pair parsed is the pair
+/// read even while the files are being replaced.
+pub struct PemPair {
+    pub cert_path: PathBuf,
+    pub key_path: PathBuf,
+    pub cert: Vec<u8>,
+    pub key: Vec<u8>,
+}
+
+impl PemPair {
+    pub fn read(cert: &Path, key: &Path) -> Result<PemPair, String> {
+        let read = |p: &Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
+        Ok(PemPair {
+            cert: read(cert)?,
+            key: read(key)?,
+            cert_path: cert.to_owned(),
+            key_path: key.to_owned(),
+        })
+    }
+
+    /// A digest of both files' contents, to tell a changed pair from the one in force without
+    /// keeping a second copy of the private key (change detection, not a security check).
+    pub fn digest(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (&self.cert, &self.key).hash(&mut h);
+        h.finish()
+    }
+}
+
 /// The public listener's TLS config: certificate chain and key from PEM, ALPN h2 and http/1.1.
 pub fn tls_server_config(cert: &Path, key: &Path) -> Result<rustls::ServerConfig, String> {
-    let certs = read_certs(cert)?;
-    let key: PrivateKeyDer<'static> = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| format!("{}: {}", key.display(), pem_error(&e)))?;
+    tls_server_config_from(&PemPair::read(cert, key)?)
+}
+
+/// The public listener's TLS config from a pair already read. Fails unless the key is the
+/// certificate's (rustls compares their public keys), so a half-replaced pair is refused.
+pub fn tls_server_config_from(pair: &PemPair) -> Result<rustls::ServerConfig, String> {
+    let certs = parse_certs(&pair.cert_path, &pair.cert)?;
+    let key: PrivateKeyDer<'static> = PrivateKeyDer::from_pem_slice(&pair.key)
+        .map_err(|e| format!("{}: {}", pair.key_path.display(), pem_error(&e)))?;
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
@@ -95,6 +137,11 @@ mod tests {
         assert!(e.contains("e.pem") && e.contains("no PEM item"), "{e}");
         let e = tls_server_config(&dir.join("missing.pem"), &key_path).unwrap_err();
         assert!(e.contains("missing.pem"), "{e}");
+        // A half-replaced pair: the certificate of one key, the other key.
+        let other = dir.join("other.pem");
+        std::fs::write(&other, rcgen::KeyPair::generate().unwrap().serialize_pem()).unwrap();
+        let e = tls_server_config(&cert_path, &other).unwrap_err();
+        assert!(e.contains("TLS certificate/key"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

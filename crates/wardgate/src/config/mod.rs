@@ -179,6 +179,7 @@ impl Config {
         self.limits.validate()?;
         self.rate_limit.validate()?;
         self.tls.validate()?;
+        listen::check_tls_apart(self.tls.listen, self.listen, self.admin_listen)?;
         backend::validate_upstream_ca(self.upstream_ca.as_deref())?;
         self.drain.validate()?;
         self.ready.validate()?;
@@ -196,6 +197,7 @@ impl Config {
         [
             ("listen", self.listen != new.listen),
             ("admin_listen", self.admin_listen != new.admin_listen),
+            ("tls.listen", self.tls.listen != new.tls.listen),
             ("upstream", self.upstream != new.upstream),
             ("upstream_ca", self.upstream_ca != new.upstream_ca),
             ("redis_url", self.redis_url != new.redis_url),
@@ -284,6 +286,32 @@ mod tests {
         c.cache.derived_share_percent = 80;
         let e = c.validate().unwrap_err().to_string();
         assert!(e.contains("cache.derived_share_percent"), "{e}");
+    }
+
+    #[test]
+    fn tls_settings_are_checked() {
+        let mut c = Config::default();
+        c.tls.reload_every = Dur(Duration::from_millis(500));
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("tls.reload_every"), "{e}");
+        c.tls.reload_every = Dur(Duration::ZERO);
+        c.validate().expect("0s turns the file watch off");
+
+        let mut c = Config::default();
+        c.tls.listen = Some(SocketAddr::from(([0, 0, 0, 0], 8443)));
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("tls.listen") && e.contains("tls.cert"), "{e}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let pem = dir.path().join("pem");
+        std::fs::write(&pem, "checked for existence only\n").unwrap();
+        let mut c = Config::default();
+        (c.tls.cert, c.tls.key) = (Some(pem.clone()), Some(pem));
+        c.tls.listen = Some(c.listen);
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("tls.listen") && e.contains("differ"), "{e}");
+        c.tls.listen = Some(SocketAddr::from(([0, 0, 0, 0], 8443)));
+        c.validate().expect("a TLS port of its own");
     }
 
     #[test]

@@ -11,9 +11,12 @@ use super::{invalid, ConfigError, Dur, Secret};
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DrainConfig {
-    /// Serving goes on this long after /readyz turned 503.
+    /// Serving goes on this long after SIGTERM turned /readyz to 503, a duration: the time a
+    /// load balancer that health-checks /readyz takes to stop sending (VMs). On Kubernetes
+    /// the pod's preStop sleep covers the load balancer, before SIGTERM, while still ready.
     pub grace: Dur,
-    /// In-flight requests then get this long to finish.
+    /// In-flight requests then get this long to finish, a duration; connections still open
+    /// after it are closed.
     pub shutdown_timeout: Dur,
 }
 

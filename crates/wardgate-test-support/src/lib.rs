@@ -4,6 +4,8 @@
 //! test process on first use (Debian packages `redis-server`, `mariadb-server`), or name the
 //! servers of `WARDGATE_TEST_REDIS` / `WARDGATE_TEST_MYSQL` when set. Started servers stop
 //! when the test process ends, however it ends. `WARDGATE_TEST_VERBOSE=1` prints start times.
+//! [`MariaDb::tls_only`] starts one that refuses plain connections, its certificate signed by a
+//! [`TestCa`] made for it.
 //! [`PageOrigin`] runs a test's script in a page of its own origin in headless Chromium (Debian
 //! package `chromium`, or `WARDGATE_TEST_CHROMIUM`), for what only a browser enforces: CORS.
 #![forbid(unsafe_code)]
@@ -21,7 +23,7 @@ pub use browser::{PageOrigin, CHROMIUM_ENV};
 pub use mariadb::{mysql_root_url, MariaDb, MYSQL_ENV};
 pub use redis::{redis_url, RedisCluster, RedisServer, TlsRedisServer, REDIS_ENV};
 pub use server::free_port;
-pub use tls::TestCa;
+pub use tls::{ServerCert, TestCa};
 
 /// The `wardgate-sample` binary of this build profile, next to the test binary's `deps/`
 /// folder. `cargo test` at the root builds it with everything else; a test started otherwise

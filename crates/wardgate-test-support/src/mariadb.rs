@@ -50,8 +50,10 @@ pub fn mysql_root_url() -> String {
 /// A throwaway `mariadbd` on loopback, root without password over TCP; killed on drop or when
 /// the test process ends, its data thrown away.
 pub struct MariaDb {
-    _server: Supervised,
+    server: Supervised,
     port: u16,
+    /// With `tls_only`: the server's certificate, key and CA.
+    tls: Option<crate::ServerCert>,
 }
 
 impl MariaDb {
@@ -75,6 +77,40 @@ impl MariaDb {
         MariaDb::start_with(&["--server-id=2", "--relay-log=replica-relay"])
     }
 
+    /// One that speaks TLS only (`require_secure_transport=ON`: a TCP client without TLS is
+    /// refused; the Unix socket, `socket_url`, stays open for setup), its certificate for
+    /// `localhost` and `127.0.0.1` signed by a CA made now (`ca_file`).
+    pub fn tls_only() -> MariaDb {
+        let ca = crate::TestCa::new("wardgate test MariaDB CA");
+        let cert = ca.server_cert();
+        let opts = [
+            arg("--ssl-ca=", &cert.ca_file()),
+            arg("--ssl-cert=", &cert.cert_file()),
+            arg("--ssl-key=", &cert.key_file()),
+        ];
+        let opts: Vec<String> = opts
+            .iter()
+            .map(|o| o.to_string_lossy().into_owned())
+            .chain(["--require-secure-transport=ON".to_string()])
+            .collect();
+        let mut db = MariaDb::start_with(&opts.iter().map(String::as_str).collect::<Vec<_>>());
+        db.tls = Some(cert);
+        db
+    }
+
+    /// The PEM file of the CA that signed the server's certificate (`tls_only`).
+    pub fn ca_file(&self) -> Option<PathBuf> {
+        self.tls.as_ref().map(crate::ServerCert::ca_file)
+    }
+
+    /// `mysql://root@localhost/DB?socket=…`: database `db` over the server's Unix socket,
+    /// which `require_secure_transport` leaves open (a socket never leaves the machine).
+    pub fn socket_url(&self, db: &str) -> String {
+        let sock = self.server.dir().join("sock");
+        let sock = sock.to_string_lossy().replace('/', "%2F");
+        format!("mysql://root@localhost/{db}?socket={sock}")
+    }
+
     /// Starts one with `extra` server options.
     pub fn start_with(extra: &[&str]) -> MariaDb {
         let template = template();
@@ -86,8 +122,9 @@ impl MariaDb {
             greets,
         );
         MariaDb {
-            _server: server,
+            server,
             port,
+            tls: None,
         }
     }
 

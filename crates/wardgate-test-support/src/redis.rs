@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use crate::server::{find_program, free_port, start_on_free_port, temp_dir, Supervised};
-use crate::tls::TestCa;
+use crate::tls::ServerCert;
 
 /// The environment variable that names a Redis to use instead of starting one.
 pub const REDIS_ENV: &str = "WARDGATE_TEST_REDIS";
@@ -110,7 +110,7 @@ fn answers_ping(port: u16) -> bool {
     s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
 }
 
-/// A `redis-server` that speaks TLS only (no plain port), presenting `ca`'s server certificate,
+/// A `redis-server` that speaks TLS only (no plain port), presenting `cert`,
 /// with its default user off: clients log in as `TLS_REDIS_USER` (an ACL user), as on a managed
 /// Redis.
 pub struct TlsRedisServer {
@@ -119,7 +119,7 @@ pub struct TlsRedisServer {
 }
 
 impl TlsRedisServer {
-    pub fn start(ca: &TestCa) -> TlsRedisServer {
+    pub fn start(cert: &ServerCert) -> TlsRedisServer {
         let tls = |port: u16| {
             spawn_with(vec![
                 "--port".into(),
@@ -127,11 +127,11 @@ impl TlsRedisServer {
                 "--tls-port".into(),
                 port.to_string().into(),
                 "--tls-cert-file".into(),
-                ca.cert_file().into(),
+                cert.cert_file().into(),
                 "--tls-key-file".into(),
-                ca.key_file().into(),
+                cert.key_file().into(),
                 "--tls-ca-cert-file".into(),
-                ca.ca_file().into(),
+                cert.ca_file().into(),
                 "--tls-auth-clients".into(),
                 "no".into(),
                 "--user".into(),

@@ -100,6 +100,11 @@ impl Supervised {
         }
     }
 
+    /// The server's temporary directory (removed when it stops).
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// The command line, for messages.
     pub(crate) fn command(&self) -> &str {
         &self.command

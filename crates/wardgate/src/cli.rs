@@ -8,7 +8,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{ByteSize, Config, ConfigError, Dur, LogFormat, RateLimitFlag, Secret};
+use crate::config::{
+    ByteSize, Config, ConfigError, Dur, LogFormat, RateLimitFlag, ReplicaConnFlags, Secret,
+};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -82,8 +84,9 @@ impl CheckArgs {
             .ok_or_else(|| format!("--probe-ward {spelled:?} is not state/assembly/ward"))?;
         let metrics = std::sync::Arc::new(crate::metrics::Metrics::new());
         let live = std::sync::Arc::new(arc_swap::ArcSwap::from_pointee(cfg.clone()));
-        let upstream = crate::upstream::Upstream::new(cfg, live, metrics)?;
-        let replica = crate::replica::Replica::new(url.expose(), cfg.replica.pool_max as usize)
+        let upstream = crate::upstream::Upstream::new(cfg, live, metrics.clone())?;
+        let max = cfg.replica.pool_max as usize;
+        let replica = crate::replica::Replica::new(url.expose(), &cfg.replica, max, metrics)
             .map_err(|e| e.to_string())?;
         let format = cfg.replica.row_format();
         let verdict = crate::cache::probe::compare_ward(&upstream, &replica, &w, format, 1)
@@ -133,6 +136,8 @@ pub struct ServeArgs {
     /// MySQL read replica URL: build ward snapshots from it instead of the upstream.
     #[arg(long, env = "WARDGATE_MYSQL_URL", hide_env_values = true)]
     pub mysql_url: Option<String>,
+    #[command(flatten)]
+    pub replica: ReplicaConnFlags,
     /// L1 bound, e.g. 2GiB.
     #[arg(long, env = "WARDGATE_L1_MAX_BYTES")]
     pub l1_max_bytes: Option<ByteSize>,
@@ -279,6 +284,7 @@ impl ServeArgs {
         if let Some(u) = &self.mysql_url {
             c.mysql_url = (!u.is_empty()).then(|| Secret(u.clone()));
         }
+        self.replica.apply(&mut c.replica);
         // The admin token comes from the environment only: flags are visible in `ps`.
         if let Ok(t) = std::env::var("WARDGATE_ADMIN_TOKEN") {
             c.admin_token = (!t.is_empty()).then_some(Secret(t));
@@ -359,5 +365,37 @@ mod tests {
             std::time::Duration::from_secs(600)
         );
         assert_eq!(c.rate_limit.downloads.burst, 10);
+    }
+
+    #[test]
+    fn replica_flags_set_the_replica_section() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["replica".into()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        std::fs::write(&ca, cert.pem()).unwrap();
+        let cli = Cli::try_parse_from([
+            "wardgate",
+            "serve",
+            "--mysql-url",
+            "mysql://ro@replica/sampark",
+            "--replica-tls",
+            "required",
+            "--replica-ca",
+            ca.to_str().unwrap(),
+            "--replica-query-timeout",
+            "5s",
+        ])
+        .unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!()
+        };
+        let c = args.load().unwrap();
+        assert_eq!(c.replica.tls, crate::config::ReplicaTls::Required);
+        assert_eq!(c.replica.ca_file.as_deref(), Some(ca.as_path()));
+        assert_eq!(c.replica.query_timeout.0, std::time::Duration::from_secs(5));
     }
 }

@@ -60,6 +60,12 @@ pub struct OutcomeNameLabels {
     pub outcome: &'static str,
 }
 
+/// What kind of failure, by name.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: &'static str,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct VersionLabels {
     pub version: &'static str,
@@ -91,6 +97,9 @@ pub struct Metrics {
     pub replica_probes: Family<OutcomeNameLabels, Counter>,
     /// 1 while wards are built from the replica, 0 while from the backend.
     pub replica_trusted: Gauge,
+    /// Replica operations that failed, by kind: `tls` (handshake, certificate), `timeout`
+    /// (`replica.query_timeout`), `server` (refused by the server), `io`, `driver`, `other`.
+    pub replica_errors: Family<KindLabels, Counter>,
     /// Compressions made while a request waited (derived answers, each made once).
     pub request_compressions: Counter,
     /// Time per phase of a ward build (`fetch`: the backend's answer read; `chunk`: parsed,
@@ -150,6 +159,7 @@ impl Metrics {
             unindexed_reads: Family::default(),
             replica_probes: Family::default(),
             replica_trusted: Gauge::default(),
+            replica_errors: Family::default(),
             log_lines_dropped: Gauge::default(),
             sealed_answers: Gauge::default(),
             sealed_bytes: Gauge::default(),
@@ -330,6 +340,11 @@ impl Metrics {
             "replica_trusted",
             "1 while wards are built from the replica (its rows matched the backend's), else 0",
             self.replica_trusted.clone(),
+        );
+        r.register(
+            "replica_errors",
+            "Read replica operations that failed, by kind (tls, timeout, server, io, driver, other)",
+            self.replica_errors.clone(),
         );
         r.register(
             "request_compressions",

@@ -107,8 +107,13 @@ fn stages(cfg: &Config) -> Result<Shared, StartError> {
         .map(|t| L2::start(t, &cfg.redis_prefix, metrics.clone()));
     let replica = match &cfg.mysql_url {
         Some(url) => Some(
-            Replica::new(url.expose(), cfg.replica.pool_max as usize)
-                .map_err(|e| setup("mysql_url", &e))?,
+            Replica::new(
+                url.expose(),
+                &cfg.replica,
+                cfg.replica.pool_max as usize,
+                metrics.clone(),
+            )
+            .map_err(|e| setup("mysql_url", &e))?,
         ),
         None => None,
     };
@@ -236,6 +241,9 @@ impl Running {
         new.redis_cluster = old.redis_cluster;
         new.redis_prefix = old.redis_prefix.clone();
         new.mysql_url = old.mysql_url.clone();
+        new.replica.tls = old.replica.tls;
+        new.replica.ca_file = old.replica.ca_file.clone();
+        new.replica.query_timeout = old.replica.query_timeout;
         new.limits.max_header_bytes = old.limits.max_header_bytes;
         new.limits.max_connections = old.limits.max_connections;
         new.limits.header_read_timeout = old.limits.header_read_timeout;

@@ -1,4 +1,5 @@
-//! TLS configurations from PEM files: the public listener's and the upstream client's.
+//! TLS configurations from PEM files: the public listener's and the upstream client's; the
+//! read replica's CA bundle.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -66,6 +67,19 @@ impl PemPair {
     }
 }
 
+/// The certificates of a PEM CA bundle (`replica.ca_file`), each checked to be usable as a
+/// trust anchor, so that a bad bundle is refused at start and not at the first connection.
+pub fn read_ca_bundle(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = read_certs(path)?;
+    let mut roots = rustls::RootCertStore::empty();
+    for (i, c) in certs.iter().enumerate() {
+        roots
+            .add(c.clone())
+            .map_err(|e| format!("{}: certificate {}: {e}", path.display(), i + 1))?;
+    }
+    Ok(certs)
+}
+
 /// The public listener's TLS config: certificate chain and key from PEM, ALPN h2 and http/1.1.
 pub fn tls_server_config(cert: &Path, key: &Path) -> Result<rustls::ServerConfig, String> {
     tls_server_config_from(&PemPair::read(cert, key)?)
@@ -128,6 +142,20 @@ mod tests {
         std::fs::write(&empty, "not pem at all\n").unwrap();
         assert!(tls_server_config(&cert_path, &key_path).is_ok());
         assert!(tls_client_config(Some(&cert_path)).is_ok());
+        assert_eq!(read_ca_bundle(&cert_path).unwrap().len(), 1);
+        let e = read_ca_bundle(&empty).unwrap_err();
+        assert!(
+            e.contains("e.pem") && e.contains("no PEM certificate"),
+            "{e}"
+        );
+        let garbled = dir.join("g.pem");
+        std::fs::write(
+            &garbled,
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let e = read_ca_bundle(&garbled).unwrap_err();
+        assert!(e.contains("g.pem") && e.contains("certificate 1"), "{e}");
         let e = tls_server_config(&empty, &key_path).unwrap_err();
         assert!(
             e.contains("e.pem") && e.contains("no PEM certificate"),

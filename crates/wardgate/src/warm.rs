@@ -19,7 +19,7 @@ use crate::cache::l2::L2;
 use crate::cache::probe;
 use crate::cache::topology::RedisTarget;
 use crate::cache::{Builder, CacheKey, Entry};
-use crate::config::{Config, Dur, Secret};
+use crate::config::{Config, Dur, ReplicaConnFlags, Secret};
 use crate::legacy::{BoolStyle, DateStyle, DecimalStyle, RowFormat};
 use crate::metrics::Metrics;
 use crate::params::WardKey;
@@ -46,6 +46,8 @@ pub struct WarmArgs {
     /// Build from the MySQL read replica (rows streamed).
     #[arg(long, env = "WARDGATE_MYSQL_URL", hide_env_values = true)]
     pub mysql_url: Option<String>,
+    #[command(flatten)]
+    pub replica: ReplicaConnFlags,
     /// Build from the upstream instead (when no --mysql-url is given).
     #[arg(
         long,
@@ -228,7 +230,11 @@ pub async fn run(args: &WarmArgs) -> Result<WarmReport, String> {
     wait_for_redis(&l2).await?;
     let replica = match &args.mysql_url {
         // One connection per ward built at once, and one for the listing and the probe.
-        Some(u) => Some(Replica::new(u, args.concurrency.max(1) + 1).map_err(|e| e.to_string())?),
+        Some(u) => {
+            let max = args.concurrency.max(1) + 1;
+            let r = Replica::new(u, &cfg.replica, max, metrics.clone());
+            Some(r.map_err(|e| e.to_string())?)
+        }
         None => None,
     };
     let formats = args.formats()?;
@@ -425,6 +431,7 @@ fn warm_config(args: &WarmArgs) -> Result<Config, String> {
     cfg.replica.dates = args.replica_dates;
     cfg.replica.booleans = args.replica_booleans;
     cfg.replica.decimals = args.replica_decimals;
+    args.replica.apply(&mut cfg.replica);
     let concurrency = u32::try_from(args.concurrency.max(1)).unwrap_or(u32::MAX);
     cfg.limits.upstream_max_inflight = cfg.limits.upstream_max_inflight.max(concurrency);
     cfg.validate().map_err(|e| e.to_string())?;

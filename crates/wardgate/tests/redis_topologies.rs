@@ -169,11 +169,11 @@ async fn every_path_works_on_a_redis_cluster() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_path_works_on_a_tls_only_redis() {
-    let ca = TestCa::new();
-    let redis = TlsRedisServer::start(&ca);
+    let cert = TestCa::new("wardgate test Redis CA").server_cert();
+    let redis = TlsRedisServer::start(&cert);
     every_path_works_on(&Topology {
         url: redis.url(),
-        ca: Some(ca.ca_file()),
+        ca: Some(cert.ca_file()),
         cluster: false,
     })
     .await;
@@ -181,8 +181,9 @@ async fn every_path_works_on_a_tls_only_redis() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_whose_certificate_is_not_trusted_is_unreachable_not_fatal() {
-    let (ca, other) = (TestCa::new(), TestCa::new());
-    let redis = TlsRedisServer::start(&ca);
+    let cert = TestCa::new("wardgate test Redis CA").server_cert();
+    let other = TestCa::new("not the Redis's CA").server_cert();
+    let redis = TlsRedisServer::start(&cert);
     let origin = Origin::builder().wards(1).voters_per_ward(50).start().await;
     let gate = Gate::builder(&origin.url())
         .config(|c| {

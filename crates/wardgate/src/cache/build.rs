@@ -39,6 +39,11 @@ pub enum BuildError {
     Timeout(Duration),
     #[error("the build task failed: {0}")]
     Task(String),
+    #[error("{backend}; the read replica could not be used either: {replica}")]
+    BothFailed {
+        backend: Box<BuildError>,
+        replica: String,
+    },
 }
 
 /// Where entries come from.
@@ -218,7 +223,7 @@ impl Builder {
                 if beside {
                     self.trust.release();
                 }
-                Err(e)
+                Err(with_replica_cause(e, replica))
             }
         }
     }
@@ -289,6 +294,24 @@ impl Builder {
             }
         }
         Ok((snap, body))
+    }
+}
+
+/// A ward the backend failed to give, naming too why the replica was not used when its last
+/// operation failed: with both sources down, the 503 says what is wrong with each. A client
+/// error of the backend's is its answer, passed on as it is.
+fn with_replica_cause(e: BuildError, replica: &Replica) -> BuildError {
+    if let BuildError::Upstream(UpstreamError::Status { status, .. }) = &e {
+        if status.is_client_error() {
+            return e;
+        }
+    }
+    match replica.last_error() {
+        Some(cause) => BuildError::BothFailed {
+            backend: Box::new(e),
+            replica: cause,
+        },
+        None => e,
     }
 }
 

@@ -73,7 +73,7 @@ pub(super) fn validate_redis(
         if tls == 0 {
             return Err(invalid("redis_ca", "needs a rediss:// redis_url (TLS)"));
         }
-        crate::tls::tls_client_config(Some(ca)).map_err(|e| invalid("redis_ca", e))?;
+        crate::tls::read_ca_bundle(ca).map_err(|e| invalid("redis_ca", e))?;
     }
     Ok(())
 }

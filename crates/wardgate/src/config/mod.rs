@@ -29,7 +29,7 @@ pub use cors::{CorsConfig, CorsMode};
 pub use limits::{LimitsConfig, RateLimitConfig};
 pub use listen::TlsConfig;
 pub use ops::{DrainConfig, LogConfig, LogFormat, ReadyConfig};
-pub use replica::{split_ward, ReplicaConfig};
+pub use replica::{split_ward, ReplicaConfig, ReplicaConnFlags, ReplicaTls};
 pub use values::{ByteSize, Dur, LimitClass, Quota, RateLimitFlag, Secret};
 
 /// A setting that was invalid, naming the setting and how to fix it.
@@ -169,7 +169,7 @@ impl Config {
             self.redis_cluster,
         )?;
         backend::validate_mysql_url(self.mysql_url.as_ref())?;
-        self.replica.validate()?;
+        self.replica.validate(self.mysql_url.as_ref())?;
         backend::validate_redis_prefix(&self.redis_prefix)?;
         ops::validate_admin_token(self.admin_token.as_ref())?;
         self.citizens.validate()?;
@@ -205,6 +205,15 @@ impl Config {
             ("redis_cluster", self.redis_cluster != new.redis_cluster),
             ("redis_prefix", self.redis_prefix != new.redis_prefix),
             ("mysql_url", self.mysql_url != new.mysql_url),
+            ("replica.tls", self.replica.tls != new.replica.tls),
+            (
+                "replica.ca_file",
+                self.replica.ca_file != new.replica.ca_file,
+            ),
+            (
+                "replica.query_timeout",
+                self.replica.query_timeout != new.replica.query_timeout,
+            ),
             (
                 "limits.max_header_bytes",
                 a.max_header_bytes != b.max_header_bytes,

@@ -30,8 +30,12 @@ impl Replica {
         state: &str,
         assembly: &str,
     ) -> Result<HashMap<String, Fingerprint>, ReplicaError> {
-        let mut c = self.pool.get_conn().await?;
-        let rows: Vec<Row> = c.exec(FINGERPRINT_SQL, (state, assembly)).await?;
+        let rows: Vec<Row> = self
+            .timed("the fingerprint query", async {
+                let mut c = self.pool.get_conn().await?;
+                Ok(c.exec(FINGERPRINT_SQL, (state, assembly)).await?)
+            })
+            .await?;
         let mut out = HashMap::with_capacity(rows.len());
         for row in rows {
             type Columns = (String, u64, Option<String>, Option<String>, u64);
@@ -57,8 +61,12 @@ impl Replica {
     /// so one more is added): zero for a server that replicates from nothing; an error while
     /// replication is stopped (the lag is then unknown and unbounded).
     pub async fn measure_lag(&self) -> Result<Duration, ReplicaError> {
-        let mut c = self.pool.get_conn().await?;
-        let status: Option<Row> = c.query_first("SHOW SLAVE STATUS").await?;
+        let status: Option<Row> = self
+            .timed("the lag query", async {
+                let mut c = self.pool.get_conn().await?;
+                Ok(c.query_first("SHOW SLAVE STATUS").await?)
+            })
+            .await?;
         let lag = match status {
             None => Duration::ZERO,
             Some(row) => match row.get_opt::<Option<u64>, _>("Seconds_Behind_Master") {

@@ -3,21 +3,30 @@
 //! Rows flow from the replica's result stream through a bounded channel into a builder on a
 //! blocking thread, which hands each chunk as it closes to the cores' pool to compress: memory
 //! stays bounded by one ward however large the assembly, and compression overlaps the read.
+//!
+//! Every operation (a connection taken, TLS included, and its query) ends within
+//! `replica.query_timeout`, and each failure is counted by kind in
+//! `wardgate_replica_errors_total`.
 
+mod connect;
 mod freshness;
 pub mod shape;
 
 pub use freshness::FINGERPRINT_SQL;
 
+use std::future::Future;
 use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use mysql_async::prelude::Queryable;
-use mysql_async::{OptsBuilder, Pool, Row, Value};
+use mysql_async::{Pool, Row, Value};
 
+use crate::config::{ReplicaConfig, ReplicaTls};
 use crate::gate::Permit;
 use crate::legacy::{RowError, RowFormat, RowWriter};
+use crate::metrics::{KindLabels, Metrics};
 use crate::params::WardKey;
 use crate::snapshot::{Snapshot, SnapshotBuilder, SnapshotError};
 use crate::time::EpochMs;
@@ -29,8 +38,12 @@ const WARD_SQL: &str =
 /// Why a ward could not be built from the replica.
 #[derive(Debug, thiserror::Error)]
 pub enum ReplicaError {
-    #[error("read replica: {0}")]
-    MySql(#[from] mysql_async::Error),
+    /// `hint` says what to do about it, when wardgate knows (`connect::hint`).
+    #[error("read replica: {error}{hint}")]
+    MySql {
+        error: mysql_async::Error,
+        hint: &'static str,
+    },
     #[error("read replica row: {0}")]
     Row(#[from] RowError),
     #[error(transparent)]
@@ -39,6 +52,17 @@ pub enum ReplicaError {
     Task(String),
     #[error("read replica fingerprint: {0}")]
     Fingerprint(String),
+    #[error("read replica: {0}")]
+    Setup(String),
+    #[error("read replica: {what} took longer than replica.query_timeout ({after:?})")]
+    Timeout { what: &'static str, after: Duration },
+}
+
+impl From<mysql_async::Error> for ReplicaError {
+    fn from(error: mysql_async::Error) -> Self {
+        // The hint is added by `Replica::timed`, which knows how the replica is reached.
+        ReplicaError::MySql { error, hint: "" }
+    }
 }
 
 /// A pool of replica connections whose `DATETIME`s read as UTC, so `modifieddate` round-trips
@@ -46,45 +70,107 @@ pub enum ReplicaError {
 #[derive(Clone)]
 pub struct Replica {
     pool: Pool,
+    tls: bool,
+    query_timeout: Duration,
+    metrics: Arc<Metrics>,
+    /// The error of the last operation, while no operation has succeeded since.
+    last_error: Arc<Mutex<Option<String>>>,
     /// The lag last measured, ms (`freshness`); `u64::MAX` while unknown.
     lag_ms: Arc<AtomicU64>,
-    lag_measured: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
+    lag_measured: Arc<Mutex<Option<std::time::Instant>>>,
 }
 
 impl Replica {
-    /// A pool of at most `max_connections` connections to the replica at `url` (its own
-    /// `pool_max` parameter, if the URL has one, is overridden): each instance of a fleet
-    /// holds this many, so the replica sees `max_connections` × instances, not 100 × instances.
-    pub fn new(url: &str, max_connections: usize) -> Result<Replica, mysql_async::Error> {
-        let opts = mysql_async::Opts::from_url(url).map_err(mysql_async::Error::from)?;
-        let max = max_connections.max(1);
-        let constraints = mysql_async::PoolConstraints::new(0, max).unwrap_or_default();
-        let pool = mysql_async::PoolOpts::default().with_constraints(constraints);
-        let opts = OptsBuilder::from_opts(opts)
-            .pool_opts(pool)
-            .setup(vec!["SET time_zone = '+00:00'"]);
+    /// A pool of at most `max_connections` connections to the replica at `url`, reached as
+    /// `cfg` says (TLS, its CA bundle, the query timeout). Connects lazily: a replica that
+    /// refuses shows in the first operation's error.
+    pub fn new(
+        url: &str,
+        cfg: &ReplicaConfig,
+        max_connections: usize,
+        metrics: Arc<Metrics>,
+    ) -> Result<Replica, ReplicaError> {
         Ok(Replica {
-            pool: Pool::new(opts),
+            pool: connect::pool(url, cfg, max_connections)?,
+            tls: cfg.tls == ReplicaTls::Required,
+            query_timeout: cfg.query_timeout.0,
+            metrics,
+            last_error: Arc::default(),
             lag_ms: Arc::default(),
             lag_measured: Arc::default(),
         })
     }
 
+    /// Runs one operation within the query timeout; a failure is counted and remembered.
+    async fn timed<T>(
+        &self,
+        what: &'static str,
+        op: impl Future<Output = Result<T, ReplicaError>>,
+    ) -> Result<T, ReplicaError> {
+        let after = self.query_timeout;
+        let r = match tokio::time::timeout(after, op).await {
+            Ok(Err(ReplicaError::MySql { error, .. })) => Err(ReplicaError::MySql {
+                hint: connect::hint(&error, self.tls),
+                error,
+            }),
+            Ok(r) => r,
+            Err(_) => Err(ReplicaError::Timeout { what, after }),
+        };
+        let mut last = self.last_error.lock().ok();
+        match &r {
+            Ok(_) => {
+                if let Some(l) = last.as_deref_mut() {
+                    *l = None;
+                }
+            }
+            Err(e) => {
+                let kind = connect::kind(e);
+                self.metrics
+                    .replica_errors
+                    .get_or_create(&KindLabels { kind })
+                    .inc();
+                if let Some(l) = last.as_deref_mut() {
+                    *l = Some(e.to_string());
+                }
+            }
+        }
+        r
+    }
+
+    /// Why the last operation failed, while none has succeeded since (a build that fell back
+    /// to the backend names it when the backend fails too).
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().ok().and_then(|l| l.clone())
+    }
+
     /// Every ward of an assembly the replica holds (what `warm` builds when no wards are named).
     pub async fn wards(&self, state: &str, assembly: &str) -> Result<Vec<String>, ReplicaError> {
-        let mut c = self.pool.get_conn().await?;
-        let sql = "SELECT DISTINCT ward_no FROM citizen WHERE state = ? AND assembly_no = ? ORDER BY ward_no + 0";
-        Ok(c.exec(sql, (state, assembly)).await?)
+        self.timed("the ward list", async {
+            let mut c = self.pool.get_conn().await?;
+            let sql = "SELECT DISTINCT ward_no FROM citizen WHERE state = ? AND assembly_no = ? ORDER BY ward_no + 0";
+            Ok(c.exec(sql, (state, assembly)).await?)
+        })
+        .await
     }
 
     /// Reads one ward with the backend's query and builds its snapshot, its rows written in
-    /// `format`, under a gate permit.
+    /// `format`, under a gate permit, within the query timeout.
     pub async fn build_ward(
         &self,
         w: &WardKey,
         built_at: EpochMs,
         format: RowFormat,
         _permit: &Permit,
+    ) -> Result<Snapshot, ReplicaError> {
+        self.timed("the ward read", self.read_ward(w, built_at, format))
+            .await
+    }
+
+    async fn read_ward(
+        &self,
+        w: &WardKey,
+        built_at: EpochMs,
+        format: RowFormat,
     ) -> Result<Snapshot, ReplicaError> {
         let mut conn = self.pool.get_conn().await?;
         let params = vec![

@@ -118,6 +118,8 @@ pub struct OriginBuilder {
     latency: Duration,
     mysql: bool,
     mysql_root: Option<String>,
+    /// What follows the database name in the origin's MySQL URL (`?socket=…`).
+    mysql_params: String,
     addr: Option<SocketAddr>,
     serials: origin::Serials,
     dates: origin::voter::DateForm,
@@ -132,6 +134,7 @@ impl Origin {
             latency: Duration::ZERO,
             mysql: false,
             mysql_root: None,
+            mysql_params: String::new(),
             addr: None,
             serials: origin::Serials::PerBooth,
             dates: origin::voter::DateForm::EpochMs,
@@ -214,6 +217,15 @@ impl OriginBuilder {
         self.mysql_root = Some(root_url.to_string());
         self
     }
+    /// The same, on `db`'s Unix socket: for a server that refuses plain TCP (`tls_only`).
+    pub fn mysql_over_socket(mut self, db: &wardgate_test_support::MariaDb) -> Self {
+        let url = db.socket_url("");
+        let (root, params) = url.split_once("/?").expect("a socket URL has ?socket=");
+        self.mysql = true;
+        self.mysql_root = Some(root.to_string());
+        self.mysql_params = format!("?{params}");
+        self
+    }
     /// How serial numbers run in the generated roll (in memory; per booth by default).
     /// Write `modifieddate` as ISO-8601 text, as Spring Boot 2.0 does by default.
     pub fn iso_dates(mut self) -> Self {
@@ -240,7 +252,7 @@ impl OriginBuilder {
         let (store, database) = if self.mysql {
             let db = unique("wg_it");
             let root = self.mysql_root.clone().unwrap_or_else(mysql_root_url);
-            let url = format!("{root}/{db}");
+            let url = format!("{root}/{db}{}", self.mysql_params);
             origin::seed(&origin::SeedArgs {
                 mysql_url: url.clone(),
                 state: STATE.into(),

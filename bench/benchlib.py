@@ -260,8 +260,9 @@ def url_file(label, system, paths, base=None):
     return p
 
 
-def run_wrk(system, label, paths, gz, conns=CONNS, dur=DUR, warm=WARM, timeout="10s", base=None):
-    """wrk closed loop over `paths` round-robin (bench/wrk-urls.lua): req/s, latency, CPU split."""
+def run_wrk(system, label, paths, gz, conns=CONNS, dur=DUR, warm=WARM, timeout="10s", base=None, pids=None):
+    """wrk closed loop over `paths` round-robin (bench/wrk-urls.lua): req/s, latency, CPU split
+    (of `system`'s processes, or of `pids` when given: a service the caller started itself)."""
     uf = url_file(label, system, paths)
     env = dict(E, WRK_URLS=uf)
     cmd = ["wrk", "-t2", f"-c{conns}", f"-d{dur}s", f"--timeout={timeout}", "--latency", "-s", LUA]
@@ -272,7 +273,7 @@ def run_wrk(system, label, paths, gz, conns=CONNS, dur=DUR, warm=WARM, timeout="
         wcmd = list(cmd)
         wcmd[3] = f"-d{warm}s"
         subprocess.run(wcmd, env=env, capture_output=True, text=True)
-    with CpuSplit(system) as cpu:
+    with CpuSplit(pids if pids is not None else system) as cpu:
         r = subprocess.run(cmd, env=env, capture_output=True, text=True)
     note_command(f"WRK_URLS={uf} " + shlex.join(cmd))
     m = re.search(r"WRKJSON (\{.*\})", r.stdout)

@@ -194,15 +194,26 @@ fn snapshots(shared: &Shared) -> Response<Body> {
 }
 
 /// `POST /admin/purge?state=&assemblyNo=[&wardNo=]`: drops the copies of a ward or an assembly.
+/// `POST /admin/purge?all=true`: drops every copy, here, in Redis and (told through Redis) on
+/// every instance: the wipe after an election.
 async fn purge(shared: &Shared, query: &str) -> Result<Response<Body>, ApiError> {
-    let (mut state, mut assembly, mut ward) = (None, None, None);
+    let (mut state, mut assembly, mut ward, mut all) = (None, None, None, false);
     for (k, v) in form_urlencoded::parse(query.as_bytes()) {
         match k.as_ref() {
             "state" => state = Some(v.into_owned()),
             "assemblyNo" => assembly = Some(v.into_owned()),
             "wardNo" => ward = Some(v.into_owned()),
+            "all" => all = v == "true",
             _ => {}
         }
+    }
+    if all {
+        let (here, redis) = shared.cache.purge_all().await;
+        tracing::warn!(here, redis = ?redis, "purge of every copy");
+        return Ok(json_response(
+            StatusCode::OK,
+            json!({"purged": here, "redis_keys_removed": redis}),
+        ));
     }
     let (Some(s), Some(a)) = (state, assembly) else {
         return Err(ApiError::BadParam(crate::params::ParamError {

@@ -35,6 +35,8 @@ pub enum Command {
     Demo(DemoArgs),
     /// Fill Redis with ward snapshots ahead of time (idempotent, resumable).
     Warm(crate::warm::WarmArgs),
+    /// Drop every cached copy, in Redis and in every running instance (after the election).
+    Purge(crate::purge::PurgeArgs),
 }
 
 /// `wardgate demo`.

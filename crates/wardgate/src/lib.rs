@@ -40,5 +40,6 @@ pub mod admin;
 pub mod cli;
 #[cfg(feature = "demo")]
 pub mod demo;
+pub mod purge;
 pub mod server;
 pub mod warm;

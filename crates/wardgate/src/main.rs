@@ -39,6 +39,12 @@ fn main() -> ExitCode {
                 let _log = logging::init(LogFormat::Human, DEFAULT_BUFFER_LINES);
                 wardgate::demo::run(&args).await
             }
+            Command::Purge(args) => {
+                let _log = logging::init(LogFormat::Human, DEFAULT_BUFFER_LINES);
+                let n = wardgate::purge::run(&args).await?;
+                println!("purge: {n} Redis keys removed; running instances told to drop their copies");
+                Ok(())
+            }
             Command::Warm(args) => {
                 let _log = logging::init(LogFormat::Human, DEFAULT_BUFFER_LINES);
                 let r = wardgate::warm::run(&args).await?;

@@ -55,18 +55,8 @@ pub struct WarmArgs {
         default_value = "http://127.0.0.1:8585"
     )]
     pub upstream: String,
-    /// Redis to fill (`rediss://` for TLS; a Cluster's seed nodes separated by commas).
-    #[arg(long, env = "WARDGATE_REDIS_URL", hide_env_values = true)]
-    pub redis_url: String,
-    /// PEM CA bundle trusted for `rediss://` (instead of the system roots).
-    #[arg(long, env = "WARDGATE_REDIS_CA")]
-    pub redis_ca: Option<PathBuf>,
-    /// The Redis URL names a Redis Cluster.
-    #[arg(long, env = "WARDGATE_REDIS_CLUSTER")]
-    pub redis_cluster: bool,
-    /// Prefix of the Redis keys (the same as the serving instances').
-    #[arg(long, env = "WARDGATE_REDIS_PREFIX", default_value = "wardgate")]
-    pub redis_prefix: String,
+    #[command(flatten)]
+    pub redis: RedisArgs,
     /// Wards built at once.
     #[arg(long, default_value_t = 4)]
     pub concurrency: usize,
@@ -221,13 +211,7 @@ pub async fn run(args: &WarmArgs) -> Result<WarmReport, String> {
     let metrics = Arc::new(Metrics::new());
     let live = Arc::new(ArcSwap::from_pointee(cfg.clone()));
     let upstream = Arc::new(Upstream::new(&cfg, live.clone(), metrics.clone())?);
-    let redis = RedisTarget::new(
-        &args.redis_url,
-        args.redis_ca.as_deref(),
-        args.redis_cluster,
-    )?;
-    let l2 = L2::start(&redis, &args.redis_prefix, metrics.clone());
-    wait_for_redis(&l2).await?;
+    let l2 = args.redis.connect(metrics.clone()).await?;
     let replica = match &args.mysql_url {
         // One connection per ward built at once, and one for the listing and the probe.
         Some(u) => {
@@ -422,10 +406,10 @@ fn warm_config(args: &WarmArgs) -> Result<Config, String> {
     let mut cfg = Config {
         upstream: args.upstream.clone(),
         mysql_url: args.mysql_url.clone().map(Secret),
-        redis_url: Some(Secret(args.redis_url.clone())),
-        redis_ca: args.redis_ca.clone(),
-        redis_cluster: args.redis_cluster,
-        redis_prefix: args.redis_prefix.clone(),
+        redis_url: Some(Secret(args.redis.redis_url.clone())),
+        redis_ca: args.redis.redis_ca.clone(),
+        redis_cluster: args.redis.redis_cluster,
+        redis_prefix: args.redis.redis_prefix.clone(),
         ..Config::default()
     };
     cfg.replica.dates = args.replica_dates;
@@ -438,15 +422,42 @@ fn warm_config(args: &WarmArgs) -> Result<Config, String> {
     Ok(cfg)
 }
 
-async fn wait_for_redis(l2: &L2) -> Result<(), String> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !l2.ping().await {
-        if Instant::now() > deadline {
-            return Err("Redis is not reachable".into());
+/// The Redis a command-line tool (`warm`, `purge`) works on, named as the serving instances
+/// name it.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RedisArgs {
+    /// Redis URL (`rediss://` for TLS; a Cluster's seed nodes separated by commas).
+    #[arg(long, env = "WARDGATE_REDIS_URL", hide_env_values = true)]
+    pub redis_url: String,
+    /// PEM CA bundle trusted for `rediss://` (instead of the system roots).
+    #[arg(long, env = "WARDGATE_REDIS_CA")]
+    pub redis_ca: Option<PathBuf>,
+    /// The Redis URL names a Redis Cluster.
+    #[arg(long, env = "WARDGATE_REDIS_CLUSTER")]
+    pub redis_cluster: bool,
+    /// Prefix of the Redis keys (the same as the serving instances').
+    #[arg(long, env = "WARDGATE_REDIS_PREFIX", default_value = "wardgate")]
+    pub redis_prefix: String,
+}
+
+impl RedisArgs {
+    /// Connected, or an error once Redis has not answered for 10 s.
+    pub async fn connect(&self, metrics: Arc<Metrics>) -> Result<Arc<L2>, String> {
+        let target = RedisTarget::new(
+            &self.redis_url,
+            self.redis_ca.as_deref(),
+            self.redis_cluster,
+        )?;
+        let l2 = L2::start(&target, &self.redis_prefix, metrics);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !l2.ping().await {
+            if Instant::now() > deadline {
+                return Err("Redis is not reachable".into());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        Ok(l2)
     }
-    Ok(())
 }
 
 /// Builds one ward into Redis, in every format asked for, unless each has a fresh copy there

@@ -28,17 +28,28 @@ impl Topology {
         no_rate_limits(c);
     }
 
-    fn warm(&self, upstream: &str, wards: &str, prefix: &str) -> std::process::Output {
+    /// `wardgate SUB` on this Redis.
+    fn command(&self, sub: &str, prefix: &str) -> std::process::Command {
         let mut cmd = bin();
-        cmd.args(["warm", "--state", STATE, "--assembly", ASSEMBLY])
-            .args(["--redis-url", &self.url, "--redis-prefix", prefix])
-            .args(["--upstream", upstream, "--wards", wards]);
+        cmd.arg(sub)
+            .args(["--redis-url", &self.url, "--redis-prefix", prefix]);
         if let Some(ca) = &self.ca {
             cmd.arg("--redis-ca").arg(ca);
         }
         if self.cluster {
             cmd.arg("--redis-cluster");
         }
+        cmd
+    }
+
+    fn warm(&self, upstream: &str, wards: &str, prefix: &str) -> std::process::Output {
+        let mut cmd = self.command("warm", prefix);
+        cmd.args(["--state", STATE, "--assembly", ASSEMBLY]).args([
+            "--upstream",
+            upstream,
+            "--wards",
+            wards,
+        ]);
         cmd.output().unwrap()
     }
 }
@@ -150,6 +161,34 @@ async fn every_path_works_on(t: &Topology) {
     for w in [2, 3] {
         let (_, rows) = get(&c, cold.citizens(&ward_query(w))).await;
         assert_eq!(rows.len(), ROWS as usize, "ward {w} from the warm");
+    }
+
+    // The wipe after the election: every key in Redis, and every instance's own copies.
+    let out = t.command("purge", &prefix).arg("--all").output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let removed: u64 = said
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    assert!(removed >= 2, "{said}");
+    let t0 = Instant::now();
+    loop {
+        // With its backend down and its copies gone, the cold instance has nothing to serve.
+        let r = c.get(cold.citizens(&ward_query(2))).send().await.unwrap();
+        if r.status() == 503 {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "ward 2 still served after the wipe"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     for g in [first, second, third, cold] {
         g.stop().await;

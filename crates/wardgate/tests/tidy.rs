@@ -36,7 +36,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ),
     (
         "process",
-        &["accept", "admin", "cli", "demo", "server", "warm"],
+        &["accept", "admin", "cli", "demo", "purge", "server", "warm"],
     ),
 ];
 

@@ -77,6 +77,15 @@ impl Derived {
         let g = self.lock();
         (g.bytes, g.map.len())
     }
+
+    /// Drops every answer (the wipe after an election); how many there were.
+    pub fn clear(&self) -> usize {
+        let mut g = self.lock();
+        let n = g.map.len();
+        g.map.clear();
+        g.bytes = 0;
+        n
+    }
 }
 
 #[cfg(test)]

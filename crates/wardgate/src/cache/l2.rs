@@ -169,12 +169,12 @@ impl L2 {
         }
     }
 
-    /// Listens for other instances' watermarks until the process ends, reconnecting as needed
-    /// (to the next node named, on a Cluster).
+    /// Listens for what other instances announce until the process ends, reconnecting as
+    /// needed (to the next node named, on a Cluster).
     pub fn subscribe(
         self: &Arc<Self>,
         target: &RedisTarget,
-        on: impl Fn(WriteScope, EpochMs) + Send + Sync + 'static,
+        on: impl Fn(Announcement) + Send + Sync + 'static,
     ) {
         let clients = target.pubsub_clients();
         let channel = self.channel();
@@ -353,6 +353,33 @@ impl L2 {
         n
     }
 
+    /// Deletes every key under this prefix (every format, lock, watermark and record: the
+    /// wipe after an election), then tells every instance to drop its own copies. The count
+    /// of keys removed; `None` when Redis failed before the walk was done.
+    pub async fn delete_all(&self) -> Option<usize> {
+        let c = self.conn()?;
+        let pattern = format!("{}:*", glob_escape(&self.prefix));
+        let keys = match c.scan(&pattern).await {
+            Ok(keys) => keys,
+            Err(e) => {
+                self.failed("SCAN", e);
+                return None;
+            }
+        };
+        let unlinks = keys.iter().map(|k| unlink(k.clone())).collect();
+        let removed: Vec<i64> = c
+            .each(unlinks)
+            .await
+            .map_err(|e| self.failed("UNLINK", e))
+            .ok()?;
+        let mut publish = redis::cmd("PUBLISH");
+        publish.arg(self.channel()).arg(PURGE_ALL);
+        if let Err(e) = c.each::<redis::Value>(vec![publish]).await {
+            self.failed("PUBLISH purge-all", e);
+        }
+        Some(removed.iter().filter(|n| **n > 0).count())
+    }
+
     async fn scan_and_delete(&self, pattern: &str) -> usize {
         let Some(c) = self.conn() else { return 0 };
         let keys = match c.scan(pattern).await {
@@ -364,11 +391,6 @@ impl L2 {
         };
         // One UNLINK per key: no multi-key command spans wards (Redis Cluster), and the values
         // are freed off Redis's main thread. A copy's patch log goes with it.
-        let unlink = |k: String| {
-            let mut cmd = redis::cmd("UNLINK");
-            cmd.arg(k);
-            cmd
-        };
         let per_key = 1 + PATCH_LOG_SUFFIXES.len();
         let unlinks = keys
             .iter()
@@ -443,6 +465,25 @@ impl L2 {
 /// The keys of a ward's patch log, its copy's key followed by one of these (`patchlog`).
 pub(super) const PATCH_LOG_SUFFIXES: [&str; 2] = [":root", ":log"];
 
+/// `UNLINK key`, for `RedisConn::each`.
+fn unlink(key: String) -> redis::Cmd {
+    let mut cmd = redis::cmd("UNLINK");
+    cmd.arg(key);
+    cmd
+}
+
+/// `s` matched literally in a SCAN pattern.
+fn glob_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// `GET key`, for `RedisConn::each`.
 fn get(key: String) -> redis::Cmd {
     let mut cmd = redis::cmd("GET");
@@ -450,11 +491,23 @@ fn get(key: String) -> redis::Cmd {
     cmd
 }
 
-/// Hands every watermark published on `channel` to `on` until the subscription ends.
+/// What instances announce to each other on the channel.
+pub enum Announcement {
+    /// Copies of the scope built before the instant are superseded.
+    Watermark(WriteScope, EpochMs),
+    /// Every cached copy is to be dropped (`wardgate purge --all`).
+    PurgeAll,
+}
+
+/// The payload of `Announcement::PurgeAll`. A watermark starts with its digits, so an
+/// instance of a release before this one ignores it (and its copies expire with their TTL).
+const PURGE_ALL: &str = "purge-all";
+
+/// Hands every announcement published on `channel` to `on` until the subscription ends.
 async fn listen(
     mut ps: redis::aio::PubSub,
     channel: &str,
-    on: &(impl Fn(WriteScope, EpochMs) + Send + Sync),
+    on: &(impl Fn(Announcement) + Send + Sync),
 ) {
     use futures_util::StreamExt;
     if let Err(e) = ps.subscribe(channel).await {
@@ -466,6 +519,10 @@ async fn listen(
         let Ok(payload) = msg.get_payload::<String>() else {
             continue;
         };
+        if payload == PURGE_ALL {
+            on(Announcement::PurgeAll);
+            continue;
+        }
         let mut it = payload.split('\x1f');
         let (Some(at), Some(s), Some(a), Some(w)) = (it.next(), it.next(), it.next(), it.next())
         else {
@@ -473,7 +530,7 @@ async fn listen(
         };
         let Ok(at) = at.parse::<i64>() else { continue };
         if let Some(scope) = parse_scope(s, a, w) {
-            on(scope, EpochMs(at));
+            on(Announcement::Watermark(scope, EpochMs(at)));
         }
     }
 }

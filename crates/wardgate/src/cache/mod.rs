@@ -445,6 +445,26 @@ impl Cache {
         m
     }
 
+    /// Drops every copy held in this process, wards, master data and derived answers alike;
+    /// how many.
+    pub fn drop_local(&self) -> usize {
+        let n = self.l1.remove_where(|_| true) + self.derived.clear();
+        self.count_l1();
+        n
+    }
+
+    /// Drops every copy, here and in Redis, and tells the other instances to drop theirs
+    /// (the wipe after an election): (copies here, Redis keys removed, `None` when Redis
+    /// failed or is not configured).
+    pub async fn purge_all(&self) -> (usize, Option<usize>) {
+        let here = self.drop_local();
+        let redis = match &self.l2 {
+            Some(l2) => l2.delete_all().await,
+            None => None,
+        };
+        (here, redis)
+    }
+
     /// Whether a copy of `key` younger than `max_age` is held here (and may be served) or in
     /// Redis (readiness).
     pub async fn has_fresh(&self, key: &CacheKey, max_age: Duration) -> bool {

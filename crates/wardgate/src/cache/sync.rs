@@ -5,7 +5,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use super::key::{CacheKey, WriteScope};
-use super::l2::L2;
+use super::l2::{Announcement, L2};
 use super::overlap::Wide;
 use super::topology::RedisTarget;
 use super::Cache;
@@ -15,9 +15,17 @@ impl Cache {
     /// Follows the watermarks other instances raise, for as long as the cache lives.
     pub fn follow_watermarks(self: &Arc<Self>, l2: &Arc<L2>, redis: &RedisTarget) {
         let weak = Arc::downgrade(self);
-        l2.subscribe(redis, move |scope, at| {
-            if let Some(c) = weak.upgrade() {
-                c.raise_watermark(&scope, at);
+        l2.subscribe(redis, move |heard| {
+            let Some(c) = weak.upgrade() else { return };
+            match heard {
+                Announcement::Watermark(scope, at) => c.raise_watermark(&scope, at),
+                Announcement::PurgeAll => {
+                    let n = c.drop_local();
+                    tracing::warn!(
+                        dropped = n,
+                        "purge of every copy announced: dropped this instance's"
+                    );
+                }
             }
         });
         spawn_recheck(Arc::downgrade(self), l2.clone());

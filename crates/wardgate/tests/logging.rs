@@ -82,8 +82,14 @@ async fn a_stalled_log_pipe_drops_lines_instead_of_stalling_requests() {
     wardgate.kill();
 }
 
-/// Runs wardgate with `format` and `rust_log`, sends one read, stops it, and returns stderr.
-async fn stderr_after_one_read(format: &str, rust_log: &str) -> String {
+/// wardgate logging in `format` at `rust_log` in front of a fresh origin, its stderr piped.
+struct Logged {
+    _origin: Origin,
+    child: std::process::Child,
+    port: u16,
+}
+
+async fn logged(format: &str, rust_log: &str) -> Logged {
     let origin = Origin::builder().wards(1).voters_per_ward(20).start().await;
     let (port, admin) = (free_port(), free_port());
     let child = Command::new(env!("CARGO_BIN_EXE_wardgate"))
@@ -97,18 +103,82 @@ async fn stderr_after_one_read(format: &str, rust_log: &str) -> String {
         .spawn()
         .unwrap();
     wait_port(port);
-    let url = format!(
-        "http://127.0.0.1:{port}/open/volunteer/citizens?{}",
-        ward_query(1)
-    );
-    let r = client().get(&url).send().await.unwrap();
+    Logged {
+        _origin: origin,
+        child,
+        port,
+    }
+}
+
+impl Logged {
+    fn citizens(&self) -> String {
+        format!(
+            "http://127.0.0.1:{}/open/volunteer/citizens?{}",
+            self.port,
+            ward_query(1)
+        )
+    }
+
+    /// Stops wardgate (SIGTERM: its log is flushed) and returns what it wrote on stderr.
+    async fn stderr(self) -> String {
+        let child = self.child;
+        let _ = Command::new("kill").arg(child.id().to_string()).status();
+        let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+            .await
+            .unwrap();
+        String::from_utf8(out.stderr).unwrap()
+    }
+}
+
+/// Runs wardgate with `format` and `rust_log`, sends one read, stops it, and returns stderr.
+async fn stderr_after_one_read(format: &str, rust_log: &str) -> String {
+    let w = logged(format, rust_log).await;
+    let r = client().get(w.citizens()).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let _ = r.bytes().await;
-    let _ = Command::new("kill").arg(child.id().to_string()).status();
-    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+    w.stderr().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_voter_data_reaches_the_log_even_at_debug() {
+    let w = logged("json", "debug").await;
+    let c = client();
+    let rows: Vec<serde_json::Value> = c
+        .get(w.citizens())
+        .send()
+        .await
+        .unwrap()
+        .json()
         .await
         .unwrap();
-    String::from_utf8(out.stderr).unwrap()
+    // A sync carrying a change: its body names a voter and a mobile number.
+    let id = &rows[3]["id"];
+    let body = format!(r#"[{{"id":{id},"voted":true,"mobile":"9876501234","name":"Qwertyuiop"}}]"#);
+    let r = c.post(w.citizens()).body(body).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let _ = r.bytes().await;
+    let log = w.stderr().await;
+    assert!(
+        log.contains("/open/volunteer/citizens"),
+        "the requests are logged: {log}"
+    );
+    for secret in ["9876501234", "Qwertyuiop"] {
+        assert!(
+            !log.contains(secret),
+            "a sync body's {secret} is in the log"
+        );
+    }
+    // Nor any row's personal fields (voter ids, names, mobiles, addresses).
+    let mut checked = 0;
+    for row in &rows {
+        for field in ["voter_id", "family_name", "mobile", "address"] {
+            if let Some(v) = row[field].as_str().filter(|v| v.len() > 5) {
+                assert!(!log.contains(v), "row {field} {v:?} is in the log");
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= rows.len() * 2, "only {checked} values checked");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -362,7 +362,9 @@ class Report:
                "[WIRE-BYTES.md](WIRE-BYTES.md) (bytes per answer kind against whole-stream `gzip -6`), "
                "`bench/memory.sh` writes [MEMORY.md](MEMORY.md) (RSS per cached ward, built and loaded "
                "from Redis), `bench/build-time.sh` writes [BUILD-TIME.md](BUILD-TIME.md) (one cold "
-               "10,000-row ward build, against a base revision in the same run).\n")
+               "10,000-row ward build, against a base revision in the same run), `bench/tls.sh` writes "
+               "[TLS.md](TLS.md) (hits over HTTPS against plain HTTP, wardgate and nginx; Redis Cluster "
+               "against a single Redis).\n")
         git = sh(f"cd {ROOT} && git rev-parse --short HEAD")
         dirty = sh(f"cd {ROOT} && git status --porcelain -- crates Cargo.toml Cargo.lock | head -1")
         versions = {

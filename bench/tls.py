@@ -48,6 +48,7 @@ REDIS_FLAGS = {"single": ["--redis-url", E["REDIS_SINGLE_URL"]],
                "cluster": ["--redis-url", E["REDIS_CLUSTER_URL"], "--redis-cluster"]}
 CTX = ssl.create_default_context(cafile=CERT)  # the run's own self-signed certificate, verified
 L2_CMDS = {}
+VERSION = []  # X-Wardgate-Version of the binary measured (its version and git revision)
 
 
 def get(url, gzip=True, timeout=120):
@@ -110,6 +111,7 @@ def load_and_capture():
     for d in ("p", "w"):
         os.makedirs(f"{WWW}/{d}", exist_ok=True)
     xcache, sizes = {}, {}
+    VERSION.append(get(BASES[("wardgate", "http")] + q(1))[1].get("x-wardgate-version", "?"))
     for scen, sets in SCEN.items():
         for app, ng in zip(sets["app"], sets["nginx"]):
             st, h, body = get(BASES[("wardgate", "http")] + app)
@@ -345,6 +347,8 @@ def report(sizes, xcache, built, reps, med, rat, cold, l2, mem, quiet, tls_neg, 
     A = []
     A.append(f"## TLS and Redis Cluster ({when} UTC, commit {rev}{' + uncommitted changes in crates/' if dirty else ''}, "
              f"`bench/tls.sh`)\n")
+    A.append(f"Binary measured: `X-Wardgate-Version: {VERSION[0]}` (target/release, built by the script when older "
+             "than the sources).\n")
     A.append(f"`bench/tls.sh` (WARDS={N} VOTERS={VOTERS} DURATION={DUR} WARMUP={WARM} CONNS={CONNS} "
              f"REPEAT={REPEAT} COLD_CONC={COLD_CONC} WRITES={WRITES}), {t_meas:.0f} s of measurements. "
              f"{N} wards × {VOTERS:,} voters of Karnataka/150 (+ ward {WRITE_WARD} for the write-syncs) in MariaDB, "

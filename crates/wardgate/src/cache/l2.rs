@@ -107,6 +107,11 @@ impl L2 {
         )
     }
 
+    /// `{prefix}:{kind}:{name}`, the name as its hash tag: a fleet budget's one key.
+    pub(super) fn fleet_key(&self, kind: &str, name: &str) -> String {
+        format!("{}:{kind}:{{{name}}}", self.prefix)
+    }
+
     fn channel(&self) -> String {
         format!("{}:watermarks", self.prefix)
     }

@@ -18,6 +18,7 @@ pub mod build;
 pub mod coalesce;
 pub mod derived;
 mod fill;
+pub mod fleet;
 mod health;
 pub mod key;
 pub mod l1;

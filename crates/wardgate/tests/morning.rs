@@ -161,7 +161,9 @@ async fn a_waiting_instance_watches_a_few_bytes_and_builds_once_the_holder_is_go
     let (cache, len) = asked.await.unwrap();
     eprintln!("built {:?} after the lock went", t.elapsed());
     assert_eq!((cache.as_str(), len as u64), ("MISS", whole));
-    assert!(t.elapsed() < Duration::from_secs(2));
+    // A lock poll (every 0.5 s) and one build of the ward (debug build, a busy machine), not
+    // the lock's expiry.
+    assert!(t.elapsed() < Duration::from_secs(6));
     assert_eq!(
         second
             .metric("wardgate_snapshot_builds_total{source=\"upstream\"}")

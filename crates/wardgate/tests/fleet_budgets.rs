@@ -41,20 +41,39 @@ async fn leases_share_one_gcra_schedule_across_instances() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wards_seen_counts_distinct_wards_per_client_and_day() {
+async fn a_clients_distinct_wards_a_day_stay_within_its_budget_fleet_wide() {
     let prefix = unique("wgfleet");
     let (a, b) = (l2(&prefix).await, l2(&prefix).await);
-    assert_eq!(a.wards_seen("c1", 20_000, &["w1", "w2"]).await, Some(2));
-    assert_eq!(b.wards_seen("c1", 20_000, &["w2", "w3"]).await, Some(3));
+    let w = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+    const DAY: i64 = 20_000;
     assert_eq!(
-        b.wards_seen("c1", 20_001, &["w1"]).await,
-        Some(1),
-        "a new day"
+        a.admit_wards("c1", DAY, 3, &w(&["w1", "w2"])).await,
+        Some((true, 2))
     );
     assert_eq!(
-        a.wards_seen("c2", 20_000, &["w1"]).await,
-        Some(1),
-        "another client"
+        b.admit_wards("c1", DAY, 3, &w(&["w2", "w3"])).await,
+        Some((true, 3))
+    );
+    // Past the budget on the other instance: refused, and not counted.
+    assert_eq!(
+        a.admit_wards("c1", DAY, 3, &w(&["w4"])).await,
+        Some((false, 3))
+    );
+    // A ward already read is read again, whichever instance is asked.
+    assert_eq!(
+        a.admit_wards("c1", DAY, 3, &w(&["w3", "w1"])).await,
+        Some((true, 3))
+    );
+    // An assembly-wide read is all its wards or none.
+    assert_eq!(
+        b.admit_wards("c2", DAY, 3, &w(&["w1", "w2", "w3", "w4"]))
+            .await,
+        Some((false, 0))
+    );
+    assert_eq!(
+        b.admit_wards("c1", DAY + 1, 3, &w(&["w9"])).await,
+        Some((true, 1)),
+        "a new day"
     );
     redis_cleanup(&prefix).await;
 }

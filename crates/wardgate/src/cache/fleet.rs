@@ -1,5 +1,5 @@
 //! Budgets the fleet shares through Redis: rate-limit tokens, leased by each instance in small
-//! batches (GCRA in Redis), and the distinct wards each client reads in a day.
+//! batches (GCRA in Redis), and the distinct wards each client reads in a day (admitted up to its budget).
 //!
 //! **Invariant:** one Redis call per lease or per ward new to a client, never one per request
 //! once leased; every call is bounded by `FLEET_TIMEOUT`, and a caller that gets `None`
@@ -33,12 +33,20 @@ redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', math.ceil((tat - no
 return {n, 0}
 "#;
 
-/// Adds the wards `ARGV[2..]` to the set `KEYS[1]`, kept `ARGV[1]` ms, and returns how many
-/// it holds.
-const WARDS_SEEN: &str = r#"
-for i = 2, #ARGV do redis.call('SADD', KEYS[1], ARGV[i]) end
+/// Admits the wards `ARGV[3..]` to the set `KEYS[1]` (kept `ARGV[1]` ms) if, with those it
+/// holds already, they number at most `ARGV[2]`: returns {1 admitted | 0 refused, wards held}.
+/// A ward already held is always admitted again; refused wards are not added.
+const ADMIT_WARDS: &str = r#"
+local new = {}
+for i = 3, #ARGV do
+  if redis.call('SISMEMBER', KEYS[1], ARGV[i]) == 0 then table.insert(new, ARGV[i]) end
+end
+local held = redis.call('SCARD', KEYS[1])
+if #new == 0 then return {1, held} end
+if held + #new > tonumber(ARGV[2]) then return {0, held} end
+for _, w in ipairs(new) do redis.call('SADD', KEYS[1], w) end
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
-return redis.call('SCARD', KEYS[1])
+return {1, held + #new}
 "#;
 
 /// What Redis granted of a lease.
@@ -81,24 +89,32 @@ impl L2 {
         }
     }
 
-    /// Records that `client` read `wards` on `day` and returns how many distinct wards it has
-    /// read that day, fleet-wide. `None` when Redis did not answer in time.
-    pub async fn wards_seen(&self, client: &str, day: i64, wards: &[&str]) -> Option<u64> {
+    /// Admits `wards` to what `client` reads on `day` if its distinct wards stay within
+    /// `budget`, fleet-wide: (admitted, wards it holds). `None` when Redis did not answer in
+    /// time.
+    pub async fn admit_wards(
+        &self,
+        client: &str,
+        day: i64,
+        budget: u32,
+        wards: &[String],
+    ) -> Option<(bool, u64)> {
         let mut c = self.conn()?;
         let mut cmd = redis::cmd("EVAL");
-        cmd.arg(WARDS_SEEN)
+        cmd.arg(ADMIT_WARDS)
             .arg(1)
             .arg(self.fleet_key("wards", &format!("{day}:{client}")))
-            .arg(2 * 86_400_000u64);
+            .arg(2 * 86_400_000u64)
+            .arg(budget);
         for w in wards {
-            cmd.arg(*w);
+            cmd.arg(w);
         }
-        let r: Result<Result<u64, _>, _> =
+        let r: Result<Result<(i64, u64), _>, _> =
             tokio::time::timeout(FLEET_TIMEOUT, cmd.query_async(&mut c)).await;
         match r {
-            Ok(Ok(n)) => Some(n),
+            Ok(Ok((admitted, held))) => Some((admitted == 1, held)),
             Ok(Err(e)) => {
-                self.failed("EVAL wards seen", e);
+                self.failed("EVAL admit wards", e);
                 None
             }
             Err(_) => None,

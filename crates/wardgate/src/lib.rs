@@ -29,6 +29,7 @@ pub mod upstream;
 pub mod cache;
 // Serving a request.
 pub mod assembly;
+pub mod budget;
 pub mod cors;
 pub mod limit;
 pub mod proxy;

@@ -32,7 +32,9 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("cache", &["cache"]),
     (
         "serving",
-        &["assembly", "cors", "limit", "respond", "shared", "proxy"],
+        &[
+            "assembly", "budget", "cors", "limit", "respond", "shared", "proxy",
+        ],
     ),
     (
         "process",

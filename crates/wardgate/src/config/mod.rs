@@ -9,6 +9,7 @@
 //! are written in (durations, sizes, secrets, quotas).
 
 mod backend;
+mod budget;
 mod cache;
 mod citizens;
 mod cors;
@@ -23,6 +24,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use budget::WardBudgetConfig;
 pub use cache::{CacheConfig, MasterMaxAge};
 pub use citizens::CitizensConfig;
 pub use cors::{CorsConfig, CorsMode};
@@ -107,6 +109,7 @@ pub struct Config {
     pub cache: CacheConfig,
     pub limits: LimitsConfig,
     pub rate_limit: RateLimitConfig,
+    pub ward_budget: WardBudgetConfig,
     pub tls: TlsConfig,
     pub drain: DrainConfig,
     pub ready: ReadyConfig,
@@ -132,6 +135,7 @@ impl Default for Config {
             cache: CacheConfig::default(),
             limits: LimitsConfig::default(),
             rate_limit: RateLimitConfig::default(),
+            ward_budget: WardBudgetConfig::default(),
             tls: TlsConfig::default(),
             drain: DrainConfig::default(),
             ready: ReadyConfig::default(),
@@ -178,6 +182,7 @@ impl Config {
         self.cache.validate()?;
         self.limits.validate()?;
         self.rate_limit.validate()?;
+        self.ward_budget.validate()?;
         self.tls.validate()?;
         listen::check_tls_apart(self.tls.listen, self.listen, self.admin_listen)?;
         backend::validate_upstream_ca(self.upstream_ca.as_deref())?;

@@ -9,7 +9,8 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{
-    ByteSize, Config, ConfigError, Dur, LogFormat, RateLimitFlag, ReplicaConnFlags, Secret,
+    ByteSize, ClientIpHeader, Config, ConfigError, Dur, LogFormat, RateLimitFlag, ReplicaConnFlags,
+    Secret,
 };
 
 #[derive(Parser, Debug)]
@@ -209,9 +210,15 @@ pub struct ServeArgs {
     /// Header keying the limiter when present (device/user token).
     #[arg(long, env = "WARDGATE_RATE_LIMIT_KEY_HEADER")]
     pub rate_limit_key_header: Option<String>,
-    /// Peers allowed to set X-Forwarded-For, comma-separated CIDRs.
+    /// Peers allowed to tell the client's address in --client-ip-header, comma-separated CIDRs.
     #[arg(long, env = "WARDGATE_TRUSTED_PROXIES", value_delimiter = ',')]
     pub trusted_proxies: Option<Vec<String>>,
+    /// The one header the trusted load balancer sets with the client's address [default: x-forwarded-for].
+    #[arg(long, env = "WARDGATE_CLIENT_IP_HEADER", value_enum)]
+    pub client_ip_header: Option<ClientIpHeader>,
+    /// Every address's ceiling over all its devices, times each class's quota [default: 4].
+    #[arg(long, env = "WARDGATE_RATE_LIMIT_ADDRESS_CEILING")]
+    pub rate_limit_address_ceiling: Option<f64>,
     /// PEM certificate chain: serve HTTPS.
     #[arg(long, env = "WARDGATE_TLS_CERT")]
     pub tls_cert: Option<PathBuf>,
@@ -317,6 +324,8 @@ impl ServeArgs {
         }
         set!(self.rate_limit_key_header => some c.rate_limit.key_header);
         set!(self.trusted_proxies => c.rate_limit.trusted_proxies);
+        set!(self.client_ip_header => c.rate_limit.client_ip_header);
+        set!(self.rate_limit_address_ceiling => c.rate_limit.address_ceiling);
         set!(self.tls_cert => some c.tls.cert);
         set!(self.tls_key => some c.tls.key);
         set!(self.tls_listen => some c.tls.listen);

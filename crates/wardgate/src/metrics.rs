@@ -86,6 +86,11 @@ pub struct Metrics {
     pub derived_bytes: Gauge,
     pub redis_errors: Counter,
     pub rate_limited: Family<ClassLabels, Counter>,
+    /// Limiter keys dropped before they had refilled, because a class held `rate_limit.max_keys`
+    /// (`limit::table`): the idlest go first.
+    pub limiter_evictions: Counter,
+    /// Limiter keys held (addresses and devices, all classes), set at every sweep (5 s).
+    pub limiter_keys: Gauge,
     pub builds: Family<SourceLabels, Counter>,
     pub build_duration: Histogram,
     pub build_rows: Counter,
@@ -152,6 +157,8 @@ impl Metrics {
             derived_bytes: Gauge::default(),
             redis_errors: Counter::default(),
             rate_limited: Family::default(),
+            limiter_evictions: Counter::default(),
+            limiter_keys: Gauge::default(),
             builds: Family::default(),
             build_duration: latency(),
             build_rows: Counter::default(),
@@ -251,10 +258,25 @@ impl Metrics {
             "Rows put into snapshots",
             self.build_rows.clone(),
         );
+        self.register_limiter(r);
         self.register_health(r);
         self.register_rows(r);
         self.register_sealed(r);
         self.register_freshness(r);
+    }
+
+    /// The rate limiter's state (`limit`).
+    fn register_limiter(&self, r: &mut Registry) {
+        r.register(
+            "limiter_evictions",
+            "Rate-limiter keys evicted before they had refilled, at the key cap",
+            self.limiter_evictions.clone(),
+        );
+        r.register(
+            "limiter_keys",
+            "Rate-limiter keys held, addresses and devices, all classes",
+            self.limiter_keys.clone(),
+        );
     }
 
     /// Readiness, Redis's health, the TLS certificate's reloads.

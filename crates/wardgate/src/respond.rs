@@ -52,6 +52,10 @@ pub enum ApiError {
         retry_after: Duration,
         limit: u32,
         policy: String,
+        /// Which limit: `device_quota`, `address_quota` or `address_ceiling` (`limit::Bound`).
+        limited_by: &'static str,
+        /// That limit in words, for the message.
+        what: &'static str,
     },
     /// Nothing servable now (cold ward while the upstream fails, build too slow, shed).
     Unavailable {
@@ -159,6 +163,8 @@ impl ApiError {
                 retry_after,
                 limit,
                 policy,
+                limited_by,
+                what,
             } => {
                 let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
                 put(extra, "retry-after", &secs.to_string());
@@ -167,8 +173,11 @@ impl ApiError {
                 put(extra, "ratelimit-reset", &secs.to_string());
                 put(extra, "ratelimit-policy", &policy);
                 own(
-                    "too many requests".into(),
-                    &[("retry_after_seconds", json!(secs))],
+                    format!("too many requests: over {what}"),
+                    &[
+                        ("retry_after_seconds", json!(secs)),
+                        ("limited_by", json!(limited_by)),
+                    ],
                 )
             }
             ApiError::Unavailable {
@@ -564,6 +573,8 @@ mod tests {
             retry_after: Duration::from_millis(1500),
             limit: 10,
             policy: "10;w=1".into(),
+            limited_by: "address_ceiling",
+            what: "the address ceiling",
         }
         .into_response("/");
         assert_eq!(r.status(), 429);

@@ -172,7 +172,10 @@ fn bind_all(cfg: &Config) -> Result<Listeners, StartError> {
 pub async fn start(cfg: Config) -> Result<Running, StartError> {
     crate::background::start_pool();
     let shared = Arc::new(stages(&cfg)?);
-    let limiter = Arc::new(ArcSwap::from_pointee(Limiter::new(&cfg)));
+    let limiter = Arc::new(ArcSwap::from_pointee(Limiter::new(
+        &cfg.rate_limit,
+        &shared.metrics,
+    )));
     crate::limit::spawn_sweeper(limiter.clone());
     let tls = Arc::new(accept::Tls::load(&cfg).map_err(StartError::Setup)?);
     let Listeners {
@@ -252,8 +255,9 @@ impl Running {
         new.log.format = old.log.format;
 
         self.reload_tls(&new);
-        if !self.limiter.load().same_quotas(&new) {
-            self.limiter.store(Arc::new(Limiter::new(&new)));
+        if !self.limiter.load().same_settings(&new.rate_limit) {
+            let limiter = Limiter::new(&new.rate_limit, &self.shared.metrics);
+            self.limiter.store(Arc::new(limiter));
         }
         if let Some(p) = &new.ready.warm_targets {
             match read_ward_targets(p) {

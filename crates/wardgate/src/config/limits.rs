@@ -81,22 +81,71 @@ impl LimitsConfig {
     }
 }
 
-/// Per-client rate limits.
+/// Per-client rate limits: per device, per address and a ceiling per address (`limit`).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RateLimitConfig {
-    /// Header keying the limiter when present (device/user token); IP otherwise.
+    /// Header naming the client's device (a device or user token), counted within its
+    /// address's ceiling; requests without it are counted by address alone.
     pub key_header: Option<String>,
-    /// Peers allowed to set X-Forwarded-For / Forwarded, as CIDRs.
+    /// Peers allowed to tell the client's address in `client_ip_header` (the load balancers),
+    /// as CIDRs or addresses.
     pub trusted_proxies: Vec<String>,
-    /// Voter downloads quota.
+    /// The one header the trusted load balancer sets with the client's address:
+    /// `x-forwarded-for` (the right-most address not in `trusted_proxies`), `forwarded`
+    /// (RFC 7239, likewise) or `x-real-ip` (its last value). No other header is ever believed.
+    pub client_ip_header: ClientIpHeader,
+    /// Every address's ceiling, as a multiple of each class's quota (rate and burst alike),
+    /// over all its requests whatever device ids they carry. ≥ 1.
+    ///
+    /// Default 4: the class quotas were sized for a whole carrier-NAT address of about 1,000
+    /// active volunteers (≈ 14 downloads/s on election day) when the app sent no device id, so
+    /// one quota already carries a NAT address's real traffic; 4× leaves room for the largest
+    /// share of volunteers one CGNAT address plausibly carries in a sync storm (a party office
+    /// on one carrier and one cell site, several thousand phones syncing at once), while one
+    /// script cycling device ids gets no more than 4 quotas from its address.
+    pub address_ceiling: f64,
+    /// Distinct device ids kept per address and class; a new device id beyond them is counted
+    /// against its address's ceiling only (never refused for being new). Default 1,024: about
+    /// as many volunteers as a NAT address carries (above), and a bound on what one address can
+    /// make the limiter hold.
+    pub max_devices_per_address: u32,
+    /// Keys (addresses and devices) one class's limiter holds at most; past it the idlest
+    /// are evicted, counted in `wardgate_limiter_evictions_total`. Default 2,000,000: 43-69 MB
+    /// per million keys (measured in `tests/limits.rs`), so at most ~140 MB a class.
+    pub max_keys: u32,
+    /// Voter downloads quota, per device (or per address without a device header).
     pub downloads: Quota,
-    /// Master-data quota.
+    /// Master-data quota, likewise.
     pub master: Quota,
-    /// Sync writes quota.
+    /// Sync writes quota, likewise.
     pub writes: Quota,
-    /// Pass-through quota.
+    /// Pass-through quota, likewise.
     pub passthrough: Quota,
+}
+
+/// The header a trusted load balancer puts the client's address in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClientIpHeader {
+    /// `X-Forwarded-For: client, proxy1, …` (AWS ALB, GCP, nginx `$proxy_add_x_forwarded_for`,
+    /// ingress-nginx).
+    XForwardedFor,
+    /// `Forwarded: for=client, for=proxy1` (RFC 7239; Envoy, some CDNs).
+    Forwarded,
+    /// `X-Real-IP: client`, set (not appended) by the proxy (nginx `$remote_addr`).
+    XRealIp,
+}
+
+impl ClientIpHeader {
+    /// The header's name, lowercase.
+    pub fn name(self) -> &'static str {
+        match self {
+            ClientIpHeader::XForwardedFor => "x-forwarded-for",
+            ClientIpHeader::Forwarded => "forwarded",
+            ClientIpHeader::XRealIp => "x-real-ip",
+        }
+    }
 }
 
 impl Default for RateLimitConfig {
@@ -104,6 +153,10 @@ impl Default for RateLimitConfig {
         RateLimitConfig {
             key_header: Some("X-Device-Id".into()),
             trusted_proxies: vec!["127.0.0.1/32".into(), "::1/128".into()],
+            client_ip_header: ClientIpHeader::XForwardedFor,
+            address_ceiling: 4.0,
+            max_devices_per_address: 1024,
+            max_keys: 2_000_000,
             downloads: Quota {
                 rate: 50.0,
                 burst: 500,
@@ -164,6 +217,21 @@ impl RateLimitConfig {
                 ));
             }
         }
+        if !(self.address_ceiling.is_finite() && (1.0..=10_000.0).contains(&self.address_ceiling)) {
+            return Err(invalid(
+                "rate_limit.address_ceiling",
+                "must be 1..=10000 (times the class quota)",
+            ));
+        }
+        if !(1..=1_000_000).contains(&self.max_devices_per_address) {
+            return Err(invalid(
+                "rate_limit.max_devices_per_address",
+                "must be 1..=1000000",
+            ));
+        }
+        if !(1024..=100_000_000).contains(&self.max_keys) {
+            return Err(invalid("rate_limit.max_keys", "must be 1024..=100000000"));
+        }
         for cidr in &self.trusted_proxies {
             parse_cidr(cidr).map_err(|m| invalid("rate_limit.trusted_proxies", m))?;
         }
@@ -184,4 +252,43 @@ fn parse_cidr(s: &str) -> Result<IpNet, String> {
     s.parse::<IpNet>()
         .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
         .map_err(|_| format!("`{s}` is not a CIDR like 10.0.0.0/8 or an IP address"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    #[test]
+    fn the_client_ip_header_is_named_as_the_header_is() {
+        let c = Config::from_toml("[rate_limit]\nclient_ip_header = \"x-real-ip\"\n").unwrap();
+        assert_eq!(c.rate_limit.client_ip_header, ClientIpHeader::XRealIp);
+        assert!(Config::from_toml("[rate_limit]\nclient_ip_header = \"via\"\n").is_err());
+        assert_eq!(
+            RateLimitConfig::default().client_ip_header.name(),
+            "x-forwarded-for"
+        );
+    }
+
+    #[test]
+    fn limits_of_the_limiter_are_validated() {
+        type Spoil = fn(&mut RateLimitConfig);
+        let bad: [(&str, Spoil); 4] = [
+            ("rate_limit.address_ceiling", |r| r.address_ceiling = 0.5),
+            ("rate_limit.address_ceiling", |r| {
+                r.address_ceiling = f64::NAN
+            }),
+            ("rate_limit.max_devices_per_address", |r| {
+                r.max_devices_per_address = 0
+            }),
+            ("rate_limit.max_keys", |r| r.max_keys = 100),
+        ];
+        for (name, f) in bad {
+            let mut r = RateLimitConfig::default();
+            f(&mut r);
+            let e = r.validate().unwrap_err().to_string();
+            assert!(e.contains(name), "{e}");
+        }
+        assert!(RateLimitConfig::default().validate().is_ok());
+    }
 }

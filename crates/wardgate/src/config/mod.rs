@@ -28,7 +28,7 @@ pub use budget::WardBudgetConfig;
 pub use cache::{CacheConfig, MasterMaxAge};
 pub use citizens::CitizensConfig;
 pub use cors::{CorsConfig, CorsMode};
-pub use limits::{LimitsConfig, RateLimitConfig};
+pub use limits::{ClientIpHeader, LimitsConfig, RateLimitConfig};
 pub use listen::TlsConfig;
 pub use ops::{DrainConfig, LogConfig, LogFormat, ReadyConfig};
 pub use replica::{split_ward, ReplicaConfig, ReplicaConnFlags, ReplicaTls};

@@ -2,7 +2,7 @@
 //!
 //! 1. **accept**: TCP or TLS, HTTP/1.1 or h2 (`accept::serve`).
 //! 2. **classify** the route: citizens, master data, pass-through (`route::classify`).
-//! 3. **identify** the client and apply its rate limit (`limit::client_ip`, `Proxy::limit`).
+//! 3. **identify** the client and apply its limits (`limit::client_ip`, `Limiter::check`).
 //! 4. **validate** the parameters before anything else is touched (`CitizensQuery::parse`,
 //!    `read_sync_body`): a bad request never reaches the cache or the backend.
 //! 5. **look up** L1, then Redis (`Cache::get`).
@@ -33,7 +33,7 @@ use crate::body::{full, Body};
 use crate::cache::CacheStatus;
 use crate::config::{CorsMode, Live};
 use crate::cors;
-use crate::limit::{self, Limiter};
+use crate::limit::{self, ClientIdentity, Limiter};
 use crate::metrics::{ClassLabels, Metrics, RequestLabels};
 use crate::params::{CitizensQuery, Scope};
 use crate::respond::{self, ApiError};
@@ -124,9 +124,11 @@ impl Proxy {
             }
         };
         // 3. identify and limit
-        let ip = limit::client_ip(conn.peer, req.headers(), &self.shared.trusted.load());
-        let key = limit::client_key(ip, req.headers(), cfg.rate_limit.key_header.as_deref());
-        if let Err(l) = self.limiter.load().check(class.limit_class(), &key) {
+        let rl = &cfg.rate_limit;
+        let trusted = self.shared.trusted.load();
+        let ip = limit::client_ip(conn.peer, req.headers(), &trusted, rl.client_ip_header);
+        let who = ClientIdentity::of(ip, req.headers(), rl.key_header.as_deref());
+        if let Err(l) = self.limiter.load().check(class.limit_class(), &who) {
             self.metrics()
                 .rate_limited
                 .get_or_create(&ClassLabels { route_class: class })
@@ -137,6 +139,8 @@ impl Proxy {
                     retry_after: l.retry_after,
                     limit: l.quota.burst,
                     policy: format!("{};w=1;burst={}", l.quota.rate, l.quota.burst),
+                    limited_by: l.bound.as_str(),
+                    what: l.bound.describe(),
                 }),
             );
         }

@@ -89,6 +89,8 @@ pub struct Metrics {
     /// Limiter keys dropped before they had refilled, because a class held `rate_limit.max_keys`
     /// (`limit::table`): the idlest go first.
     pub limiter_evictions: Counter,
+    /// Reads refused for their client's ward budget, by whose budget (`device`, `address`).
+    pub ward_budget_refused: Family<OutcomeNameLabels, Counter>,
     /// Limiter keys held (addresses and devices, all classes), set at every sweep (5 s).
     pub limiter_keys: Gauge,
     pub builds: Family<SourceLabels, Counter>,
@@ -158,6 +160,7 @@ impl Metrics {
             redis_errors: Counter::default(),
             rate_limited: Family::default(),
             limiter_evictions: Counter::default(),
+            ward_budget_refused: Family::default(),
             limiter_keys: Gauge::default(),
             builds: Family::default(),
             build_duration: latency(),
@@ -267,6 +270,11 @@ impl Metrics {
 
     /// The rate limiter's state (`limit`).
     fn register_limiter(&self, r: &mut Registry) {
+        r.register(
+            "ward_budget_refused",
+            "Reads refused with 429 past their client's distinct wards of the day, by whose budget (outcome = device, address)",
+            self.ward_budget_refused.clone(),
+        );
         r.register(
             "limiter_evictions",
             "Rate-limiter keys evicted before they had refilled, at the key cap",

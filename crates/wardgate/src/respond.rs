@@ -57,6 +57,12 @@ pub enum ApiError {
         /// That limit in words, for the message.
         what: &'static str,
     },
+    /// Past the client's distinct wards of the day (`budget`).
+    WardBudget {
+        whose: &'static str,
+        budget: u32,
+        held: u64,
+    },
     /// Nothing servable now (cold ward while the upstream fails, build too slow, shed).
     Unavailable {
         reason: String,
@@ -95,7 +101,9 @@ impl ApiError {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
             ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
-            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::RateLimited { .. } | ApiError::WardBudget { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Upstream(e) => match e {
                 UpstreamError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
@@ -177,6 +185,26 @@ impl ApiError {
                     &[
                         ("retry_after_seconds", json!(secs)),
                         ("limited_by", json!(limited_by)),
+                    ],
+                )
+            }
+            ApiError::WardBudget {
+                whose,
+                budget,
+                held,
+            } => {
+                // The budget renews at midnight UTC.
+                let secs = 86_400 - EpochMs::now().0.div_euclid(1000).rem_euclid(86_400);
+                put(extra, "retry-after", &secs.to_string());
+                own(
+                    format!(
+                        "daily ward budget: this {whose} has read {held} distinct wards today, \
+                         its budget is {budget}; the wards already read stay available"
+                    ),
+                    &[
+                        ("retry_after_seconds", json!(secs)),
+                        ("limited_by", json!(format!("{whose}_ward_budget"))),
+                        ("budget", json!(budget)),
                     ],
                 )
             }

@@ -143,6 +143,7 @@ fn stages(cfg: &Config) -> Result<Shared, StartError> {
         draining: AtomicBool::new(false),
         warm_targets: ArcSwap::from_pointee(targets),
         cors: crate::cors::Cors::new(l2),
+        budget: Default::default(),
     })
 }
 

@@ -25,4 +25,6 @@ pub struct Shared {
     pub warm_targets: ArcSwap<Vec<WardKey>>,
     /// The backend's CORS answers, learned per route and `Origin`.
     pub cors: crate::cors::Cors,
+    /// The wards each client read today (`[ward_budget]`).
+    pub budget: crate::budget::WardBudget,
 }

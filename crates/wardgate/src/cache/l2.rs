@@ -47,6 +47,11 @@ impl L2 {
         self.conn.load_full().map(|c| (*c).clone())
     }
 
+    /// Whether the last health check found Redis up (`wardgate_redis_up`): no wait.
+    pub fn is_up(&self) -> bool {
+        self.metrics.redis_up.get() == 1
+    }
+
     /// Whether Redis answers a PING now (readiness).
     pub async fn ping(&self) -> bool {
         let Some(mut c) = self.conn() else {

@@ -114,6 +114,15 @@ pub struct RateLimitConfig {
     /// are evicted, counted in `wardgate_limiter_evictions_total`. Default 2,000,000: 43-69 MB
     /// per million keys (measured in `tests/limits.rs`), so at most ~140 MB a class.
     pub max_keys: u32,
+    /// With Redis configured, hold every limit across the fleet (`limit::fleet`): tokens are
+    /// leased from one schedule per client in Redis, so N instances give a client its rate,
+    /// not N times it. Each instance falls back to its own limits while Redis is away.
+    pub shared: bool,
+    /// The share of a quota's rate (per second) one instance leases at a time (at least one
+    /// token): the overshoot across `n` instances is at most `n × lease_share` of the rate,
+    /// plus the burst. 0.05: within 20% for up to 4 instances sharing one client's traffic;
+    /// a client at a few requests per second leases one token at a time (no overshoot).
+    pub lease_share: f64,
     /// Voter downloads quota, per device (or per address without a device header).
     pub downloads: Quota,
     /// Master-data quota, likewise.
@@ -157,6 +166,8 @@ impl Default for RateLimitConfig {
             address_ceiling: 4.0,
             max_devices_per_address: 1024,
             max_keys: 2_000_000,
+            shared: true,
+            lease_share: 0.05,
             downloads: Quota {
                 rate: 50.0,
                 burst: 500,
@@ -227,6 +238,12 @@ impl RateLimitConfig {
             return Err(invalid(
                 "rate_limit.max_devices_per_address",
                 "must be 1..=1000000",
+            ));
+        }
+        if !(self.lease_share.is_finite() && self.lease_share > 0.0 && self.lease_share <= 0.5) {
+            return Err(invalid(
+                "rate_limit.lease_share",
+                "must be more than 0 and at most 0.5 (of a quota's rate per second)",
             ));
         }
         if !(1024..=100_000_000).contains(&self.max_keys) {

@@ -23,9 +23,10 @@
 //! keys, beyond which the idlest are evicted (`table`; counted in
 //! `wardgate_limiter_evictions_total`): a client being refused is the last to be forgotten.
 //!
-//! **Seam.** `Limiter::check(class, &ClientIdentity)` is the one decision. A limiter shared by
-//! the fleet (in Redis) takes its place behind the same call; `ClientIdentity` carries what it
-//! needs to name keys alike on every instance (the address and `DeviceId`, a stable hash).
+//! **Across the fleet.** With Redis, `Limiter::admit` holds the same limits fleet-wide
+//! (`fleet`: tokens leased from one GCRA schedule per bucket in Redis, a few at a time), and
+//! falls back to this instance's `Limiter::check` while Redis is away. `ClientIdentity` names
+//! buckets alike on every instance (the address and `DeviceId`, a stable hash).
 
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Arc;
@@ -35,9 +36,11 @@ use http::HeaderMap;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 
+use crate::cache::l2::L2;
 use crate::config::{LimitClass, Quota, RateLimitConfig};
 use crate::metrics::Metrics;
 
+mod fleet;
 mod forwarded;
 mod table;
 
@@ -144,6 +147,8 @@ struct Settings {
     ceiling: f64,
     max_devices: u32,
     max_keys: u32,
+    shared: bool,
+    lease_share: f64,
 }
 
 impl Settings {
@@ -153,6 +158,8 @@ impl Settings {
             ceiling: cfg.address_ceiling,
             max_devices: cfg.max_devices_per_address,
             max_keys: cfg.max_keys,
+            shared: cfg.shared,
+            lease_share: cfg.lease_share,
         }
     }
 
@@ -170,6 +177,8 @@ impl Settings {
 pub struct Limiter {
     settings: Settings,
     tables: [Table; 4],
+    /// Leases of the fleet's buckets, when limits are shared (`rate_limit.shared`).
+    fleet: Option<fleet::FleetLeases>,
     epoch: Instant,
     evictions: Counter,
     keys: Gauge,
@@ -183,6 +192,9 @@ impl Limiter {
             Table::new(q, settings.ceiling(q), settings.max_devices, max_keys)
         });
         Limiter {
+            fleet: settings
+                .shared
+                .then(|| fleet::FleetLeases::new(settings.lease_share)),
             settings,
             tables,
             epoch: Instant::now(),
@@ -201,13 +213,28 @@ impl Limiter {
         self.epoch.elapsed().as_nanos() as u64
     }
 
-    /// The decision: counts one request of `class` from `who` if it is within its limits.
+    /// The decision, fleet-wide when limits are shared and Redis answers (`fleet`), else this
+    /// instance's own (`check`).
+    pub async fn admit(
+        &self,
+        l2: Option<&L2>,
+        class: LimitClass,
+        who: &ClientIdentity,
+    ) -> Result<(), Limited> {
+        if let (Some(fleet), Some(l2)) = (&self.fleet, l2.filter(|l| l.is_up())) {
+            let q = self.settings.quotas[class_index(class)];
+            let ceiling = self.settings.ceiling(q);
+            if let Some(verdict) = fleet.check(l2, class, who, q, ceiling).await {
+                return verdict;
+            }
+        }
+        self.check(class, who)
+    }
+
+    /// This instance's decision: counts one request of `class` from `who` if it is within its
+    /// limits.
     pub fn check(&self, class: LimitClass, who: &ClientIdentity) -> Result<(), Limited> {
-        // Tables and quotas are in `LimitClass::ALL`'s order.
-        let i = LimitClass::ALL
-            .iter()
-            .position(|c| *c == class)
-            .unwrap_or(0);
+        let i = class_index(class);
         let (evicted, verdict) = self.tables[i].check(who.address, who.device, self.now());
         if evicted > 0 {
             self.evictions.inc_by(evicted);
@@ -239,6 +266,14 @@ impl Limiter {
 }
 
 /// Runs `sweep` every 5 s for as long as the process lives, on whichever limiter is in force.
+/// Tables and quotas are in `LimitClass::ALL`'s order.
+fn class_index(class: LimitClass) -> usize {
+    LimitClass::ALL
+        .iter()
+        .position(|c| *c == class)
+        .unwrap_or(0)
+}
+
 pub fn spawn_sweeper(limiter: Arc<arc_swap::ArcSwap<Limiter>>) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(5));

@@ -4,7 +4,8 @@
 //! 2. **classify** the route: citizens, master data, pass-through (`route::classify`).
 //! 3. **identify** the client and apply its limits (`limit::client_ip`, `Limiter::check`).
 //! 4. **validate** the parameters before anything else is touched (`CitizensQuery::parse`,
-//!    `read_sync_body`): a bad request never reaches the cache or the backend.
+//!    `read_sync_body`): a bad request never reaches the cache or the backend; a read of
+//!    wards new to its client today must fit the client's ward budget (`Proxy::within_budget`).
 //! 5. **look up** L1, then Redis (`Cache::get`).
 //! 6. on a miss, **join or start** the one build for that key (`Cache::get` → `coalesce`).
 //! 7. **respond**: encoding, `If-None-Match`, bytes assembled from stored pieces
@@ -30,12 +31,13 @@ use hyper::body::Incoming;
 
 use crate::assembly;
 use crate::body::{full, Body};
+use crate::budget::Budgeted;
 use crate::cache::CacheStatus;
 use crate::config::{CorsMode, Live};
 use crate::cors;
 use crate::limit::{self, ClientIdentity, Limiter};
-use crate::metrics::{ClassLabels, Metrics, RequestLabels};
-use crate::params::{CitizensQuery, Scope};
+use crate::metrics::{ClassLabels, Metrics, OutcomeNameLabels, RequestLabels};
+use crate::params::{CitizensQuery, Scope, WardKey};
 use crate::respond::{self, ApiError};
 use crate::route::{self, Guarded, Route, RouteClass, CITIZENS_PATH};
 use crate::shared::Shared;
@@ -128,7 +130,9 @@ impl Proxy {
         let trusted = self.shared.trusted.load();
         let ip = limit::client_ip(conn.peer, req.headers(), &trusted, rl.client_ip_header);
         let who = ClientIdentity::of(ip, req.headers(), rl.key_header.as_deref());
-        if let Err(l) = self.limiter.load().check(class.limit_class(), &who) {
+        let limiter = self.limiter.load_full();
+        let l2 = self.shared.cache.l2.as_deref();
+        if let Err(l) = limiter.admit(l2, class.limit_class(), &who).await {
             self.metrics()
                 .rate_limited
                 .get_or_create(&ClassLabels { route_class: class })
@@ -149,7 +153,7 @@ impl Proxy {
             Err(e) => return (class, Err(e.into())),
         };
         match route {
-            Route::Citizens => self.citizens(req, class, ip, conn, trace).await,
+            Route::Citizens => self.citizens(req, class, &who, conn, trace).await,
             Route::Master(m, key) => {
                 let max_age = m.max_age(&cfg.cache.master_max_age);
                 (class, self.cached_blob(key, max_age, req.headers()).await)
@@ -234,10 +238,11 @@ impl Proxy {
         &self,
         req: Request<Incoming>,
         class: RouteClass,
-        ip: std::net::IpAddr,
+        who: &ClientIdentity,
         conn: ConnInfo,
         trace: &mut Trace,
     ) -> (RouteClass, Answer) {
+        let ip = who.address();
         let cfg = self.live().load_full();
         // 4. validate, before the body is even read.
         let q = match CitizensQuery::parse(req.uri().query().unwrap_or(""), &cfg.citizens) {
@@ -261,7 +266,10 @@ impl Proxy {
             Bytes::new()
         };
         if is_read_body(&body) {
-            return (RouteClass::Citizens, self.read(q, &parts.headers).await);
+            return (
+                RouteClass::Citizens,
+                self.read(q, &parts.headers, Some(who)).await,
+            );
         }
         (
             RouteClass::Write,
@@ -269,13 +277,21 @@ impl Proxy {
         )
     }
 
-    /// 5–7 for a citizens read.
-    async fn read(&self, q: CitizensQuery, headers: &http::HeaderMap) -> Answer {
+    /// 5–7 for a citizens read. `who`: the client whose ward budget the read counts against;
+    /// `None` after a write the backend acknowledged (refusing its answer would have the app
+    /// send the write again).
+    async fn read(
+        &self,
+        q: CitizensQuery,
+        headers: &http::HeaderMap,
+        who: Option<&ClientIdentity>,
+    ) -> Answer {
         let cfg = self.live().load();
         let q = self.widened(q);
         let max_age = cfg.cache.snapshot_max_age.0;
         match &q.scope {
             Scope::Ward(w) => {
+                self.within_budget(who, std::slice::from_ref(w)).await?;
                 let found = self.shared.cache.ward(w, max_age).await?;
                 self.ward_answer(&q, found.value, headers, found.status)
                     .await
@@ -287,6 +303,7 @@ impl Proxy {
                     tracing::warn!(assembly = %a, "assembly not in the master data; asking the backend");
                     return self.forward_read(&q).await;
                 };
+                self.within_budget(who, &wards).await?;
                 let (snaps, status) = assembly::snapshots(cache, &wards, max_age).await?;
                 let by = (q.booths.is_some(), q.since_ms.is_some());
                 if let Some(field) = snaps.iter().find_map(|s| s.unindexed().blocks(by.0, by.1)) {
@@ -296,6 +313,51 @@ impl Proxy {
                 assembly::answer(cache, &snaps, &q, headers, status, max_rows)
             }
         }
+    }
+
+    /// 4b. The ward budget: a read of wards new to its client today must fit the client's
+    /// budget, its device's and its address's (`budget`).
+    async fn within_budget(
+        &self,
+        who: Option<&ClientIdentity>,
+        wards: &[WardKey],
+    ) -> Result<(), ApiError> {
+        let cfg = &self.live().load().ward_budget;
+        let Some(who) = who.filter(|_| cfg.enabled) else {
+            return Ok(());
+        };
+        let device = who.device().map(|d| format!("dev:{:016x}", d.0));
+        let address = format!("ip:{}", who.address());
+        let mut clients = Vec::with_capacity(2);
+        if let Some(name) = &device {
+            clients.push(Budgeted {
+                name,
+                whose: "device",
+                budget: cfg.per_device,
+            });
+        }
+        clients.push(Budgeted {
+            name: &address,
+            whose: "address",
+            budget: cfg.per_address,
+        });
+        let wards: Vec<String> = wards.iter().map(|w| w.to_string()).collect();
+        let l2 = self.shared.cache.l2.as_deref().filter(|l| l.is_up());
+        self.shared
+            .budget
+            .admit(l2, &clients, &wards)
+            .await
+            .map_err(|e| {
+                self.metrics()
+                    .ward_budget_refused
+                    .get_or_create(&OutcomeNameLabels { outcome: e.whose })
+                    .inc();
+                ApiError::WardBudget {
+                    whose: e.whose,
+                    budget: e.budget,
+                    held: e.held,
+                }
+            })
     }
 
     /// Deltas overlap (see "Deltas without gaps" in ARCHITECTURE.md); answers from snapshots

@@ -64,7 +64,7 @@ impl Proxy {
         let Some(base) = base else {
             // Nothing held to patch: the client's read builds the ward, after the write.
             cache.acknowledge(&WriteScope::Ward(w.clone()), at).await;
-            return self.read(q, &parts.headers).await;
+            return self.read(q, &parts.headers, None).await;
         };
         let answer = answer.map_err(|_| Refused::Unreadable);
         let patched = cache.patch_after_write(base, answer, written, sent, at);
@@ -75,7 +75,7 @@ impl Proxy {
                     .await
             }
             // Superseded (`patch_after_write`): this read builds the ward afresh.
-            None => self.read(q, &parts.headers).await,
+            None => self.read(q, &parts.headers, None).await,
         }
     }
 

@@ -148,10 +148,6 @@ impl ApiError {
 
     /// The message and wardgate's own fields of an error, and the headers it needs.
     fn detail(self, extra: &mut HeaderMap) -> Detail {
-        let own = |message: String, fields: &[(&str, serde_json::Value)]| {
-            let fields = fields.iter().map(|(k, v)| (k.to_string(), v.clone()));
-            Detail::Own(message, fields.collect())
-        };
         match self {
             ApiError::BadParam(e) => own(e.message, &[("param", json!(e.param))]),
             ApiError::BadBody(msg) => own(msg, &[("param", json!("body"))]),
@@ -192,22 +188,7 @@ impl ApiError {
                 whose,
                 budget,
                 held,
-            } => {
-                // The budget renews at midnight UTC.
-                let secs = 86_400 - EpochMs::now().0.div_euclid(1000).rem_euclid(86_400);
-                put(extra, "retry-after", &secs.to_string());
-                own(
-                    format!(
-                        "daily ward budget: this {whose} has read {held} distinct wards today, \
-                         its budget is {budget}; the wards already read stay available"
-                    ),
-                    &[
-                        ("retry_after_seconds", json!(secs)),
-                        ("limited_by", json!(format!("{whose}_ward_budget"))),
-                        ("budget", json!(budget)),
-                    ],
-                )
-            }
+            } => over_ward_budget(whose, budget, held, extra),
             ApiError::Unavailable {
                 reason,
                 retry_after,
@@ -251,6 +232,32 @@ enum Detail {
     Relayed(Bytes),
     /// wardgate's: the message, and its own fields beside Spring's.
     Own(String, serde_json::Map<String, serde_json::Value>),
+}
+
+/// wardgate's own error: its message and fields.
+fn own(message: String, fields: &[(&str, serde_json::Value)]) -> Detail {
+    let fields = fields.iter().map(|(k, v)| (k.to_string(), v.clone()));
+    Detail::Own(message, fields.collect())
+}
+
+/// A 429 for a client past its distinct wards of the day (`budget`).
+fn over_ward_budget(whose: &str, budget: u32, held: u64, extra: &mut HeaderMap) -> Detail {
+    // The budget renews at midnight UTC.
+    let secs = 86_400 - EpochMs::now().0.div_euclid(1000).rem_euclid(86_400);
+    put(extra, "retry-after", &secs.to_string());
+    let message = format!(
+        "daily ward budget: this {whose} has read {held} distinct wards today, its budget is \
+         {budget}; the wards already read stay available"
+    );
+    let fields = [
+        ("retry_after_seconds".to_string(), json!(secs)),
+        (
+            "limited_by".to_string(),
+            json!(format!("{whose}_ward_budget")),
+        ),
+        ("budget".to_string(), json!(budget)),
+    ];
+    Detail::Own(message, fields.into_iter().collect())
 }
 
 fn put(h: &mut HeaderMap, name: &'static str, value: &str) {

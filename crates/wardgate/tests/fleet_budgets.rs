@@ -206,10 +206,17 @@ async fn a_client_walking_more_wards_than_its_budget_is_refused_across_the_fleet
     assert!(r.headers().contains_key("retry-after"));
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["limited_by"], "address_ward_budget", "{body}");
-    assert!(body["message"].as_str().unwrap().contains("budget is 3"), "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("budget is 3"),
+        "{body}"
+    );
     // Its wards stay available, on either instance.
     for (g, w) in [(&b, 1), (&a, 2), (&b, 3)] {
-        assert_eq!(read(g, w, None).await.unwrap().status(), 200, "re-read of ward {w}");
+        assert_eq!(
+            read(g, w, None).await.unwrap().status(),
+            200,
+            "re-read of ward {w}"
+        );
     }
     // A device names its own budget, inside its address's: new wards are still past the
     // address's, and made-up device ids do not reset it.
@@ -218,8 +225,10 @@ async fn a_client_walking_more_wards_than_its_budget_is_refused_across_the_fleet
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["limited_by"], "address_ward_budget", "{body}");
     assert_eq!(
-        a.metric("wardgate_ward_budget_refused_total{outcome=\"address\"}").await
-            + b.metric("wardgate_ward_budget_refused_total{outcome=\"address\"}").await,
+        a.metric("wardgate_ward_budget_refused_total{outcome=\"address\"}")
+            .await
+            + b.metric("wardgate_ward_budget_refused_total{outcome=\"address\"}")
+                .await,
         2.0
     );
     a.stop().await;

@@ -1,4 +1,4 @@
-//! The budgets the fleet shares through Redis, against a real Redis: GCRA tokens leased in
+//! The budgets the fleet shares through Redis, against a real Redis: GCRA tokens charged in
 //! batches, and the distinct wards a client reads in a day.
 
 mod support;
@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use support::*;
-use wardgate::cache::fleet::Lease;
+use wardgate::cache::fleet::Spent;
 use wardgate::cache::l2::L2;
 use wardgate::cache::topology::RedisTarget;
 
@@ -20,23 +20,56 @@ async fn l2(prefix: &str) -> Arc<L2> {
     l2
 }
 
+fn spent(bucket: &(dyn std::fmt::Display + Sync), tokens: u32) -> Spent<'_> {
+    // 10 tokens/s, burst 5
+    Spent {
+        bucket,
+        interval: Duration::from_millis(100),
+        burst: 5,
+        tokens,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn leases_share_one_gcra_schedule_across_instances() {
+async fn tokens_spent_on_any_instance_are_charged_to_one_gcra_schedule() {
     let prefix = unique("wgfleet");
     let (a, b) = (l2(&prefix).await, l2(&prefix).await);
-    let every = Duration::from_millis(100); // 10 tokens/s, burst 5
-                                            // The burst is shared: what one instance leased, the other cannot.
-    assert_eq!(a.lease("k", every, 5, 3).await, Some(Lease::Granted(3)));
-    assert_eq!(b.lease("k", every, 5, 3).await, Some(Lease::Granted(2)));
-    match a.lease("k", every, 5, 1).await {
-        Some(Lease::Refused(wait)) => assert!(wait <= every, "{wait:?}"),
-        other => panic!("a sixth token in the burst: {other:?}"),
+    let every = Duration::from_millis(100);
+    // The burst is shared: what one instance spent, the other sees spent.
+    assert_eq!(
+        a.charge(&[spent(&"k", 3)]).await,
+        Some(vec![Duration::ZERO])
+    );
+    let waits = b.charge(&[spent(&"k", 2)]).await.unwrap();
+    assert!(waits[0] > Duration::ZERO && waits[0] <= every, "{waits:?}");
+    // Spent tokens are charged even past the burst (they were served): the wait grows.
+    let waits = a.charge(&[spent(&"k", 2)]).await.unwrap();
+    assert!(waits[0] > 2 * every, "{waits:?}");
+    // One call answers many buckets, in order; other buckets have budgets of their own.
+    let waits = b
+        .charge(&[spent(&"other", 5), spent(&"k", 0), spent(&"third", 1)])
+        .await
+        .unwrap();
+    assert_eq!(waits.len(), 3);
+    assert!(waits[0] > Duration::ZERO && waits[0] <= every, "{waits:?}");
+    assert!(waits[1] > 2 * every, "{waits:?}");
+    assert_eq!(waits[2], Duration::ZERO);
+    // A token comes back every interval, for whichever instance spends it.
+    tokio::time::sleep(3 * every + Duration::from_millis(50)).await;
+    assert_eq!(
+        a.charge(&[spent(&"k", 0)]).await,
+        Some(vec![Duration::ZERO])
+    );
+    // More buckets than one call carries are charged in several, answered in order.
+    let names: Vec<String> = (0..1100).map(|i| format!("m{i}")).collect();
+    let many: Vec<Spent> = (0..1100)
+        .map(|i| spent(&names[i], 4 + (i % 2) as u32))
+        .collect();
+    let waits = a.charge(&many).await.unwrap();
+    assert_eq!(waits.len(), 1100);
+    for (i, w) in waits.iter().enumerate() {
+        assert_eq!(w.is_zero(), i % 2 == 0, "bucket m{i}: {w:?}");
     }
-    // A token comes back every interval, for whichever instance asks.
-    tokio::time::sleep(every + Duration::from_millis(20)).await;
-    assert_eq!(b.lease("k", every, 5, 3).await, Some(Lease::Granted(1)));
-    // Other keys have budgets of their own.
-    assert_eq!(b.lease("other", every, 5, 5).await, Some(Lease::Granted(5)));
     redis_cleanup(&prefix).await;
 }
 

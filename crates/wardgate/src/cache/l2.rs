@@ -113,7 +113,7 @@ impl L2 {
     }
 
     /// `{prefix}:{kind}:{name}`, the name as its hash tag: a fleet budget's one key.
-    pub(super) fn fleet_key(&self, kind: &str, name: &str) -> String {
+    pub(super) fn fleet_key(&self, kind: &str, name: impl std::fmt::Display) -> String {
         format!("{}:{kind}:{{{name}}}", self.prefix)
     }
 

@@ -145,6 +145,10 @@ impl ConnectionLike for RedisConn {
 }
 
 impl RedisConn {
+    pub fn is_cluster(&self) -> bool {
+        matches!(self, RedisConn::Cluster(_))
+    }
+
     /// Every command's answer, in order: one pipeline on a node; on a Cluster each command on
     /// its own, concurrently (over the one multiplexed connection), since a pipeline may not
     /// cross slots and these name keys of many wards.

@@ -114,14 +114,17 @@ pub struct RateLimitConfig {
     /// are evicted, counted in `wardgate_limiter_evictions_total`. Default 2,000,000: 43-69 MB
     /// per million keys (measured in `tests/limits.rs`), so at most ~140 MB a class.
     pub max_keys: u32,
-    /// With Redis configured, hold every limit across the fleet (`limit::fleet`): tokens are
-    /// leased from one schedule per client in Redis, so N instances give a client its rate,
-    /// not N times it. Each instance falls back to its own limits while Redis is away.
+    /// With Redis configured, hold every limit across the fleet (`limit::fleet`): the tokens
+    /// each instance spends are charged, in batches, to one schedule per client in Redis, so N
+    /// instances give a client its rate, not N times it. Each instance falls back to its own
+    /// limits while Redis is away.
     pub shared: bool,
-    /// The share of a quota's rate (per second) one instance leases at a time (at least one
-    /// token): the overshoot across `n` instances is at most `n × lease_share` of the rate,
-    /// plus the burst. 0.05: within 20% for up to 4 instances sharing one client's traffic;
-    /// a client at a few requests per second leases one token at a time (no overshoot).
+    /// The lease: the share of a quota's rate (per second) or of its burst, whichever is more,
+    /// of tokens one instance may spend before Redis has counted them (at least one token);
+    /// past it, a request waits for the next batch to be answered (a Redis round trip). Across
+    /// `n` instances a client gets at most its rate and burst plus `2 × n` leases (spent after
+    /// Redis last refused it, or not yet reported), a fixed excess, not a rate: 0.05 at the
+    /// default downloads quota (50/s, burst 500) is a lease of 25 tokens.
     pub lease_share: f64,
     /// Voter downloads quota, per device (or per address without a device header).
     pub downloads: Quota,

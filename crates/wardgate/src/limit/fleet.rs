@@ -1,140 +1,347 @@
 //! The limits held across the fleet: each request spends a token of its buckets (its address's
-//! ceiling, and its device's quota or its address's own), tokens leased from one GCRA schedule
-//! in Redis (`cache::fleet`) a few at a time, so that N instances behind round-robin give a
-//! client its configured rate, not N times it.
+//! ceiling, and its device's quota or its address's own) from a lease this instance holds, and
+//! the tokens spent are reported to one GCRA schedule per bucket in Redis in batches
+//! (`cache::fleet`), so that N instances behind round-robin give a client its configured rate,
+//! not N times it, without a Redis round trip per request.
 //!
-//! **Invariant:** the overshoot is bounded by the leases: at most `lease` tokens per bucket and
-//! instance are spent after their schedule, and a lease lapses once its tokens' schedule has
-//! passed. `lease` = `rate × lease_share` (at least 1), so with `n` instances a client gets at
-//! most `rate × (1 + n × lease_share)` plus its burst.
+//! **Invariant:** every token spent is charged to the fleet's schedule once (reported late;
+//! forgotten only when Redis does not answer its report, at most a lease), and an instance
+//! spends at most `lease` tokens of a bucket that Redis has not yet counted, none while
+//! Redis's last answer refused the bucket. `lease` = `lease_share` of the rate or of the
+//! burst, whichever is more (at least 1), so with `n` instances a client gets at most its rate,
+//! its burst and `2 × n` leases more: `n` spent and not yet reported, `n` spent after the
+//! schedule in Redis had run past its burst, before their instances heard.
+//!
+//! A request whose lease is spent waits for the next report (started at once, shared by every
+//! bucket with tokens to report, bounded by `FLEET_TIMEOUT`); a report that fails leaves the
+//! decision to this instance's own limiter.
 
+use std::net::IpAddr;
 use std::num::NonZeroUsize;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use lru::LruCache;
+use tokio::sync::watch;
 
 use super::{Bound, ClientIdentity, Limited};
-use crate::cache::fleet::Lease;
+use crate::cache::fleet::{Spent, FLEET_TIMEOUT};
 use crate::cache::l2::L2;
 use crate::config::{LimitClass, Quota};
 
-/// Buckets whose leases one instance remembers per shard; a forgotten lease is a few tokens
-/// given back to the schedule.
-const LEASES_PER_SHARD: usize = 16_384;
+/// Buckets one instance remembers per shard; a forgotten bucket's unreported tokens are lost
+/// to the schedule (at most a lease each), its state in Redis is not.
+const BUCKETS_PER_SHARD: usize = 16_384;
 const SHARDS: usize = 16;
 
-/// Tokens leased here and not yet spent.
+/// How often tokens spent are reported when no request is waiting for a report. The bound on
+/// overshoot does not depend on it (unreported tokens stay within a lease per bucket); the
+/// longer, the more requests of a client one report carries.
+const REPORT_EVERY: Duration = Duration::from_millis(250);
+
+/// A bucket of the fleet, named alike on every instance.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct BucketName {
+    class: LimitClass,
+    of: Owner,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Owner {
+    Device(u64),
+    Address(IpAddr),
+    Ceiling(IpAddr),
+}
+
+/// Its name in Redis (under the `rl` kind of the fleet's keys).
+impl std::fmt::Display for BucketName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let c = self.class.as_str();
+        match self.of {
+            Owner::Device(d) => write!(f, "{c}:d:{d:016x}"),
+            Owner::Address(a) => write!(f, "{c}:a:{a}"),
+            Owner::Ceiling(a) => write!(f, "{c}:c:{a}"),
+        }
+    }
+}
+
+/// One bucket as this instance holds it.
 struct Held {
-    tokens: u32,
-    until: Instant,
-}
-
-/// This instance's leases of the fleet's buckets.
-pub struct FleetLeases {
-    shards: Vec<Mutex<LruCache<String, Held>>>,
-    share: f64,
-}
-
-/// One bucket a request spends from: its name in Redis, its quota and the bound it stands for.
-struct Bucket {
-    name: String,
     quota: Quota,
-    bound: Bound,
+    /// Tokens spent here and not yet reported.
+    unreported: u32,
+    /// Tokens spent here, in a report that has not been answered.
+    reporting: u32,
+    /// Until when Redis's last answer refused the bucket.
+    refused_until: Option<Instant>,
+    /// Whether it is in its shard's list of buckets with tokens to report.
+    listed: bool,
+}
+
+#[derive(Default)]
+struct Shard {
+    buckets: Option<LruCache<BucketName, Held>>,
+    /// Buckets with tokens to report.
+    to_report: Vec<BucketName>,
+}
+
+impl Shard {
+    fn buckets(&mut self) -> &mut LruCache<BucketName, Held> {
+        let cap = NonZeroUsize::new(BUCKETS_PER_SHARD).unwrap_or(NonZeroUsize::MIN);
+        self.buckets.get_or_insert_with(|| LruCache::new(cap))
+    }
+}
+
+/// What a try to spend a token found.
+enum Spend {
+    Spent,
+    Refused(Duration),
+    /// The lease is spent: the next report decides.
+    AwaitReport,
+}
+
+/// The outcome of the last report: how many there were, and whether Redis answered it.
+#[derive(Clone, Copy, Debug, Default)]
+struct Reported {
+    count: u64,
+    ok: bool,
+}
+
+/// This instance's leases of the fleet's buckets and its reports of what it spent.
+pub struct FleetLeases {
+    shards: Vec<Mutex<Shard>>,
+    share: f64,
+    /// A report is running.
+    reporting: AtomicBool,
+    /// Someone asked for a report while one was running: run another after it.
+    again: AtomicBool,
+    /// When the last report began, in ns since `epoch`.
+    last_report: AtomicU64,
+    epoch: Instant,
+    reports: watch::Sender<Reported>,
 }
 
 impl FleetLeases {
-    /// `share`: the part of a bucket's rate one lease takes (`rate_limit.lease_share`).
+    /// `share`: the part of a bucket's rate one lease holds (`rate_limit.lease_share`).
     pub fn new(share: f64) -> FleetLeases {
-        let cap = NonZeroUsize::new(LEASES_PER_SHARD).unwrap_or(NonZeroUsize::MIN);
         FleetLeases {
-            shards: (0..SHARDS)
-                .map(|_| Mutex::new(LruCache::new(cap)))
-                .collect(),
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             share,
+            reporting: AtomicBool::new(false),
+            again: AtomicBool::new(false),
+            last_report: AtomicU64::new(0),
+            epoch: Instant::now(),
+            reports: watch::channel(Reported::default()).0,
         }
     }
 
-    fn shard(&self, name: &str) -> std::sync::MutexGuard<'_, LruCache<String, Held>> {
-        let h = name.bytes().fold(0usize, |h, b| {
-            h.wrapping_mul(31).wrapping_add(usize::from(b))
-        });
-        let m = &self.shards[h % SHARDS];
-        // Every update leaves the map consistent.
-        match m.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        }
+    fn shard(&self, name: &BucketName) -> MutexGuard<'_, Shard> {
+        // Spreads the lock, nothing more: any stable mix of the name will do.
+        let h = match name.of {
+            Owner::Device(d) => d,
+            Owner::Address(a) | Owner::Ceiling(a) => match a {
+                IpAddr::V4(v4) => u64::from(u32::from(v4)),
+                IpAddr::V6(v6) => (u128::from(v6) >> 64) as u64,
+            },
+        };
+        let h = h.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 59;
+        // Every update leaves the shard consistent.
+        self.shards[h as usize % SHARDS]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn elapsed_ns(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
+    }
+
+    /// Tokens of a bucket this instance may spend before Redis has counted them: `share` of
+    /// its rate or of its burst, whichever is more (a sync's burst of pages does not wait).
+    fn lease(&self, q: Quota) -> u32 {
+        (q.rate.max(f64::from(q.burst)) * self.share)
+            .floor()
+            .clamp(1.0, f64::from(u32::MAX)) as u32
     }
 
     /// Spends a token of each bucket of `who`: `None` when Redis could not be asked in time
     /// (the caller decides with its own limiter).
     pub async fn check(
-        &self,
-        l2: &L2,
+        self: &Arc<Self>,
+        l2: &Arc<L2>,
         class: LimitClass,
         who: &ClientIdentity,
         quota: Quota,
         ceiling: Quota,
     ) -> Option<Result<(), Limited>> {
-        let c = class.as_str();
         let own = match who.device() {
-            Some(d) => Bucket {
-                name: format!("{c}:d:{:016x}", d.0),
-                quota,
-                bound: Bound::Device,
-            },
-            None => Bucket {
-                name: format!("{c}:a:{}", who.address()),
-                quota,
-                bound: Bound::Address,
-            },
+            Some(d) => (Owner::Device(d.0), quota, Bound::Device),
+            None => (Owner::Address(who.address()), quota, Bound::Address),
         };
-        let ceiling = Bucket {
-            name: format!("{c}:c:{}", who.address()),
-            quota: ceiling,
-            bound: Bound::Ceiling,
-        };
-        for b in [ceiling, own] {
-            if let Err(l) = self.spend(l2, &b).await? {
+        let ceiling = (Owner::Ceiling(who.address()), ceiling, Bound::Ceiling);
+        // Its own bucket first: a device refused its quota spends nothing of the ceiling it
+        // shares with every device behind its address.
+        for (of, quota, bound) in [own, ceiling] {
+            let name = BucketName { class, of };
+            if let Err(l) = self.spend(l2, name, quota, bound).await? {
                 return Some(Err(l));
             }
         }
+        self.report_if_due(l2);
         Some(Ok(()))
     }
 
-    async fn spend(&self, l2: &L2, b: &Bucket) -> Option<Result<(), Limited>> {
-        let now = Instant::now();
-        if let Some(h) = self.shard(&b.name).get_mut(&b.name) {
-            if h.tokens > 0 && h.until > now {
-                h.tokens -= 1;
-                return Some(Ok(()));
-            }
-        }
-        let interval = Duration::from_secs_f64(1.0 / b.quota.rate.max(1e-6));
-        let want = (b.quota.rate * self.share).floor().max(1.0) as u32;
-        match l2.lease(&b.name, interval, b.quota.burst, want).await? {
-            Lease::Granted(n) => {
-                if n > 1 {
-                    // Requests of one client on several connections lease at once: each adds
-                    // its remainder to what is held, none overwrites another's.
-                    let until = now + interval * n;
-                    let mut shard = self.shard(&b.name);
-                    let held =
-                        shard.get_or_insert_mut(b.name.clone(), || Held { tokens: 0, until });
-                    if held.until <= now {
-                        held.tokens = 0;
-                    }
-                    held.tokens += n - 1;
-                    held.until = held.until.max(until);
+    async fn spend(
+        self: &Arc<Self>,
+        l2: &Arc<L2>,
+        name: BucketName,
+        quota: Quota,
+        bound: Bound,
+    ) -> Option<Result<(), Limited>> {
+        // Requests of one client on many connections share its lease: each report lets some
+        // through, until Redis refuses the bucket; only a Redis that does not answer within
+        // `FLEET_TIMEOUT` leaves the decision to this instance.
+        let deadline = tokio::time::Instant::now() + FLEET_TIMEOUT;
+        loop {
+            let mut reports = self.reports.subscribe();
+            match self.try_spend(name, quota) {
+                Spend::Spent => return Some(Ok(())),
+                Spend::Refused(retry_after) => {
+                    return Some(Err(Limited {
+                        retry_after,
+                        quota,
+                        bound,
+                    }))
                 }
-                Some(Ok(()))
+                Spend::AwaitReport => {
+                    self.start_report(l2);
+                    match tokio::time::timeout_at(deadline, reports.changed()).await {
+                        Ok(Ok(())) if reports.borrow().ok => continue,
+                        _ => return None,
+                    }
+                }
             }
-            Lease::Refused(wait) => Some(Err(Limited {
-                retry_after: wait,
-                quota: b.quota,
-                bound: b.bound,
-            })),
         }
+    }
+
+    fn try_spend(&self, name: BucketName, quota: Quota) -> Spend {
+        let lease = self.lease(quota);
+        let now = Instant::now();
+        let mut shard = self.shard(&name);
+        let held = shard.buckets().get_or_insert_mut(name, || Held {
+            quota,
+            unreported: 0,
+            reporting: 0,
+            refused_until: None,
+            listed: false,
+        });
+        // A reload may change the quota; the bucket's count in Redis carries over.
+        held.quota = quota;
+        if let Some(until) = held.refused_until {
+            if until > now {
+                return Spend::Refused(until - now);
+            }
+            held.refused_until = None;
+        }
+        if held.unreported + held.reporting >= lease {
+            return Spend::AwaitReport;
+        }
+        held.unreported += 1;
+        if !held.listed {
+            held.listed = true;
+            shard.to_report.push(name);
+        }
+        Spend::Spent
+    }
+
+    /// Starts a report when the last is older than `REPORT_EVERY`, so that tokens spent within
+    /// their leases reach Redis soon even when no request waits.
+    fn report_if_due(self: &Arc<Self>, l2: &Arc<L2>) {
+        let since = self.elapsed_ns() - self.last_report.load(Ordering::Relaxed);
+        if since >= REPORT_EVERY.as_nanos() as u64 && !self.reporting.load(Ordering::Relaxed) {
+            self.start_report(l2);
+        }
+    }
+
+    /// Runs a report now, or right after the one running.
+    fn start_report(self: &Arc<Self>, l2: &Arc<L2>) {
+        self.again.store(true, Ordering::SeqCst);
+        if self.reporting.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let (me, l2) = (self.clone(), l2.clone());
+        tokio::spawn(async move {
+            loop {
+                while me.again.swap(false, Ordering::SeqCst) {
+                    let ok = me.report(&l2).await;
+                    me.reports.send_modify(|r| {
+                        r.count += 1;
+                        r.ok = ok;
+                    });
+                }
+                me.reporting.store(false, Ordering::SeqCst);
+                // A request that asked between the last check and the store above found a
+                // report running: run it, unless another task took over.
+                if !me.again.load(Ordering::SeqCst) || me.reporting.swap(true, Ordering::SeqCst) {
+                    break;
+                }
+            }
+        });
+    }
+
+    /// Reports every bucket's unreported tokens in one batch and applies Redis's answers.
+    async fn report(&self, l2: &L2) -> bool {
+        self.last_report.store(self.elapsed_ns(), Ordering::Relaxed);
+        let batch = self.take_unreported();
+        if batch.is_empty() {
+            return true;
+        }
+        let spent: Vec<Spent> = batch
+            .iter()
+            .map(|(name, quota, tokens)| Spent {
+                bucket: name,
+                interval: Duration::from_secs_f64(1.0 / quota.rate.max(1e-6)),
+                burst: quota.burst.max(1),
+                tokens: *tokens,
+            })
+            .collect();
+        let answers = l2.charge(&spent).await;
+        let now = Instant::now();
+        for (i, (name, _, tokens)) in batch.iter().enumerate() {
+            let mut shard = self.shard(name);
+            let Some(held) = shard.buckets().peek_mut(name) else {
+                continue;
+            };
+            held.reporting = held.reporting.saturating_sub(*tokens);
+            // Unanswered, they may have been charged or not: never sent twice (a bucket is
+            // never charged for more than was served), at most a lease forgotten.
+            if let Some(Some(wait)) = answers.as_ref().map(|a| a.get(i).copied()) {
+                if !wait.is_zero() {
+                    held.refused_until = Some(now + wait);
+                }
+            }
+        }
+        answers.is_some()
+    }
+
+    /// Every bucket's unreported tokens, moved to `reporting`.
+    fn take_unreported(&self) -> Vec<(BucketName, Quota, u32)> {
+        let mut batch = Vec::new();
+        for m in &self.shards {
+            let mut shard = m.lock().unwrap_or_else(|p| p.into_inner());
+            let names = std::mem::take(&mut shard.to_report);
+            for name in names {
+                let Some(held) = shard.buckets().peek_mut(&name) else {
+                    continue;
+                };
+                held.listed = false;
+                if held.unreported > 0 {
+                    batch.push((name, held.quota, held.unreported));
+                    held.reporting += held.unreported;
+                    held.unreported = 0;
+                }
+            }
+        }
+        batch
     }
 }

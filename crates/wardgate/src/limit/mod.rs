@@ -24,8 +24,9 @@
 //! `wardgate_limiter_evictions_total`): a client being refused is the last to be forgotten.
 //!
 //! **Across the fleet.** With Redis, `Limiter::admit` holds the same limits fleet-wide
-//! (`fleet`: tokens leased from one GCRA schedule per bucket in Redis, a few at a time), and
-//! falls back to this instance's `Limiter::check` while Redis is away. `ClientIdentity` names
+//! (`fleet`: tokens spent from leases this instance holds, charged in batches to one GCRA
+//! schedule per bucket in Redis), and falls back to this instance's `Limiter::check` while
+//! Redis is away. `ClientIdentity` names
 //! buckets alike on every instance (the address and `DeviceId`, a stable hash).
 
 use std::net::{IpAddr, Ipv6Addr};
@@ -178,7 +179,7 @@ pub struct Limiter {
     settings: Settings,
     tables: [Table; 4],
     /// Leases of the fleet's buckets, when limits are shared (`rate_limit.shared`).
-    fleet: Option<fleet::FleetLeases>,
+    fleet: Option<Arc<fleet::FleetLeases>>,
     epoch: Instant,
     evictions: Counter,
     keys: Gauge,
@@ -194,7 +195,7 @@ impl Limiter {
         Limiter {
             fleet: settings
                 .shared
-                .then(|| fleet::FleetLeases::new(settings.lease_share)),
+                .then(|| Arc::new(fleet::FleetLeases::new(settings.lease_share))),
             settings,
             tables,
             epoch: Instant::now(),
@@ -217,7 +218,7 @@ impl Limiter {
     /// instance's own (`check`).
     pub async fn admit(
         &self,
-        l2: Option<&L2>,
+        l2: Option<&Arc<L2>>,
         class: LimitClass,
         who: &ClientIdentity,
     ) -> Result<(), Limited> {

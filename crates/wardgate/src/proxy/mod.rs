@@ -131,7 +131,7 @@ impl Proxy {
         let ip = limit::client_ip(conn.peer, req.headers(), &trusted, rl.client_ip_header);
         let who = ClientIdentity::of(ip, req.headers(), rl.key_header.as_deref());
         let limiter = self.limiter.load_full();
-        let l2 = self.shared.cache.l2.as_deref();
+        let l2 = self.shared.cache.l2.as_ref();
         if let Err(l) = limiter.admit(l2, class.limit_class(), &who).await {
             self.metrics()
                 .rate_limited

@@ -115,6 +115,7 @@ if [ -n "$KUSTOMIZE" ]; then
   run "render k8s/jobs"                    sh -c "$KUSTOMIZE k8s/jobs > '$R/jobs.yaml'"
   run "render k8s/monitoring"              sh -c "$KUSTOMIZE k8s/monitoring > '$R/monitoring.yaml'"
   run "render k8s/monitoring/operator"     sh -c "$KUSTOMIZE k8s/monitoring/operator > '$R/operator.yaml'"
+  run "render k8s/monitoring/grafana"      sh -c "$KUSTOMIZE k8s/monitoring/grafana > '$R/grafana.yaml'"
 else
   run "emulated render of k8s and k8s/jobs" "$PY" .ci/deploy_checks.py --emulate-render "$R"
   cp k8s/monitoring/operator/*.yaml "$R/" 2>/dev/null; rm -f "$R/kustomization.yaml"
@@ -183,6 +184,19 @@ assert len(rules) >= 8, f"only {len(rules)} PromQL expressions found in the runb
 yaml.safe_dump({"groups": [{"name": "runbook", "rules": rules}]}, open(sys.argv[2], "w"))
 EOF
 run "PromQL in docs/runbook.md parses (promtool)" "$PROMTOOL" check rules "$TMP/runbook-rules.yaml"
+
+# The Grafana dashboard: generated, its every expression parses (the metrics it names are
+# checked against a live /metrics by tests/dashboard.rs).
+run "dashboard == .ci/gen-dashboard.py's output" "$PY" .ci/gen-dashboard.py --check
+run "dashboard JSON parses, panels have queries" "$PY" -c "
+import json, sys
+d = json.load(open('k8s/monitoring/grafana/wardgate.json'))
+ts = [t for p in d['panels'] for t in p.get('targets', [])]
+assert d['uid'] == 'wardgate' and len(ts) >= 20, len(ts)
+assert all('\$track' in t['expr'] for t in ts), 'a query ignores the track variable'
+"
+"$PY" .ci/gen-dashboard.py --rules "$TMP/dashboard-rules.yaml"
+run "PromQL of the dashboard parses (promtool)" "$PROMTOOL" check rules "$TMP/dashboard-rules.yaml"
 
 # ------------------------------------------------------------------------------------------
 step "consistency checks (.ci/deploy_checks.py)"

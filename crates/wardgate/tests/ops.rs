@@ -40,6 +40,44 @@ async fn warm_fills_redis_so_a_fresh_instance_never_asks_the_upstream() {
             && stdout.contains("rows/s"),
         "{stdout}"
     );
+    // Its progress stays in Redis for every instance's status page: done, and until when.
+    let mut r = redis::Client::open(redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let record: String = redis::cmd("GET")
+        .arg(format!("{prefix}:warm:progress"))
+        .query_async(&mut r)
+        .await
+        .unwrap();
+    let p: serde_json::Value = serde_json::from_str(&record).unwrap();
+    assert_eq!(
+        (
+            &p["finished"],
+            &p["done"],
+            &p["total"],
+            &p["rows"],
+            &p["source"]
+        ),
+        (
+            &true.into(),
+            &20.into(),
+            &20.into(),
+            &200_000.into(),
+            &"replica".into()
+        ),
+        "{p}"
+    );
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    assert!(
+        p["stored_until"].as_i64().unwrap() > now_ms + 3_600_000,
+        "{p}"
+    );
+    assert_eq!(p["eta_seconds"], 0, "{p}");
     // Resumable: a second run finds every ward fresh.
     let again = warm(false);
     assert!(String::from_utf8_lossy(&again.stdout).contains("0 wards built, 20 already fresh"));

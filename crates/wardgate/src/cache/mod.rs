@@ -29,6 +29,7 @@ pub mod probe;
 mod status;
 mod sync;
 pub mod topology;
+pub mod warm_progress;
 mod watch;
 pub mod watermark;
 mod write;

@@ -5,7 +5,6 @@
 //! bounded concurrency; from the read replica each ward's rows are streamed (memory is bounded
 //! by a ward, not by the assembly).
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -26,7 +25,11 @@ use crate::params::WardKey;
 use crate::replica::shape::Verdict;
 use crate::replica::Replica;
 use crate::snapshot::{FORMAT_VERSION, PREVIOUS_FORMAT_VERSION};
+use crate::time::EpochMs;
 use crate::upstream::Upstream;
+
+mod progress;
+use progress::Progress;
 
 /// `wardgate warm`.
 #[derive(Args, Debug, Clone)]
@@ -123,7 +126,7 @@ impl WarmArgs {
 pub struct WarmReport {
     /// Bytes stored in Redis by this warm, and until when they stay (their TTL).
     pub stored_bytes: u64,
-    pub until: crate::time::EpochMs,
+    pub until: EpochMs,
     pub built: u64,
     pub skipped: u64,
     pub rows: u64,
@@ -249,7 +252,8 @@ pub async fn run(args: &WarmArgs) -> Result<WarmReport, String> {
         checked: tokio::sync::OnceCell::new(),
         stored: AtomicU64::new(0),
     };
-    let progress = Progress::start(wards.len());
+    let until = EpochMs(EpochMs::now().0 + args.ttl().as_millis() as i64);
+    let progress = Progress::start(wards.len(), l2.clone(), source, until);
     let results: Vec<(WardKey, Result<Option<usize>, String>)> = futures_util::stream::iter(wards)
         .map(|w| {
             let (builder, l2, progress) = (builder.clone(), l2.clone(), &progress);
@@ -268,10 +272,9 @@ pub async fn run(args: &WarmArgs) -> Result<WarmReport, String> {
             return Err(refused.clone());
         }
     }
-    let mut report = progress.finish(results);
+    let mut report = progress.finish(results).await;
     report.stored_bytes = fit.stored.load(Ordering::Relaxed);
-    report.until =
-        crate::time::EpochMs(crate::time::EpochMs::now().0 + args.ttl().as_millis() as i64);
+    report.until = until;
     Ok(report)
 }
 
@@ -478,7 +481,7 @@ async fn warm_one(
     }
     shape.ensure().await?;
     let entry = builder
-        .build(&key, crate::time::EpochMs(i64::MIN))
+        .build(&key, EpochMs(i64::MIN))
         .await
         .map_err(|e| e.to_string())?;
     let Entry::Snapshot(snap) = &entry else {
@@ -509,87 +512,6 @@ async fn all_fresh(l2: &L2, w: &WardKey, formats: &[u16], max_age: Duration) -> 
         }
     }
     true
-}
-
-/// Progress of a run: a bar on a terminal, else a log line every 5 s; then the report.
-struct Progress {
-    start: Instant,
-    rows: Arc<AtomicU64>,
-    done: Arc<AtomicU64>,
-    bar: Option<indicatif::ProgressBar>,
-    ticker: tokio::task::JoinHandle<()>,
-}
-
-impl Progress {
-    fn start(total: usize) -> Progress {
-        let start = Instant::now();
-        let rows = Arc::new(AtomicU64::new(0));
-        let done = Arc::new(AtomicU64::new(0));
-        let bar = std::io::stderr().is_terminal().then(|| {
-            let b = indicatif::ProgressBar::new(total as u64);
-            b.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{bar:40} {pos}/{len} wards  {msg}  ETA {eta}",
-                )
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-            );
-            b
-        });
-        let ticker = {
-            let (rows, done) = (rows.clone(), done.clone());
-            tokio::spawn(async move {
-                let mut t = tokio::time::interval(Duration::from_secs(5));
-                t.tick().await;
-                loop {
-                    t.tick().await;
-                    let r = rows.load(Ordering::Relaxed);
-                    let done = done.load(Ordering::Relaxed);
-                    let rows_per_sec = (r as f64 / start.elapsed().as_secs_f64()) as u64;
-                    tracing::info!(done, total, rows = r, rows_per_sec, "warming");
-                }
-            })
-        };
-        Progress {
-            start,
-            rows,
-            done,
-            bar,
-            ticker,
-        }
-    }
-
-    fn ward_done(&self, r: &Result<Option<usize>, String>) {
-        if let Ok(Some(n)) = r {
-            self.rows.fetch_add(*n as u64, Ordering::Relaxed);
-        }
-        self.done.fetch_add(1, Ordering::Relaxed);
-        if let Some(b) = &self.bar {
-            let r = self.rows.load(Ordering::Relaxed);
-            let per_sec = r as f64 / self.start.elapsed().as_secs_f64();
-            b.set_message(format!("{r} rows, {per_sec:.0} rows/s"));
-            b.inc(1);
-        }
-    }
-
-    fn finish(self, results: Vec<(WardKey, Result<Option<usize>, String>)>) -> WarmReport {
-        self.ticker.abort();
-        if let Some(b) = &self.bar {
-            b.finish();
-        }
-        let mut report = WarmReport {
-            elapsed: self.start.elapsed(),
-            rows: self.rows.load(Ordering::Relaxed),
-            ..WarmReport::default()
-        };
-        for (w, r) in results {
-            match r {
-                Ok(Some(_)) => report.built += 1,
-                Ok(None) => report.skipped += 1,
-                Err(e) => report.failed.push((w, e)),
-            }
-        }
-        report
-    }
 }
 
 #[cfg(test)]

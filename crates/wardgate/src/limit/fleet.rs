@@ -12,9 +12,11 @@
 //! its burst and `2 × n` leases more: `n` spent and not yet reported, `n` spent after the
 //! schedule in Redis had run past its burst, before their instances heard.
 //!
-//! A request whose lease is spent waits for the next report (started at once, shared by every
-//! bucket with tokens to report, bounded by `FLEET_TIMEOUT`); a report that fails leaves the
-//! decision to this instance's own limiter.
+//! A request whose lease is spent waits for a report of the buckets requests wait on (started
+//! at once, one batch for all of them, bounded by `FLEET_TIMEOUT`); every bucket's tokens are
+//! reported in a sweep every `SWEEP_EVERY`, so a light client costs Redis one key every few
+//! seconds, not one per request. A report that fails leaves the decision to this instance's
+//! own limiter.
 
 use std::net::IpAddr;
 use std::num::NonZeroUsize;
@@ -35,10 +37,12 @@ use crate::config::{LimitClass, Quota};
 const BUCKETS_PER_SHARD: usize = 16_384;
 const SHARDS: usize = 16;
 
-/// How often tokens spent are reported when no request is waiting for a report. The bound on
-/// overshoot does not depend on it (unreported tokens stay within a lease per bucket); the
-/// longer, the more requests of a client one report carries.
-const REPORT_EVERY: Duration = Duration::from_millis(250);
+/// How often every bucket's unreported tokens are reported (a sweep). Between sweeps only the
+/// buckets whose lease is spent are, at once: the bound on overshoot does not depend on the
+/// sweep (unreported tokens stay within a lease per bucket), and the longer it is, the more
+/// requests of a light client one report carries. What a sweep reports late is charged late:
+/// a little early for the client's schedule, never lost.
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
 
 /// A bucket of the fleet, named alike on every instance.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -77,6 +81,8 @@ struct Held {
     refused_until: Option<Instant>,
     /// Whether it is in its shard's list of buckets with tokens to report.
     listed: bool,
+    /// Whether it is in its shard's list of buckets a request waits on.
+    waited: bool,
 }
 
 #[derive(Default)]
@@ -84,6 +90,8 @@ struct Shard {
     buckets: Option<LruCache<BucketName, Held>>,
     /// Buckets with tokens to report.
     to_report: Vec<BucketName>,
+    /// Buckets whose lease is spent and a request waits: the next report's.
+    waiting: Vec<BucketName>,
 }
 
 impl Shard {
@@ -114,10 +122,12 @@ pub struct FleetLeases {
     share: f64,
     /// A report is running.
     reporting: AtomicBool,
-    /// Someone asked for a report while one was running: run another after it.
-    again: AtomicBool,
-    /// When the last report began, in ns since `epoch`.
-    last_report: AtomicU64,
+    /// A request waits for a report of the buckets in `waiting`.
+    urgent: AtomicBool,
+    /// A sweep of every bucket is due.
+    sweep: AtomicBool,
+    /// When the last sweep began, in ns since `epoch`.
+    last_sweep: AtomicU64,
     epoch: Instant,
     reports: watch::Sender<Reported>,
 }
@@ -129,8 +139,9 @@ impl FleetLeases {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             share,
             reporting: AtomicBool::new(false),
-            again: AtomicBool::new(false),
-            last_report: AtomicU64::new(0),
+            urgent: AtomicBool::new(false),
+            sweep: AtomicBool::new(false),
+            last_sweep: AtomicU64::new(0),
             epoch: Instant::now(),
             reports: watch::channel(Reported::default()).0,
         }
@@ -214,6 +225,7 @@ impl FleetLeases {
                     }))
                 }
                 Spend::AwaitReport => {
+                    self.urgent.store(true, Ordering::SeqCst);
                     self.start_report(l2);
                     match tokio::time::timeout_at(deadline, reports.changed()).await {
                         Ok(Ok(())) if reports.borrow().ok => continue,
@@ -234,6 +246,7 @@ impl FleetLeases {
             reporting: 0,
             refused_until: None,
             listed: false,
+            waited: false,
         });
         // A reload may change the quota; the bucket's count in Redis carries over.
         held.quota = quota;
@@ -244,6 +257,10 @@ impl FleetLeases {
             held.refused_until = None;
         }
         if held.unreported + held.reporting >= lease {
+            if !held.waited {
+                held.waited = true;
+                shard.waiting.push(name);
+            }
             return Spend::AwaitReport;
         }
         held.unreported += 1;
@@ -254,26 +271,36 @@ impl FleetLeases {
         Spend::Spent
     }
 
-    /// Starts a report when the last is older than `REPORT_EVERY`, so that tokens spent within
-    /// their leases reach Redis soon even when no request waits.
+    /// Starts a sweep when the last is older than `SWEEP_EVERY`.
     fn report_if_due(self: &Arc<Self>, l2: &Arc<L2>) {
-        let since = self.elapsed_ns() - self.last_report.load(Ordering::Relaxed);
-        if since >= REPORT_EVERY.as_nanos() as u64 && !self.reporting.load(Ordering::Relaxed) {
+        let now = self.elapsed_ns();
+        let last = self.last_sweep.load(Ordering::Relaxed);
+        if now.saturating_sub(last) >= SWEEP_EVERY.as_nanos() as u64
+            && self
+                .last_sweep
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.sweep.store(true, Ordering::SeqCst);
             self.start_report(l2);
         }
     }
 
-    /// Runs a report now, or right after the one running.
+    /// Runs the reports asked for (`urgent`, `sweep`) now, or right after the one running.
     fn start_report(self: &Arc<Self>, l2: &Arc<L2>) {
-        self.again.store(true, Ordering::SeqCst);
         if self.reporting.swap(true, Ordering::SeqCst) {
             return;
         }
         let (me, l2) = (self.clone(), l2.clone());
         tokio::spawn(async move {
             loop {
-                while me.again.swap(false, Ordering::SeqCst) {
-                    let ok = me.report(&l2).await;
+                loop {
+                    let sweep = me.sweep.swap(false, Ordering::SeqCst);
+                    let urgent = me.urgent.swap(false, Ordering::SeqCst);
+                    if !(sweep || urgent) {
+                        break;
+                    }
+                    let ok = me.report(&l2, sweep).await;
                     me.reports.send_modify(|r| {
                         r.count += 1;
                         r.ok = ok;
@@ -282,17 +309,18 @@ impl FleetLeases {
                 me.reporting.store(false, Ordering::SeqCst);
                 // A request that asked between the last check and the store above found a
                 // report running: run it, unless another task took over.
-                if !me.again.load(Ordering::SeqCst) || me.reporting.swap(true, Ordering::SeqCst) {
+                let asked = me.urgent.load(Ordering::SeqCst) || me.sweep.load(Ordering::SeqCst);
+                if !asked || me.reporting.swap(true, Ordering::SeqCst) {
                     break;
                 }
             }
         });
     }
 
-    /// Reports every bucket's unreported tokens in one batch and applies Redis's answers.
-    async fn report(&self, l2: &L2) -> bool {
-        self.last_report.store(self.elapsed_ns(), Ordering::Relaxed);
-        let batch = self.take_unreported();
+    /// Reports, in one batch, the unreported tokens of every bucket (`sweep`) or of those a
+    /// request waits on, and applies Redis's answers.
+    async fn report(&self, l2: &L2, sweep: bool) -> bool {
+        let batch = self.take_unreported(sweep);
         if batch.is_empty() {
             return true;
         }
@@ -324,19 +352,28 @@ impl FleetLeases {
         answers.is_some()
     }
 
-    /// Every bucket's unreported tokens, moved to `reporting`.
-    fn take_unreported(&self) -> Vec<(BucketName, Quota, u32)> {
+    /// The unreported tokens of every bucket (`sweep`) or of those a request waits on, moved
+    /// to `reporting`.
+    fn take_unreported(&self, sweep: bool) -> Vec<(BucketName, Quota, u32)> {
         let mut batch = Vec::new();
         for m in &self.shards {
             let mut shard = m.lock().unwrap_or_else(|p| p.into_inner());
-            let names = std::mem::take(&mut shard.to_report);
-            for name in names {
-                let Some(held) = shard.buckets().peek_mut(&name) else {
+            let waiting = std::mem::take(&mut shard.waiting);
+            let listed = if sweep {
+                std::mem::take(&mut shard.to_report)
+            } else {
+                Vec::new()
+            };
+            for name in waiting.iter().chain(&listed) {
+                let Some(held) = shard.buckets().peek_mut(name) else {
                     continue;
                 };
-                held.listed = false;
+                held.waited = false;
+                if sweep {
+                    held.listed = false;
+                }
                 if held.unreported > 0 {
-                    batch.push((name, held.quota, held.unreported));
+                    batch.push((*name, held.quota, held.unreported));
                     held.reporting += held.unreported;
                     held.unreported = 0;
                 }

@@ -7,20 +7,20 @@ use http::header::{HeaderValue, ALLOW, CONTENT_DISPOSITION, CONTENT_TYPE};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited, StreamBody};
 use hyper::body::{Frame, Incoming};
-use tracing::{debug, error};
+use tracing::{debug, error, info};
 
 use crate::answer::{self, error_json, json, ErrorMessage};
 use crate::master::{
     assemblies_json, dashboard_json, parties_json, settings_json, states_json, wards_json,
 };
 use crate::params::{parse_assembly_query, CitizensQuery, DashboardQuery};
-use crate::server::{BoxError, InFlight, OriginBody, OriginStats, Shared};
+use crate::server::{BoxError, InFlight, OriginBody, OriginStats, Seen, Shared};
 use crate::store::{parse_updates, Store};
 use crate::voter::{write_json_array, write_page_json};
 use crate::{now_ms, OriginError};
 
-/// Answers one request: the test counters first (neither counted nor delayed), then, after
-/// the configured latency, the legacy route.
+/// Answers one request: the test counters first (neither counted, logged nor delayed), then
+/// the legacy route, and one request-log line for it.
 pub(crate) async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<OriginBody> {
     // Spring matches a trailing slash too; route on the path without it.
     let raw_path = req.uri().path().to_string();
@@ -33,6 +33,33 @@ pub(crate) async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<
     if let Some(resp) = control(&shared.stats, &path, req.method()) {
         return resp;
     }
+    let method = req.method().to_string();
+    let query = req.uri().query().unwrap_or("").to_string();
+    // What a request-logging filter in front of the Spring backend reads from the proxy.
+    let request_id = req
+        .headers()
+        .get("x-request-id")
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let resp = legacy_answer(shared, req, &raw_path, &path).await;
+    let status = resp.status().as_u16();
+    info!(target: "request", %method, path = %raw_path, %query, status, request_id = request_id.as_deref().unwrap_or("-"), "request");
+    shared.stats.saw(Seen {
+        method,
+        path: raw_path,
+        query,
+        status,
+        request_id,
+    });
+    resp
+}
+
+/// A legacy request's answer, after the configured latency.
+async fn legacy_answer(
+    shared: &Shared,
+    req: Request<Incoming>,
+    raw_path: &str,
+    path: &str,
+) -> Response<OriginBody> {
     shared.stats.requests.fetch_add(1, Ordering::Relaxed);
     let _inflight = InFlight::enter(&shared.stats);
     if !shared.opts.latency.is_zero() {
@@ -44,12 +71,12 @@ pub(crate) async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<
         return answer::preflight(cors, req.headers());
     }
     let headers = req.headers().clone();
-    let mut resp = route(shared, &path, req).await;
+    let mut resp = route(shared, path, req).await;
     answer::add_cors(cors, &headers, resp.headers_mut(), false);
     match resp.extensions_mut().remove::<ErrorMessage>() {
         Some(ErrorMessage(msg)) => {
             let body =
-                answer::error_body(resp.status(), &msg, &raw_path, shared.opts.dates, now_ms());
+                answer::error_body(resp.status(), &msg, raw_path, shared.opts.dates, now_ms());
             let (parts, _) = resp.into_parts();
             Response::from_parts(
                 parts,

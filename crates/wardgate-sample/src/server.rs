@@ -1,8 +1,9 @@
 //! The origin's HTTP server (hyper 1, HTTP/1.1 and h2): options, connections and the test counters.
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -72,6 +73,22 @@ pub struct OriginStats {
     /// Requests being handled now, and the most ever handled at once (load-shedding tests).
     pub inflight: AtomicU64,
     pub max_inflight: AtomicU64,
+    /// The latest requests, as the request log wrote them (`recent` in the stats).
+    pub recent: Mutex<VecDeque<Seen>>,
+}
+
+/// How many of the latest requests the stats list.
+const RECENT: usize = 64;
+
+/// One request as the origin's request log saw it: what a Spring Boot backend's access log
+/// (or a request-logging filter) writes, the `X-Request-Id` it was sent included.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Seen {
+    pub method: String,
+    pub path: String,
+    pub query: String,
+    pub status: u16,
+    pub request_id: Option<String>,
 }
 
 /// Counts a request as in flight until dropped.
@@ -92,9 +109,20 @@ impl Drop for InFlight<'_> {
 }
 
 impl OriginStats {
+    /// Keeps `seen` among the latest requests.
+    pub(crate) fn saw(&self, seen: Seen) {
+        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        if recent.len() == RECENT {
+            recent.pop_front();
+        }
+        recent.push_back(seen);
+    }
+
     pub(crate) fn json(&self) -> Vec<u8> {
+        let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        let recent = serde_json::to_string(&*recent).unwrap_or_else(|_| "[]".into());
         format!(
-            "{{\"requests\":{},\"citizens_reads\":{},\"citizens_writes\":{},\"citizens_rows\":{},\"citizens_bytes\":{},\"full_reads\":{},\"master\":{},\"preflights\":{},\"max_inflight\":{}}}",
+            "{{\"requests\":{},\"citizens_reads\":{},\"citizens_writes\":{},\"citizens_rows\":{},\"citizens_bytes\":{},\"full_reads\":{},\"master\":{},\"preflights\":{},\"max_inflight\":{},\"recent\":{recent}}}",
             self.requests.load(Ordering::Relaxed),
             self.citizens_reads.load(Ordering::Relaxed),
             self.citizens_writes.load(Ordering::Relaxed),
@@ -122,6 +150,10 @@ impl OriginStats {
         ] {
             c.store(0, Ordering::Relaxed);
         }
+        self.recent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
     }
 }
 

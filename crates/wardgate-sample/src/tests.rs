@@ -90,7 +90,7 @@ async fn http_routes_over_memory() {
     let (_, body) = get(&client, addr, "/__origin/stats").await;
     assert_eq!(
         body,
-        br#"{"requests":0,"citizens_reads":0,"citizens_writes":0,"citizens_rows":0,"citizens_bytes":0,"full_reads":0,"master":0,"preflights":0,"max_inflight":0}"#
+        br#"{"requests":0,"citizens_reads":0,"citizens_writes":0,"citizens_rows":0,"citizens_bytes":0,"full_reads":0,"master":0,"preflights":0,"max_inflight":0,"recent":[]}"#
     );
     task.abort();
 }

@@ -93,18 +93,18 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Result<Response<
         (&Method::GET, "/readyz") => ready(&shared).await,
         (&Method::GET, "/metrics") => metrics(&shared),
         (_, "/admin/snapshots") | (_, "/admin/purge") if !token_ok(&req, &shared) => {
-            ApiError::Unauthorized.into_response(&path)
+            ApiError::Unauthorized.into_response(&path, None)
         }
         (&Method::GET, "/admin/snapshots") => snapshots(&shared),
         (&Method::POST, "/admin/purge") => purge(&shared, req.uri().query().unwrap_or(""))
             .await
-            .unwrap_or_else(|e| e.into_response(&path)),
+            .unwrap_or_else(|e| e.into_response(&path, None)),
         (_, "/admin/snapshots")
         | (_, "/admin/purge")
         | (_, "/healthz")
         | (_, "/readyz")
-        | (_, "/metrics") => ApiError::MethodNotAllowed.into_response(&path),
-        _ => ApiError::NotFound.into_response(&path),
+        | (_, "/metrics") => ApiError::MethodNotAllowed.into_response(&path, None),
+        _ => ApiError::NotFound.into_response(&path, None),
     };
     Ok(resp)
 }

@@ -173,6 +173,37 @@ pub fn origin(h: &HeaderMap) -> Option<HeaderValue> {
     h.get(ORIGIN).cloned()
 }
 
+/// Adds `name` to `Access-Control-Expose-Headers` on a cross-origin answer (one that carries
+/// `Access-Control-Allow-Origin`), so a script may read that header of wardgate's own whatever
+/// the backend exposes; unless it is listed already, or everything is (`*`, which browsers
+/// take for a wildcard only without credentials).
+pub fn expose(h: &mut HeaderMap, name: &'static str) {
+    if !h.contains_key(ACCESS_CONTROL_ALLOW_ORIGIN) {
+        return;
+    }
+    let credentials = h.contains_key(ACCESS_CONTROL_ALLOW_CREDENTIALS);
+    let listed: Vec<&str> = h
+        .get_all(ACCESS_CONTROL_EXPOSE_HEADERS)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .collect();
+    let covered = |n: &&str| n.eq_ignore_ascii_case(name) || (*n == "*" && !credentials);
+    if listed.iter().any(covered) {
+        return;
+    }
+    let value = if listed.is_empty() {
+        Ok(HeaderValue::from_static(name))
+    } else {
+        HeaderValue::from_str(&format!("{}, {name}", listed.join(", ")))
+    };
+    if let Ok(v) = value {
+        h.insert(ACCESS_CONTROL_EXPOSE_HEADERS, v);
+    }
+}
+
 /// The preflight's question: origin, method, and the requested headers in one spelling.
 fn preflight_key(route: Guarded, req: &HeaderMap) -> Option<PreflightKey> {
     let origin = req.get(ORIGIN)?.clone();
@@ -454,6 +485,42 @@ mod tests {
             r.headers_mut().append(*n, HeaderValue::from_static(v));
         }
         r
+    }
+
+    #[test]
+    fn an_exposed_header_joins_the_backends_list_on_cross_origin_answers_only() {
+        let exposed = |headers: &[(&'static str, &'static str)]| {
+            let mut r = answer(headers);
+            expose(r.headers_mut(), "X-Request-Id");
+            let h = r.headers().get_all(ACCESS_CONTROL_EXPOSE_HEADERS);
+            h.iter()
+                .map(|v| v.to_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        };
+        let acao = ("access-control-allow-origin", "*");
+        assert!(
+            exposed(&[]).is_empty(),
+            "not cross-origin: nothing to expose"
+        );
+        assert_eq!(exposed(&[acao]), ["X-Request-Id"]);
+        let theirs = ("access-control-expose-headers", "Content-Disposition");
+        assert_eq!(
+            exposed(&[acao, theirs]),
+            ["Content-Disposition, X-Request-Id"]
+        );
+        let both = (
+            "access-control-expose-headers",
+            "content-disposition, x-request-id",
+        );
+        assert_eq!(
+            exposed(&[acao, both]),
+            ["content-disposition, x-request-id"]
+        );
+        let any = ("access-control-expose-headers", "*");
+        assert_eq!(exposed(&[acao, any]), ["*"]);
+        // With credentials `*` is a header's name, not a wildcard.
+        let creds = ("access-control-allow-credentials", "true");
+        assert_eq!(exposed(&[acao, creds, any]), ["*, X-Request-Id"]);
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod gzip;
 pub mod idle;
 pub mod legacy;
 pub mod logging;
+pub mod request_id;
 pub mod time;
 pub mod tls;
 // Vocabulary: what requests and cached answers are.

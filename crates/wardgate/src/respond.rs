@@ -18,6 +18,7 @@ use crate::cache::build::BACKEND_JSON;
 use crate::cache::{Cache, CacheError, CacheStatus};
 use crate::gzip::Assembler;
 use crate::params::{CitizensQuery, Page, ParamError};
+use crate::request_id::RequestId;
 use crate::snapshot::{tier_start, IdentityBody, Picked, Selection, Snapshot, SnapshotError};
 use crate::time::EpochMs;
 use crate::upstream::UpstreamError;
@@ -119,8 +120,9 @@ impl ApiError {
 
     /// The response. Every error answer is built here and nowhere else: Spring Boot's error
     /// attributes (`timestamp`, `status`, `error`, `message`, `path`), as a client of the
-    /// backend parses them, with wardgate's own fields beside them.
-    pub fn into_response(self, path: &str) -> Response<Body> {
+    /// backend parses them, with wardgate's own fields beside them (`request_id`: the
+    /// public port's answers name their request, `X-Request-Id`).
+    pub fn into_response(self, path: &str, request_id: Option<&RequestId>) -> Response<Body> {
         let status = self.status();
         let mut extra = HeaderMap::new();
         let body = match self.detail(&mut extra) {
@@ -134,6 +136,9 @@ impl ApiError {
                 );
                 fields.insert("message".into(), json!(message));
                 fields.insert("path".into(), json!(path));
+                if let Some(id) = request_id {
+                    fields.insert("request_id".into(), json!(id.as_str()));
+                }
                 Bytes::from(serde_json::Value::Object(fields).to_string())
             }
         };
@@ -598,7 +603,7 @@ mod tests {
             param: "wardNo",
             message: "must be digits".into(),
         })
-        .into_response("/open/volunteer/citizens");
+        .into_response("/open/volunteer/citizens", None);
         assert_eq!(r.status(), 400);
         assert_eq!(
             r.headers()["content-type"],
@@ -611,11 +616,11 @@ mod tests {
             limited_by: "address_ceiling",
             what: "the address ceiling",
         }
-        .into_response("/");
+        .into_response("/", None);
         assert_eq!(r.status(), 429);
         assert_eq!(r.headers()["retry-after"], "2");
-        let r =
-            ApiError::Upstream(UpstreamError::Timeout(Duration::from_secs(1))).into_response("/");
+        let r = ApiError::Upstream(UpstreamError::Timeout(Duration::from_secs(1)))
+            .into_response("/", None);
         assert_eq!(r.status(), 504);
         assert!(r.headers().contains_key("retry-after"));
     }

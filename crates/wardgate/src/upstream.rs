@@ -25,6 +25,7 @@ use crate::body::{collect, empty, Body, BodyError, BoxError};
 use crate::config::{Config, Live};
 use crate::gate::{Gate, Permit};
 use crate::metrics::{Metrics, Outcome, OutcomeLabels};
+use crate::request_id::RequestId;
 
 /// Largest upstream answer wardgate buffers to build a snapshot or blob (a ward is ~4 MB).
 const MAX_BUILD_BYTES: usize = 256 << 20;
@@ -201,9 +202,12 @@ impl Upstream {
 
     async fn send_permitted(
         &self,
-        req: Request<Body>,
+        mut req: Request<Body>,
         permit: Permit,
     ) -> Result<Response<Body>, UpstreamError> {
+        // Every backend request, a build's read and a relayed write alike, names the request
+        // it is for, so the backend's log can be matched with the answer and wardgate's log.
+        RequestId::forward(req.headers_mut());
         let t = self.live.load().limits.upstream_timeout.0;
         let start = Instant::now();
         let r = tokio::time::timeout(t, self.client.request(req)).await;

@@ -197,6 +197,11 @@ async fn every_request_writes_one_access_line_in_the_configured_format() {
     assert_eq!(l["route_class"], "citizens");
     assert_eq!(l["status"], 200);
     assert_eq!(l["cache"], "MISS");
+    assert_eq!(
+        l["request_id"].as_str().map(str::len),
+        Some(32),
+        "a made id"
+    );
     assert!(l["client"].as_str().unwrap().starts_with("127.0.0.1:"));
     assert!(l["total_ms"].as_f64().unwrap() >= 0.0);
     let ts = l["timestamp"].as_str().unwrap();
@@ -215,6 +220,7 @@ async fn every_request_writes_one_access_line_in_the_configured_format() {
         "{line}"
     );
     assert!(line.contains(" status=200 cache=\"MISS\""), "{line}");
+    assert!(line.contains(" request_id=\""), "{line}");
 
     // RUST_LOG filters access lines as it filters every other target
     let quiet = stderr_after_one_read("json", "info,access=off").await;

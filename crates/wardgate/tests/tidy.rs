@@ -20,6 +20,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "idle",
             "legacy",
             "logging",
+            "request_id",
             "time",
             "tls",
         ],

@@ -40,11 +40,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use tracing::Instrument;
 
 use crate::blob::Blob;
 use crate::config::{Config, Dur, Live};
 use crate::metrics::Metrics;
 use crate::params::{AssemblyKey, WardKey};
+use crate::request_id::RequestId;
 use crate::snapshot::{Snapshot, SnapshotError};
 use crate::time::EpochMs;
 use crate::upstream::UpstreamError;
@@ -356,6 +358,9 @@ impl Cache {
             .unwrap_or(false)
     }
 
+    /// Joins or starts the build of `key`. A build started here runs as the request that
+    /// started it (a renewal by the watch, with none, gets an id of its own): its backend
+    /// reads carry that request's id, and its log lines name it.
     fn join(
         self: &Arc<Self>,
         key: &CacheKey,
@@ -364,10 +369,12 @@ impl Cache {
     ) -> (Build, bool) {
         let this = self.clone();
         let k = key.clone();
-        self.builds.join(
-            key,
-            move || async move { this.fill(k, max_age, have).await },
-        )
+        self.builds.join(key, move || {
+            let id = RequestId::current().unwrap_or_else(RequestId::generate);
+            let span = tracing::info_span!("build", request_id = %id);
+            id.scope(async move { this.fill(k, max_age, have).await })
+                .instrument(span)
+        })
     }
 
     fn keep(&self, key: &CacheKey, e: &Entry, cfg: &Config) {

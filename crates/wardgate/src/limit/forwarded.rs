@@ -25,7 +25,7 @@ pub fn client_ip(
 ) -> IpAddr {
     let peer_ip = peer.ip().to_canonical();
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
-    if !is_trusted(&peer_ip) {
+    if !trusted_peer(peer, trusted) {
         // Anyone else may write anything in those headers: they are ignored.
         return peer_ip;
     }
@@ -55,6 +55,14 @@ pub fn client_ip(
     }
     // Every hop is one of our proxies (a client inside them), or the header is absent.
     ours.unwrap_or(peer_ip)
+}
+
+/// Whether the TCP peer is one of our proxies (`rate_limit.trusted_proxies`): the one decision
+/// behind every header wardgate believes only from them, the client's address here and the
+/// incoming `X-Request-Id` (`request_id`).
+pub fn trusted_peer(peer: SocketAddr, trusted: &[IpNet]) -> bool {
+    let ip = peer.ip().to_canonical();
+    trusted.iter().any(|n| n.contains(&ip))
 }
 
 /// The `for=` node of one `Forwarded` element (RFC 7239), if it is an address.

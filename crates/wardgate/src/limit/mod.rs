@@ -45,7 +45,7 @@ mod fleet;
 mod forwarded;
 mod table;
 
-pub use forwarded::client_ip;
+pub use forwarded::{client_ip, trusted_peer};
 use table::Table;
 
 /// A device id as the limiter counts it: a stable 64-bit hash of the key header's value

@@ -27,6 +27,8 @@ pub struct AccessLine<'a> {
     pub bytes: &'a str,
     pub total_ms: f64,
     pub upstream_ms: Option<f64>,
+    /// The request's id (`request_id`): of `[A-Za-z0-9._:-]`, escaped all the same.
+    pub request_id: &'a str,
 }
 
 thread_local! {
@@ -91,6 +93,8 @@ fn json(buf: &mut String, l: &AccessLine<'_>) {
         l.route_class, l.status, l.cache
     );
     escape_into(buf, l.bytes);
+    buf.push_str("\",\"request_id\":\"");
+    escape_into(buf, l.request_id);
     let _ = write!(buf, "\",\"total_ms\":{}", l.total_ms);
     if let Some(u) = l.upstream_ms {
         let _ = write!(buf, ",\"upstream_ms\":{u}");
@@ -102,8 +106,8 @@ fn json(buf: &mut String, l: &AccessLine<'_>) {
 fn human(buf: &mut String, l: &AccessLine<'_>) {
     let _ = write!(
         buf,
-        "  INFO access: client={} method={} path={:?} route_class={:?} status={} cache={:?} bytes={:?} total_ms={}",
-        l.client, l.method, l.path, l.route_class, l.status, l.cache, l.bytes, l.total_ms
+        "  INFO access: client={} method={} path={:?} route_class={:?} status={} cache={:?} bytes={:?} request_id={:?} total_ms={}",
+        l.client, l.method, l.path, l.route_class, l.status, l.cache, l.bytes, l.request_id, l.total_ms
     );
     if let Some(u) = l.upstream_ms {
         let _ = write!(buf, " upstream_ms={u}");
@@ -140,6 +144,7 @@ mod tests {
             bytes: "47043",
             total_ms: 0.25,
             upstream_ms: Some(12.5),
+            request_id: "0f8fad5b-d9cb-469f",
         }
     }
 
@@ -158,6 +163,7 @@ mod tests {
         assert_eq!(v["bytes"], "47043");
         assert_eq!(v["total_ms"], 0.25);
         assert_eq!(v["upstream_ms"], 12.5);
+        assert_eq!(v["request_id"], "0f8fad5b-d9cb-469f");
     }
 
     #[test]

@@ -12,6 +12,9 @@
 //!    (`respond::snapshot_answer`, `respond::blob_answer`).
 //! 8. **log and count** (`Proxy::finish`).
 //!
+//! Before 2, the request gets its id (`RequestId::of`), which its task carries to every
+//! backend request it makes and which its answer, whatever it is, and its access line name.
+//!
 //! Writes (sync POSTs with changes) take 1–4, are forwarded with a cheap read (`write`), and
 //! on the backend's acknowledgement patch their ward's snapshot (`Cache::patch_after_write`),
 //! from which their client is answered. Everything else is
@@ -38,6 +41,7 @@ use crate::cors;
 use crate::limit::{self, ClientIdentity, Limiter};
 use crate::metrics::{ClassLabels, Metrics, OutcomeNameLabels, RequestLabels};
 use crate::params::{CitizensQuery, Scope, WardKey};
+use crate::request_id::{self, RequestId};
 use crate::respond::{self, ApiError};
 use crate::route::{self, Guarded, Route, RouteClass, CITIZENS_PATH};
 use crate::shared::Shared;
@@ -84,12 +88,26 @@ impl Proxy {
         &self.shared.upstream
     }
 
-    /// Entry point for every public request.
+    /// Entry point for every public request: its id (a trusted proxy's, or a new one) rides
+    /// the request's task, so every backend request it makes carries it (`request_id`).
     pub async fn handle(
         self: Arc<Self>,
         req: Request<Incoming>,
         conn: ConnInfo,
     ) -> Result<Response<Body>, Infallible> {
+        let from_proxy = limit::trusted_peer(conn.peer, &self.shared.trusted.load());
+        let id = RequestId::of(req.headers(), from_proxy);
+        Ok(id.clone().scope(self.answer(req, conn, id)).await)
+    }
+
+    /// Every answer leaves through here: hits, misses, relayed answers, preflights and every
+    /// error (429 and 413 included), each with its request's id.
+    async fn answer(
+        &self,
+        req: Request<Incoming>,
+        conn: ConnInfo,
+        id: RequestId,
+    ) -> Response<Body> {
         let mut trace = Trace {
             start: Instant::now(),
             method: req.method().clone(),
@@ -99,13 +117,20 @@ impl Proxy {
         };
         let origin = cors::origin(req.headers());
         let (class, answer) = self.route(req, conn, &mut trace).await;
-        let mut resp = answer.unwrap_or_else(|e| e.into_response(trace.uri.path()));
+        let mut resp = answer.unwrap_or_else(|e| e.into_response(trace.uri.path(), Some(&id)));
         // 7b. CORS: every answer of a guarded route carries what the backend would send.
         if let (Some(origin), Some(route)) = (origin, class.guarded()) {
             self.cors(route, &origin, &mut resp).await;
         }
-        self.finish(class, &resp, &trace);
-        Ok(resp)
+        let h = resp.headers_mut();
+        h.insert(request_id::HEADER, id.header_value().clone());
+        // The app (a cross-origin WebView) may read the id to report it; a preflight's answer
+        // names no exposed headers, as the backend's does not.
+        if trace.method != Method::OPTIONS {
+            cors::expose(h, request_id::HEADER_CASED);
+        }
+        self.finish(class, &resp, &trace, &id);
+        resp
     }
 
     async fn route(
@@ -461,7 +486,7 @@ impl Proxy {
     }
 
     /// 8. Count and log.
-    fn finish(&self, class: RouteClass, resp: &Response<Body>, trace: &Trace) {
+    fn finish(&self, class: RouteClass, resp: &Response<Body>, trace: &Trace, id: &RequestId) {
         let elapsed = trace.start.elapsed();
         let cache = respond::cache_status(resp);
         let m = self.metrics();
@@ -492,6 +517,7 @@ impl Proxy {
                 bytes,
                 total_ms: elapsed.as_secs_f64() * 1e3,
                 upstream_ms: trace.upstream.map(|d| d.as_secs_f64() * 1e3),
+                request_id: id.as_str(),
             });
         }
     }

@@ -257,13 +257,18 @@ impl Drop for ForgetPage<'_> {
 
 /// One headless Chromium on one page, with a directory of its own (profile, config, cache,
 /// output), killed and removed, helpers and all, on drop.
-struct Chromium {
-    supervised: Supervised,
-    dir: PathBuf,
+pub(crate) struct Chromium {
+    pub(crate) supervised: Supervised,
+    pub(crate) dir: PathBuf,
 }
 
 impl Chromium {
     fn start(url: &str) -> Chromium {
+        Chromium::start_with(url, &[])
+    }
+
+    /// Starts Chromium on `url` with `extra` flags after the usual ones.
+    pub(crate) fn start_with(url: &str, extra: &[&str]) -> Chromium {
         let bin = chromium_bin();
         let dir = temp_dir("wardgate-chromium-");
         // Through `env`, since the supervisor passes no environment of its own: Chromium's
@@ -274,6 +279,7 @@ impl Chromium {
             bin.into(),
         ];
         args.extend(CHROMIUM_FLAGS.iter().map(OsString::from));
+        args.extend(extra.iter().map(OsString::from));
         args.push(prefixed("--user-data-dir=", &dir.join("profile")));
         args.push(url.into());
         let supervised = Supervised::spawn(Path::new("env"), &args, dir.clone());
@@ -300,7 +306,7 @@ impl Chromium {
 
     /// What went wrong, and the command with the tail of Chromium's output (still in the
     /// run's directory while it runs) less its complaints about the missing D-Bus.
-    fn explain(&self, e: &StartError, within: Duration) -> (String, String) {
+    pub(crate) fn explain(&self, e: &StartError, within: Duration) -> (String, String) {
         let (why, output) = match e {
             StartError::Exited { status, log } => {
                 (format!("Chromium exited ({status}) first"), log.clone())

@@ -8,9 +8,12 @@
 //! [`TestCa`] made for it.
 //! [`PageOrigin`] runs a test's script in a page of its own origin in headless Chromium (Debian
 //! package `chromium`, or `WARDGATE_TEST_CHROMIUM`), for what only a browser enforces: CORS.
+//! [`LivePage`] opens any URL in headless Chromium and reads its live DOM over the DevTools
+//! protocol: a page of the server under test, as it renders and updates itself.
 #![forbid(unsafe_code)]
 
 mod browser;
+mod devtools;
 mod mariadb;
 mod redis;
 mod server;
@@ -20,6 +23,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 pub use browser::{PageOrigin, CHROMIUM_ENV};
+pub use devtools::LivePage;
 pub use mariadb::{mysql_root_url, MariaDb, MYSQL_ENV};
 pub use redis::{redis_url, RedisCluster, RedisServer, TlsRedisServer, REDIS_ENV};
 pub use server::free_port;

@@ -1,8 +1,15 @@
-//! The admin listener: health, readiness, metrics, snapshot listing and purge. Never public.
+//! The admin listener: health, readiness, metrics, the status page, snapshot listing and
+//! purge. Never public.
+
+mod coverage;
+mod page;
+mod sampler;
+mod status;
 
 use std::convert::Infallible;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
@@ -83,30 +90,81 @@ fn token_ok(req: &Request<Incoming>, shared: &Shared) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Result<Response<Body>, Infallible> {
+/// What the admin listener keeps between requests.
+struct Admin {
+    shared: Arc<Shared>,
+    /// The last minute of the counters (`sampler`).
+    ring: Arc<sampler::Ring>,
+    surveys: coverage::Surveys,
+    /// When the listener started: the process's start, near enough.
+    started: (Instant, EpochMs),
+}
+
+async fn handle(req: Request<Incoming>, admin: Arc<Admin>) -> Result<Response<Body>, Infallible> {
+    let shared = &admin.shared;
     let path = req.uri().path().to_string();
     let resp = match (req.method(), path.as_str()) {
         (&Method::GET, "/healthz") => json_response(
             StatusCode::OK,
             json!({"status": "alive", "version": crate::respond::VERSION}),
         ),
-        (&Method::GET, "/readyz") => ready(&shared).await,
-        (&Method::GET, "/metrics") => metrics(&shared),
-        (_, "/admin/snapshots") | (_, "/admin/purge") if !token_ok(&req, &shared) => {
+        (&Method::GET, "/readyz") => ready(shared).await,
+        (&Method::GET, "/metrics") => metrics(shared),
+        // The page holds no data: its script asks `/admin/status` with the operator's token.
+        (&Method::GET, "/") => page::page(),
+        (_, "/admin/status") | (_, "/admin/snapshots") | (_, "/admin/purge")
+            if !token_ok(&req, shared) =>
+        {
             ApiError::Unauthorized.into_response(&path, None)
         }
-        (&Method::GET, "/admin/snapshots") => snapshots(&shared),
-        (&Method::POST, "/admin/purge") => purge(&shared, req.uri().query().unwrap_or(""))
+        (&Method::GET, "/admin/status") => status_doc(&admin)
             .await
             .unwrap_or_else(|e| e.into_response(&path, None)),
-        (_, "/admin/snapshots")
+        (&Method::GET, "/admin/snapshots") => snapshots(shared),
+        (&Method::POST, "/admin/purge") => purge(shared, req.uri().query().unwrap_or(""))
+            .await
+            .unwrap_or_else(|e| e.into_response(&path, None)),
+        (_, "/admin/status")
+        | (_, "/admin/snapshots")
         | (_, "/admin/purge")
+        | (_, "/")
         | (_, "/healthz")
         | (_, "/readyz")
         | (_, "/metrics") => ApiError::MethodNotAllowed.into_response(&path, None),
         _ => ApiError::NotFound.into_response(&path, None),
     };
     Ok(resp)
+}
+
+/// `GET /admin/status` (`status`, schema in docs/status.md).
+async fn status_doc(admin: &Admin) -> Result<Response<Body>, ApiError> {
+    let shared = &admin.shared;
+    let survey = admin.surveys.current(shared).await;
+    // Draining is said at once, not at the next survey.
+    let draining = if shared.draining.load(Ordering::SeqCst) {
+        Some(readiness(shared).await)
+    } else {
+        None
+    };
+    let doc = status::status(status::Inputs {
+        shared,
+        survey: &survey,
+        oldest: admin.ring.oldest(Instant::now()),
+        started: admin.started,
+        draining,
+    });
+    let body = serde_json::to_string(&doc).map_err(|e| ApiError::Unavailable {
+        reason: format!("the status document: {e}"),
+        retry_after: Duration::from_secs(1),
+    })?;
+    let mut r = Response::new(full(body));
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(r)
 }
 
 /// `GET /readyz`: 200 when the instance should receive traffic, else 503 with the reason.
@@ -229,17 +287,26 @@ async fn purge(shared: &Shared, query: &str) -> Result<Response<Body>, ApiError>
 }
 
 /// Serves the admin port until `stop` fires. It stays up during the drain so probes see 503.
+/// The status page's samples are taken while it serves, and stop with it.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let ring = Arc::new(sampler::Ring::default());
+    sampler::spawn(shared.metrics.clone(), ring.clone(), stop.clone());
+    let admin = Arc::new(Admin {
+        shared,
+        ring,
+        surveys: coverage::Surveys::default(),
+        started: (Instant::now(), EpochMs::now()),
+    });
     let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     loop {
         let (tcp, _) = tokio::select! {
             r = listener.accept() => match r { Ok(x) => x, Err(_) => continue },
             _ = stop.changed() => return,
         };
-        let shared = shared.clone();
+        let admin = admin.clone();
         let builder = builder.clone();
         tokio::spawn(async move {
-            let svc = service_fn(move |req| handle(req, shared.clone()));
+            let svc = service_fn(move |req| handle(req, admin.clone()));
             let _ = builder.serve_connection(TokioIo::new(tcp), svc).await;
         });
     }

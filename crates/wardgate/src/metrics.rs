@@ -80,6 +80,8 @@ pub struct Metrics {
     pub request_duration: Family<ClassLabels, Histogram>,
     pub upstream_requests: Family<OutcomeLabels, Counter>,
     pub upstream_duration: Histogram,
+    /// Bytes of answer bodies read from the upstream (builds, writes, pass-through).
+    pub upstream_bytes: Counter,
     pub coalesced_waits: Counter,
     pub l1_bytes: Gauge,
     pub l1_entries: Gauge,
@@ -153,6 +155,7 @@ impl Metrics {
             request_duration: Family::new_with_constructor(latency),
             upstream_requests: Family::default(),
             upstream_duration: latency(),
+            upstream_bytes: Counter::default(),
             coalesced_waits: Counter::default(),
             l1_bytes: Gauge::default(),
             l1_entries: Gauge::default(),
@@ -215,6 +218,11 @@ impl Metrics {
             "upstream_duration_seconds",
             "Upstream time to response head",
             self.upstream_duration.clone(),
+        );
+        r.register(
+            "upstream_bytes",
+            "Bytes of answer bodies read from the upstream (builds, writes, pass-through)",
+            self.upstream_bytes.clone(),
         );
         r.register(
             "coalesced_waits",

@@ -1,7 +1,7 @@
 //! Assembles the stages into a running instance: shared state, listeners, reload and drain.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -137,6 +137,8 @@ fn stages(cfg: &Config) -> Result<Shared, StartError> {
     Ok(Shared {
         trusted: ArcSwap::from_pointee(cfg.rate_limit.trusted_nets()),
         live,
+        config_generation: AtomicU64::new(1),
+        config_loaded_at: AtomicI64::new(crate::time::EpochMs::now().0),
         metrics,
         upstream,
         cache,
@@ -271,7 +273,10 @@ impl Running {
             .store(Arc::new(new.rate_limit.trusted_nets()));
         self.shared.upstream.reload(&new);
         self.shared.live.store(Arc::new(new));
-        tracing::info!("configuration reloaded");
+        let generation = self.shared.config_generation.fetch_add(1, Ordering::SeqCst) + 1;
+        let now = crate::time::EpochMs::now().0;
+        self.shared.config_loaded_at.store(now, Ordering::SeqCst);
+        tracing::info!(generation, "configuration reloaded");
     }
 
     /// SIGHUP's part for TLS: the certificate files are read again, changed or not (a bad pair

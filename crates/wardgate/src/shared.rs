@@ -1,6 +1,6 @@
 //! The state every stage of a request shares.
 
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -14,6 +14,10 @@ use crate::upstream::Upstream;
 /// State every stage of a request shares.
 pub struct Shared {
     pub live: Live,
+    /// The generation of `live`: 1 as started, one more at each reload applied (SIGHUP).
+    pub config_generation: AtomicU64,
+    /// When `live` was last loaded, epoch ms.
+    pub config_loaded_at: AtomicI64,
     pub metrics: Arc<Metrics>,
     pub upstream: Arc<Upstream>,
     pub cache: Arc<Cache>,

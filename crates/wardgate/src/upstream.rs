@@ -20,6 +20,7 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use prometheus_client::metrics::counter::Counter;
 
 use crate::body::{collect, empty, Body, BodyError, BoxError};
 use crate::config::{Config, Live};
@@ -89,6 +90,8 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: Incoming,
         permit: Option<Permit>,
+        // `wardgate_upstream_bytes`: counted as the body is read, whoever reads it.
+        bytes: Counter,
     }
 }
 
@@ -102,8 +105,14 @@ impl HttpBody for Permitted {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.project();
         let r = this.inner.poll_frame(cx);
-        if matches!(r, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
-            this.permit.take();
+        match &r {
+            Poll::Ready(Some(Ok(f))) => {
+                if let Some(d) = f.data_ref() {
+                    this.bytes.inc_by(d.len() as u64);
+                }
+            }
+            Poll::Ready(None | Some(Err(_))) => drop(this.permit.take()),
+            Poll::Pending => {}
         }
         r.map(|o| o.map(|r| r.map_err(|e| Box::new(e) as BoxError)))
     }
@@ -239,6 +248,7 @@ impl Upstream {
             Permitted {
                 inner: b,
                 permit: Some(permit),
+                bytes: self.metrics.upstream_bytes.clone(),
             }
             .boxed()
         }))

@@ -94,6 +94,11 @@ where
         (rx, true)
     }
 
+    /// How many builds are running.
+    pub fn running(&self) -> usize {
+        self.inflight.lock().map(|m| m.len()).unwrap_or(0)
+    }
+
     /// Whether a build for `key` is running.
     pub fn is_running(&self, key: &K) -> bool {
         self.inflight
@@ -143,6 +148,7 @@ mod tests {
         }
         assert_eq!(builds.load(Ordering::SeqCst), 1);
         assert!(!c.is_running(&7));
+        assert_eq!(c.running(), 0, "the ended build is deregistered");
     }
 
     #[tokio::test]
@@ -153,6 +159,7 @@ mod tests {
             Ok(5)
         });
         assert!(started);
+        assert_eq!(c.running(), 1);
         // The first requester's client disconnects: its wait is dropped mid-way.
         let first = tokio::spawn(wait(rx, Duration::from_secs(5)));
         first.abort();

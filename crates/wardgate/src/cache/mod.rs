@@ -27,6 +27,7 @@ pub mod overlap;
 mod patchlog;
 pub mod probe;
 mod status;
+pub mod stored;
 mod sync;
 pub mod topology;
 pub mod warm_progress;
@@ -472,6 +473,24 @@ impl Cache {
             None => None,
         };
         (here, redis)
+    }
+
+    /// The wards L1 holds a copy of that may be served (no write supersedes it), with since
+    /// when each counts as fresh (the status page's coverage; not on any request path).
+    pub fn l1_wards(&self) -> Vec<(WardKey, EpochMs)> {
+        self.l1
+            .entries()
+            .into_iter()
+            .filter_map(|(k, e)| match &k {
+                CacheKey::Ward(w) if self.admits(&k, &e) => Some((w.clone(), e.fresh_since())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Ward and blob builds running now.
+    pub fn builds_in_flight(&self) -> usize {
+        self.builds.running()
     }
 
     /// Whether a copy of `key` younger than `max_age` is held here (and may be served) or in

@@ -41,7 +41,7 @@ use crate::params::WardKey;
 use crate::time::EpochMs;
 
 pub use build::{SnapshotBuilder, UNKNOWN_BOOTH, UNKNOWN_STAMP};
-pub use codec::{FORMAT_VERSION, PREVIOUS_FORMAT_VERSION};
+pub use codec::{built_at_of, FORMAT_VERSION, HEAD_BYTES, PREVIOUS_FORMAT_VERSION};
 pub use fingerprint::Fingerprint;
 pub use inflate::IdentityBody;
 pub use patch::{patch_rows, PatchRow, Refused, RowId};

@@ -267,12 +267,13 @@ pub async fn run(args: &WarmArgs) -> Result<WarmReport, String> {
         .buffer_unordered(args.concurrency.max(1))
         .collect()
         .await;
+    // Ended either way: the progress says so before a refusal is returned.
+    let mut report = progress.finish(results).await;
     for check in [shape.checked.get(), fit.checked.get()] {
         if let Some(Err(refused)) = check {
             return Err(refused.clone());
         }
     }
-    let mut report = progress.finish(results).await;
     report.stored_bytes = fit.stored.load(Ordering::Relaxed);
     report.until = until;
     Ok(report)

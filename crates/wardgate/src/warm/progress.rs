@@ -28,6 +28,13 @@ struct Counts {
 }
 
 impl Counts {
+    /// Whether there is progress to publish: a ward built or found fresh. A warm refused
+    /// before its first copy (Redis too small, rows shaped unlike the backend's) stores
+    /// nothing, its progress included.
+    fn stored_any(&self) -> bool {
+        self.done.load(Ordering::Relaxed) > self.failed.load(Ordering::Relaxed)
+    }
+
     fn snapshot(&self, finished: bool) -> WarmProgress {
         let (done, rows) = (
             self.done.load(Ordering::Relaxed),
@@ -125,7 +132,9 @@ impl Progress {
         if let Some(b) = &self.bar {
             b.finish();
         }
-        self.l2.publish_warm(&self.counts.snapshot(true)).await;
+        if self.counts.stored_any() {
+            self.l2.publish_warm(&self.counts.snapshot(true)).await;
+        }
         let mut report = WarmReport {
             elapsed: self.counts.start.elapsed(),
             rows: self.counts.rows.load(Ordering::Relaxed),
@@ -158,6 +167,8 @@ async fn tick(counts: Arc<Counts>, l2: Arc<L2>) {
                 "warming"
             );
         }
-        l2.publish_warm(&p).await;
+        if counts.stored_any() {
+            l2.publish_warm(&p).await;
+        }
     }
 }

@@ -1,30 +1,29 @@
 //! The limits held across the fleet: each request spends a token of its buckets (its address's
-//! ceiling, and its device's quota or its address's own) from a lease this instance holds, and
-//! the tokens spent are reported to one GCRA schedule per bucket in Redis in batches
-//! (`cache::fleet`), so that N instances behind round-robin give a client its configured rate,
-//! not N times it, without a Redis round trip per request.
+//! ceiling, and its device's quota or its address's own) from a lease this instance holds; a
+//! spent lease is reported to one GCRA schedule per bucket in Redis (`cache::fleet`), which
+//! answers whether the bucket may go on, so that N instances behind round-robin give a client
+//! its configured rate, not N times it, without a Redis round trip per request.
 //!
-//! **Invariant:** every token spent is charged to the fleet's schedule once (reported late;
-//! forgotten only when Redis does not answer its report, at most a lease), and an instance
-//! spends at most `lease` tokens of a bucket that Redis has not yet counted, none while
-//! Redis's last answer refused the bucket. `lease` = `lease_share` of the rate or of the
+//! **Invariant:** an instance spends at most `lease` tokens of a bucket that Redis has not
+//! counted, none while Redis's last answer refused the bucket; what it reports is charged once
+//! (a report Redis did not answer is not resent). `lease` = `lease_share` of the rate or of the
 //! burst, whichever is more (at least 1), so with `n` instances a client gets at most its rate,
 //! its burst and `2 × n` leases more: `n` spent and not yet reported, `n` spent after the
 //! schedule in Redis had run past its burst, before their instances heard.
 //!
 //! A request whose lease is spent waits for a report of the buckets requests wait on (started
-//! at once, one batch for all of them, bounded by `FLEET_TIMEOUT`); every bucket's tokens are
-//! reported in a sweep every `SWEEP_EVERY`, so a light client costs Redis one key every few
-//! seconds, not one per request. A report that fails leaves the decision to this instance's
-//! own limiter.
+//! at once, one batch for all of them, bounded by `FLEET_TIMEOUT`). A light client, one that
+//! never spends a lease on an instance, costs Redis nothing: its bucket is dropped once idle
+//! (`PRUNE_EVERY`), its few unreported tokens with it. A report that fails leaves the decision
+//! to this instance's own limiter.
 
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::net::IpAddr;
-use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use lru::LruCache;
 use tokio::sync::watch;
 
 use super::{Bound, ClientIdentity, Limited};
@@ -32,17 +31,16 @@ use crate::cache::fleet::{Spent, FLEET_TIMEOUT};
 use crate::cache::l2::L2;
 use crate::config::{LimitClass, Quota};
 
-/// Buckets one instance remembers per shard; a forgotten bucket's unreported tokens are lost
-/// to the schedule (at most a lease each), its state in Redis is not.
+/// Buckets one instance holds per shard; past it, new clients are decided by this instance's
+/// own limiter until a prune drops idle buckets. 16 × 16,384: a quarter of a million clients
+/// within a few seconds.
 const BUCKETS_PER_SHARD: usize = 16_384;
 const SHARDS: usize = 16;
 
-/// How often every bucket's unreported tokens are reported (a sweep). Between sweeps only the
-/// buckets whose lease is spent are, at once: the bound on overshoot does not depend on the
-/// sweep (unreported tokens stay within a lease per bucket), and the longer it is, the more
-/// requests of a light client one report carries. What a sweep reports late is charged late:
-/// a little early for the client's schedule, never lost.
-const SWEEP_EVERY: Duration = Duration::from_secs(5);
+/// How often idle buckets are dropped: those no request spent from since the last prune, with
+/// nothing in a report and no refusal running. Their unreported tokens (fewer than a lease)
+/// are forgiven: the client was within its lease here, and is gone.
+const PRUNE_EVERY: Duration = Duration::from_secs(5);
 
 /// A bucket of the fleet, named alike on every instance.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -79,26 +77,60 @@ struct Held {
     reporting: u32,
     /// Until when Redis's last answer refused the bucket.
     refused_until: Option<Instant>,
-    /// Whether it is in its shard's list of buckets with tokens to report.
-    listed: bool,
     /// Whether it is in its shard's list of buckets a request waits on.
     waited: bool,
+    /// Whether a request spent from it since the last prune.
+    used: bool,
+}
+
+impl Held {
+    /// Unused since the last prune, and holding nothing the fleet needs: no tokens in a
+    /// report, no waiter, no refusal running.
+    fn idle(&self, now: Instant) -> bool {
+        !self.used
+            && self.reporting == 0
+            && !self.waited
+            && self.refused_until.is_none_or(|t| t <= now)
+    }
+}
+
+/// Bucket names hash cheaply (a multiply per word): the map's lock, not its hash, is what a
+/// client could aim at, and the shards are few.
+#[derive(Default)]
+struct Mix(u64);
+
+impl Hasher for Mix {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(u64::from(*b));
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    fn write_u8(&mut self, n: u8) {
+        self.write_u64(u64::from(n));
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+    fn write_u128(&mut self, n: u128) {
+        self.write_u64(n as u64);
+        self.write_u64((n >> 64) as u64);
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
 }
 
 #[derive(Default)]
 struct Shard {
-    buckets: Option<LruCache<BucketName, Held>>,
-    /// Buckets with tokens to report.
-    to_report: Vec<BucketName>,
+    buckets: HashMap<BucketName, Held, BuildHasherDefault<Mix>>,
     /// Buckets whose lease is spent and a request waits: the next report's.
     waiting: Vec<BucketName>,
-}
-
-impl Shard {
-    fn buckets(&mut self) -> &mut LruCache<BucketName, Held> {
-        let cap = NonZeroUsize::new(BUCKETS_PER_SHARD).unwrap_or(NonZeroUsize::MIN);
-        self.buckets.get_or_insert_with(|| LruCache::new(cap))
-    }
 }
 
 /// What a try to spend a token found.
@@ -107,6 +139,8 @@ enum Spend {
     Refused(Duration),
     /// The lease is spent: the next report decides.
     AwaitReport,
+    /// This instance holds as many buckets as it may: its own limiter decides.
+    Untracked,
 }
 
 /// The outcome of the last report: how many there were, and whether Redis answered it.
@@ -124,10 +158,8 @@ pub struct FleetLeases {
     reporting: AtomicBool,
     /// A request waits for a report of the buckets in `waiting`.
     urgent: AtomicBool,
-    /// A sweep of every bucket is due.
-    sweep: AtomicBool,
-    /// When the last sweep began, in ns since `epoch`.
-    last_sweep: AtomicU64,
+    /// When the last prune began, in ns since `epoch`.
+    last_prune: AtomicU64,
     epoch: Instant,
     reports: watch::Sender<Reported>,
 }
@@ -140,8 +172,7 @@ impl FleetLeases {
             share,
             reporting: AtomicBool::new(false),
             urgent: AtomicBool::new(false),
-            sweep: AtomicBool::new(false),
-            last_sweep: AtomicU64::new(0),
+            last_prune: AtomicU64::new(0),
             epoch: Instant::now(),
             reports: watch::channel(Reported::default()).0,
         }
@@ -198,7 +229,7 @@ impl FleetLeases {
                 return Some(Err(l));
             }
         }
-        self.report_if_due(l2);
+        self.prune_if_due();
         Some(Ok(()))
     }
 
@@ -214,7 +245,6 @@ impl FleetLeases {
         // `FLEET_TIMEOUT` leaves the decision to this instance.
         let deadline = tokio::time::Instant::now() + FLEET_TIMEOUT;
         loop {
-            let mut reports = self.reports.subscribe();
             match self.try_spend(name, quota) {
                 Spend::Spent => return Some(Ok(())),
                 Spend::Refused(retry_after) => {
@@ -224,7 +254,11 @@ impl FleetLeases {
                         bound,
                     }))
                 }
+                Spend::Untracked => return None,
                 Spend::AwaitReport => {
+                    // A report that ends before this subscribes is followed by the one asked
+                    // for here.
+                    let mut reports = self.reports.subscribe();
                     self.urgent.store(true, Ordering::SeqCst);
                     self.start_report(l2);
                     match tokio::time::timeout_at(deadline, reports.changed()).await {
@@ -240,14 +274,18 @@ impl FleetLeases {
         let lease = self.lease(quota);
         let now = Instant::now();
         let mut shard = self.shard(&name);
-        let held = shard.buckets().get_or_insert_mut(name, || Held {
+        if shard.buckets.len() >= BUCKETS_PER_SHARD && !shard.buckets.contains_key(&name) {
+            return Spend::Untracked;
+        }
+        let held = shard.buckets.entry(name).or_insert(Held {
             quota,
             unreported: 0,
             reporting: 0,
             refused_until: None,
-            listed: false,
             waited: false,
+            used: false,
         });
+        held.used = true;
         // A reload may change the quota; the bucket's count in Redis carries over.
         held.quota = quota;
         if let Some(until) = held.refused_until {
@@ -264,29 +302,37 @@ impl FleetLeases {
             return Spend::AwaitReport;
         }
         held.unreported += 1;
-        if !held.listed {
-            held.listed = true;
-            shard.to_report.push(name);
-        }
         Spend::Spent
     }
 
-    /// Starts a sweep when the last is older than `SWEEP_EVERY`.
-    fn report_if_due(self: &Arc<Self>, l2: &Arc<L2>) {
+    /// Drops idle buckets, off the request, when the last prune is older than `PRUNE_EVERY`.
+    fn prune_if_due(self: &Arc<Self>) {
         let now = self.elapsed_ns();
-        let last = self.last_sweep.load(Ordering::Relaxed);
-        if now.saturating_sub(last) >= SWEEP_EVERY.as_nanos() as u64
+        let last = self.last_prune.load(Ordering::Relaxed);
+        let due = now.saturating_sub(last) >= PRUNE_EVERY.as_nanos() as u64;
+        if due
             && self
-                .last_sweep
+                .last_prune
                 .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok()
         {
-            self.sweep.store(true, Ordering::SeqCst);
-            self.start_report(l2);
+            let me = self.clone();
+            tokio::task::spawn_blocking(move || me.prune());
         }
     }
 
-    /// Runs the reports asked for (`urgent`, `sweep`) now, or right after the one running.
+    fn prune(&self) {
+        for m in &self.shards {
+            let mut shard = m.lock().unwrap_or_else(|p| p.into_inner());
+            let now = Instant::now();
+            shard.buckets.retain(|_, h| !h.idle(now));
+            for h in shard.buckets.values_mut() {
+                h.used = false;
+            }
+        }
+    }
+
+    /// Runs a report of the buckets requests wait on now, or right after the one running.
     fn start_report(self: &Arc<Self>, l2: &Arc<L2>) {
         if self.reporting.swap(true, Ordering::SeqCst) {
             return;
@@ -294,13 +340,8 @@ impl FleetLeases {
         let (me, l2) = (self.clone(), l2.clone());
         tokio::spawn(async move {
             loop {
-                loop {
-                    let sweep = me.sweep.swap(false, Ordering::SeqCst);
-                    let urgent = me.urgent.swap(false, Ordering::SeqCst);
-                    if !(sweep || urgent) {
-                        break;
-                    }
-                    let ok = me.report(&l2, sweep).await;
+                while me.urgent.swap(false, Ordering::SeqCst) {
+                    let ok = me.report(&l2).await;
                     me.reports.send_modify(|r| {
                         r.count += 1;
                         r.ok = ok;
@@ -309,18 +350,17 @@ impl FleetLeases {
                 me.reporting.store(false, Ordering::SeqCst);
                 // A request that asked between the last check and the store above found a
                 // report running: run it, unless another task took over.
-                let asked = me.urgent.load(Ordering::SeqCst) || me.sweep.load(Ordering::SeqCst);
-                if !asked || me.reporting.swap(true, Ordering::SeqCst) {
+                if !me.urgent.load(Ordering::SeqCst) || me.reporting.swap(true, Ordering::SeqCst) {
                     break;
                 }
             }
         });
     }
 
-    /// Reports, in one batch, the unreported tokens of every bucket (`sweep`) or of those a
-    /// request waits on, and applies Redis's answers.
-    async fn report(&self, l2: &L2, sweep: bool) -> bool {
-        let batch = self.take_unreported(sweep);
+    /// Reports, in one batch, the unreported tokens of the buckets requests wait on, and
+    /// applies Redis's answers.
+    async fn report(&self, l2: &L2) -> bool {
+        let batch = self.take_unreported();
         if batch.is_empty() {
             return true;
         }
@@ -337,7 +377,7 @@ impl FleetLeases {
         let now = Instant::now();
         for (i, (name, _, tokens)) in batch.iter().enumerate() {
             let mut shard = self.shard(name);
-            let Some(held) = shard.buckets().peek_mut(name) else {
+            let Some(held) = shard.buckets.get_mut(name) else {
                 continue;
             };
             held.reporting = held.reporting.saturating_sub(*tokens);
@@ -352,28 +392,18 @@ impl FleetLeases {
         answers.is_some()
     }
 
-    /// The unreported tokens of every bucket (`sweep`) or of those a request waits on, moved
-    /// to `reporting`.
-    fn take_unreported(&self, sweep: bool) -> Vec<(BucketName, Quota, u32)> {
+    /// The unreported tokens of the buckets requests wait on, moved to `reporting`.
+    fn take_unreported(&self) -> Vec<(BucketName, Quota, u32)> {
         let mut batch = Vec::new();
         for m in &self.shards {
             let mut shard = m.lock().unwrap_or_else(|p| p.into_inner());
-            let waiting = std::mem::take(&mut shard.waiting);
-            let listed = if sweep {
-                std::mem::take(&mut shard.to_report)
-            } else {
-                Vec::new()
-            };
-            for name in waiting.iter().chain(&listed) {
-                let Some(held) = shard.buckets().peek_mut(name) else {
+            for name in std::mem::take(&mut shard.waiting) {
+                let Some(held) = shard.buckets.get_mut(&name) else {
                     continue;
                 };
                 held.waited = false;
-                if sweep {
-                    held.listed = false;
-                }
                 if held.unreported > 0 {
-                    batch.push((*name, held.quota, held.unreported));
+                    batch.push((name, held.quota, held.unreported));
                     held.reporting += held.unreported;
                     held.unreported = 0;
                 }

@@ -37,6 +37,16 @@ fn json_response(status: StatusCode, v: serde_json::Value) -> Response<Body> {
     r
 }
 
+/// A 200 of `body` as `content_type` that no cache keeps: the page and the document it reads
+/// always come from the instance as it is now.
+fn uncached(body: impl Into<bytes::Bytes>, content_type: &'static str) -> Response<Body> {
+    let mut r = Response::new(full(body));
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
 /// Whether the instance should receive traffic, and if not, why.
 pub async fn readiness(shared: &Shared) -> Result<(), String> {
     if shared.draining.load(Ordering::SeqCst) {
@@ -157,14 +167,7 @@ async fn status_doc(admin: &Admin) -> Result<Response<Body>, ApiError> {
         reason: format!("the status document: {e}"),
         retry_after: Duration::from_secs(1),
     })?;
-    let mut r = Response::new(full(body));
-    let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    Ok(r)
+    Ok(uncached(body, "application/json"))
 }
 
 /// `GET /readyz`: 200 when the instance should receive traffic, else 503 with the reason.

@@ -11,7 +11,7 @@ use base64::Engine as _;
 use http::header::{self, HeaderValue};
 use http::Response;
 
-use crate::body::{full, Body};
+use crate::body::Body;
 
 /// The page (`status.html`, beside this file).
 pub const PAGE: &str = include_str!("status.html");
@@ -52,13 +52,8 @@ fn sha256(text: &str) -> String {
 /// The page with its CSP. It is not cached: after an upgrade the page and the JSON it reads
 /// come from the same version.
 pub fn page() -> Response<Body> {
-    let mut r = Response::new(full(PAGE));
+    let mut r = super::uncached(PAGE, "text/html; charset=utf-8");
     let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),

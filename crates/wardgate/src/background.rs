@@ -5,8 +5,11 @@
 //! lowered priority; the async workers that serve keep the process's own.
 
 use std::cell::Cell;
+use std::future::Future;
+use std::sync::OnceLock;
 
-use tokio::task::JoinHandle;
+use tokio::sync::Semaphore;
+use tokio::task::JoinError;
 
 /// How far below serving build threads run (`nice` steps): at +10 a busy build thread gets
 /// about a tenth of the CPU a serving thread gets when both want it, and all of it otherwise.
@@ -36,12 +39,87 @@ pub fn start_pool() {
         .build_global();
 }
 
-/// Starts `f` at once on a blocking thread lowered to build priority, off the async workers
-/// (like `spawn_blocking`, it runs whether or not the handle is awaited yet: a replica build
-/// streams rows to it before awaiting it).
-pub fn run<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> JoinHandle<T> {
-    tokio::task::spawn_blocking(move || {
-        lower_this_thread();
-        f()
+/// How many build jobs may run at once, per core. A niced thread weighs a tenth of a serving
+/// one, but weights add up: a hundred build threads of a cold storm, runnable together, would
+/// outweigh the async workers ten to one and stall every hit behind them. A few per core keep
+/// the cores busy (a replica build also waits on its rows) and the builds' total weight below
+/// one serving thread's.
+const JOBS_PER_CORE: usize = 2;
+
+/// The build jobs' slots: `JOBS_PER_CORE` × the cores.
+fn slots() -> &'static Semaphore {
+    static SLOTS: OnceLock<Semaphore> = OnceLock::new();
+    SLOTS.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Semaphore::new(cores * JOBS_PER_CORE)
     })
+}
+
+/// Starts `f` at once on a blocking thread lowered to build priority, off the async workers,
+/// as soon as a build slot is free (like `spawn_blocking`, it is started whether or not the
+/// returned future is awaited yet: a replica build streams rows to it before awaiting it).
+/// Jobs wait for a slot in the order they came, so in a storm the first builds finish first
+/// and release their waiters, instead of all sharing the cores and finishing together.
+pub fn run<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> impl Future<Output = Result<T, JoinError>> {
+    run_in(slots(), f)
+}
+
+fn run_in<T: Send + 'static>(
+    slots: &'static Semaphore,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> impl Future<Output = Result<T, JoinError>> {
+    let job = tokio::spawn(async move {
+        // The semaphore is never closed; without a slot the job still runs.
+        let _slot = slots.acquire().await.ok();
+        tokio::task::spawn_blocking(move || {
+            lower_this_thread();
+            f()
+        })
+        .await
+    });
+    async move { job.await? }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn jobs_beyond_the_slots_wait_and_start_in_the_order_they_came() {
+        let slots: &'static Semaphore = Box::leak(Box::new(Semaphore::new(2)));
+        let running = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let started = Arc::new(Mutex::new(Vec::new()));
+        let mut jobs = Vec::new();
+        for i in 0..6 {
+            let (running, most, started) = (running.clone(), most.clone(), started.clone());
+            jobs.push(run_in(slots, move || {
+                started.lock().unwrap().push(i);
+                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(now, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(30));
+                running.fetch_sub(1, Ordering::SeqCst);
+                i * 10
+            }));
+            // Each job asks for its slot before the next is made.
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let mut answers = Vec::new();
+        for j in jobs {
+            answers.push(j.await.unwrap());
+        }
+        assert_eq!(answers, vec![0, 10, 20, 30, 40, 50]);
+        assert_eq!(most.load(Ordering::SeqCst), 2, "at most two jobs at once");
+        let order = started.lock().unwrap().clone();
+        assert_eq!(
+            &order[2..],
+            &[2, 3, 4, 5],
+            "waiting jobs start in order: {order:?}"
+        );
+    }
 }

@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 use mysql_async::prelude::{FromRow, Queryable};
-use mysql_async::{from_row_opt, Opts, OptsBuilder, Pool, Row, TxOpts, Value};
+use mysql_async::{from_row_opt, Opts, OptsBuilder, Pool, PoolConstraints, Row, TxOpts, Value};
 use tokio::sync::mpsc;
 
 use crate::datetime::datetime_value;
@@ -14,13 +14,24 @@ use crate::store::{write_csv_row, CitizenUpdate};
 use crate::voter::Citizen;
 use crate::OriginError;
 
+/// At most this many connections, unless the URL says otherwise (`?pool_max=N`): HikariCP's
+/// default `maximumPoolSize`, the pool a Spring Boot 2.0 backend runs with. A burst of requests
+/// queues for a connection there, not as a hundred queries running in the database at once.
+pub const DEFAULT_POOL_MAX: usize = 10;
+
 /// A pool whose every connection runs in UTC (so `NOW(3)` and DATETIME values mean the same
 /// epoch ms as in the code).
 pub fn pool(url: &str) -> Result<Pool, OriginError> {
     let opts = Opts::from_url(url)?;
     // No reset on return to the pool: the origin never changes session state beyond the
     // setup statement, and a reset would cost a round trip (plus the setup again) per request.
-    let pool_opts = opts.pool_opts().clone().with_reset_connection(false);
+    let mut pool_opts = opts.pool_opts().clone().with_reset_connection(false);
+    if !url.contains("pool_max=") {
+        let min = pool_opts.constraints().min().min(DEFAULT_POOL_MAX);
+        if let Some(c) = PoolConstraints::new(min, DEFAULT_POOL_MAX) {
+            pool_opts = pool_opts.with_constraints(c);
+        }
+    }
     let opts = OptsBuilder::from_opts(opts)
         .setup(vec![SESSION_SETUP_SQL])
         .pool_opts(pool_opts);

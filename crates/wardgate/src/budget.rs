@@ -77,11 +77,13 @@ impl WardBudget {
         wards: &[String],
     ) -> Result<(), OverBudget> {
         let day = today();
+        let mut any_new = false;
         for c in clients {
             let new = self.new_to(c.name, day, wards);
             if new.is_empty() {
                 continue;
             }
+            any_new = true;
             let shared = match l2 {
                 Some(l2) => l2.admit_wards(c.name, day, c.budget, wards).await,
                 None => None,
@@ -102,8 +104,11 @@ impl WardBudget {
                 });
             }
         }
-        for c in clients {
-            self.remember(c.name, day, wards);
+        // A re-read (the common case: a volunteer syncing its wards) has nothing to remember.
+        if any_new {
+            for c in clients {
+                self.remember(c.name, day, wards);
+            }
         }
         Ok(())
     }

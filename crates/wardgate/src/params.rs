@@ -4,6 +4,7 @@
 //! it. **Invariant:** every value in a `CitizensQuery` matches the contract's format, and the query
 //! wardgate sends upstream is re-encoded from a `CitizensQuery`, never copied from the client.
 
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
@@ -190,30 +191,52 @@ impl CitizensQuery {
 
 /// The query string split into single-valued parameters. Repeating a parameter is an error:
 /// two values would be read differently by different servers.
-struct RawParams(Vec<(String, String)>);
+struct RawParams<'q>([Option<Cow<'q, str>>; KNOWN_PARAMS.len()]);
 
-impl RawParams {
-    fn collect(query: &str) -> Result<RawParams, ParamError> {
-        let mut out: Vec<(String, String)> = Vec::new();
-        for (k, v) in form_urlencoded::parse(query.as_bytes()) {
-            let known = KNOWN_PARAMS.iter().find(|p| **p == k);
-            if let Some(name) = known {
-                if out.iter().any(|(n, _)| n == *name) {
-                    return Err(bad(name, "is given more than once"));
-                }
-                out.push((name.to_string(), v.into_owned()));
-            }
+impl<'q> RawParams<'q> {
+    /// Each known parameter's value, borrowed from the query unless it had to be decoded: a
+    /// well-formed app query costs no allocation here (this runs on every read).
+    fn collect(query: &'q str) -> Result<RawParams<'q>, ParamError> {
+        let mut out = RawParams(Default::default());
+        for (k, v) in pairs(query) {
             // Unknown parameters (cache busters such as `_=`) are dropped: they never go upstream.
+            let Some(i) = KNOWN_PARAMS.iter().position(|p| *p == k) else {
+                continue;
+            };
+            if out.0[i].is_some() {
+                return Err(bad(KNOWN_PARAMS[i], "is given more than once"));
+            }
+            out.0[i] = Some(v);
         }
-        Ok(RawParams(out))
+        Ok(out)
     }
 
     fn get(&self, name: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+        let i = KNOWN_PARAMS.iter().position(|p| *p == name)?;
+        self.0[i].as_deref()
     }
+}
+
+/// The query's `name=value` pairs, decoded exactly as `form_urlencoded::parse` decodes them
+/// (empty pieces skipped, `+` as a space, `%XX` escapes, invalid UTF-8 replaced), but borrowed
+/// from the query where there is nothing to decode: the app's queries have no escapes.
+fn pairs(query: &str) -> impl Iterator<Item = (Cow<'_, str>, Cow<'_, str>)> {
+    query.split('&').filter(|p| !p.is_empty()).map(|p| {
+        let (k, v) = p.split_once('=').unwrap_or((p, ""));
+        (decoded(k), decoded(v))
+    })
+}
+
+fn decoded(s: &str) -> Cow<'_, str> {
+    if !s.bytes().any(|b| b == b'%' || b == b'+') {
+        return Cow::Borrowed(s);
+    }
+    let spaced = s.replace('+', " ");
+    Cow::Owned(
+        percent_encoding::percent_decode_str(&spaced)
+            .decode_utf8_lossy()
+            .into_owned(),
+    )
 }
 
 const KNOWN_PARAMS: &[&str] = &[
@@ -358,6 +381,24 @@ fn parse_page(raw: &RawParams, policy: &CitizensConfig) -> Result<Option<Page>, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pairs_decode_as_form_urlencoded_does() {
+        for q in [
+            "state=Karnataka&assemblyNo=150&wardNo=1&date=-1&boothNos=-1&page=0&size=1000",
+            "state=Tamil+Nadu&boothNos=1%2C2&&=x&a&b=&c==d=e&%FF=%zz&+=%2B&wardNo=%31",
+            "",
+            "&&&",
+            "state=%E0%A4%95+%E0%A4&x=%",
+        ] {
+            let ours: Vec<(String, String)> = pairs(q).map(|(k, v)| (k.into(), v.into())).collect();
+            let theirs: Vec<(String, String)> = form_urlencoded::parse(q.as_bytes())
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect();
+            assert_eq!(ours, theirs, "{q}");
+        }
+        assert!(matches!(decoded("Karnataka"), Cow::Borrowed(_)));
+    }
 
     fn policy() -> CitizensConfig {
         CitizensConfig::default()

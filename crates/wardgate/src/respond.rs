@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Response, StatusCode};
 use http_body::Frame;
 use http_body_util::{BodyExt, StreamBody};
@@ -26,9 +26,15 @@ use crate::upstream::UpstreamError;
 /// The version and the release it was built from (git revision or operator label, set by
 /// `build.rs`): what `X-Wardgate-Version` says, so a canary is told apart from stable.
 pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), "+", env!("WARDGATE_REVISION"));
-const X_CACHE: &str = "x-cache";
-const X_SNAPSHOT_TIME: &str = "x-snapshot-time";
-const X_VERSION: &str = "x-wardgate-version";
+// Names and values every answer carries, made once: parsing a header name or checking a
+// static value costs a walk over its bytes per answer otherwise.
+const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
+const X_SNAPSHOT_TIME: HeaderName = HeaderName::from_static("x-snapshot-time");
+const X_VERSION: HeaderName = HeaderName::from_static("x-wardgate-version");
+const VERSION_VALUE: HeaderValue = HeaderValue::from_static(VERSION);
+const VARY_ENCODING: HeaderValue = HeaderValue::from_static("Accept-Encoding");
+const NO_CACHE: HeaderValue = HeaderValue::from_static("no-cache");
+const GZIP: HeaderValue = HeaderValue::from_static("gzip");
 
 /// Everything wardgate refuses or fails at, each with its status and a JSON body naming it.
 #[derive(Debug)]
@@ -265,7 +271,7 @@ fn over_ward_budget(whose: &str, budget: u32, held: u64, extra: &mut HeaderMap) 
     Detail::Own(message, fields.into_iter().collect())
 }
 
-fn put(h: &mut HeaderMap, name: &'static str, value: &str) {
+fn put(h: &mut HeaderMap, name: impl header::IntoHeaderName, value: &str) {
     if let Ok(v) = HeaderValue::from_str(value) {
         h.insert(name, v);
     }
@@ -276,7 +282,7 @@ fn put(h: &mut HeaderMap, name: &'static str, value: &str) {
 pub fn stamp<B>(resp: &mut Response<B>, cache: CacheStatus) {
     let h = resp.headers_mut();
     h.insert(X_CACHE, HeaderValue::from_static(cache.as_str()));
-    h.insert(X_VERSION, HeaderValue::from_static(VERSION));
+    h.insert(X_VERSION, VERSION_VALUE);
     resp.extensions_mut().insert(cache);
 }
 
@@ -361,11 +367,11 @@ pub(crate) fn cached_response(
         *resp.status_mut() = StatusCode::NOT_MODIFIED;
     }
     let h = resp.headers_mut();
-    put(h, "etag", &rep.etag);
-    h.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    put(h, header::ETAG, &rep.etag);
+    h.insert(header::VARY, VARY_ENCODING);
+    h.insert(header::CACHE_CONTROL, NO_CACHE);
     if let Some(t) = rep.snapshot_time {
-        put(h, X_SNAPSHOT_TIME, &t.to_string());
+        h.insert(X_SNAPSHOT_TIME, HeaderValue::from(t.0));
         // Seconds since the rows were read (RFC 9111 §5.1): what a STALE answer's client sees.
         let age = t.age_ms().max(0) / 1000;
         h.insert(header::AGE, HeaderValue::from(age));
@@ -374,7 +380,7 @@ pub(crate) fn cached_response(
         h.insert(header::CONTENT_TYPE, rep.content_type);
         h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
         if rep.gzip {
-            h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+            h.insert(header::CONTENT_ENCODING, GZIP);
         }
     }
     stamp(&mut resp, cache);
@@ -428,12 +434,7 @@ pub async fn snapshot_answer(
         (&q.booths, q.since_ms, q.page).hash(&mut h);
         h.finish()
     };
-    let etag = format!(
-        "\"{}-{:x}{}\"",
-        snap.tag,
-        variant,
-        if gzip { "-gz" } else { "" }
-    );
+    let etag = etag_of(&snap.tag, variant, gzip);
     let rep = Representation {
         etag,
         gzip,
@@ -467,6 +468,25 @@ pub async fn snapshot_answer(
     };
     let n = body.len();
     Ok(cached_response(req, rep, cache, || (full(body), n)))
+}
+
+/// `"<tag>-<variant in hex>[-gz]"`, as `format!` would write it, without `core::fmt`: every
+/// snapshot answer names one.
+fn etag_of(tag: &str, variant: u64, gzip: bool) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut etag = String::with_capacity(tag.len() + 24);
+    etag.push('"');
+    etag.push_str(tag);
+    etag.push('-');
+    let digits = (64 - variant.leading_zeros()).div_ceil(4).max(1);
+    for i in (0..digits).rev() {
+        etag.push(char::from(HEX[(variant >> (4 * i) & 0xf) as usize]));
+    }
+    if gzip {
+        etag.push_str("-gz");
+    }
+    etag.push('"');
+    etag
 }
 
 /// An identity answer's body: rows inflated from their chunks as the client reads.
@@ -578,6 +598,20 @@ pub fn blob_answer(blob: &Blob, req: &HeaderMap, cache: CacheStatus) -> Response
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn etags_read_as_format_writes_them() {
+        for (tag, variant, gzip) in [
+            ("k-1", 0u64, true),
+            ("k-1", 0xf, false),
+            ("abc", 0x10, true),
+            ("x", u64::MAX, false),
+            ("t", 0x0123_4567_89ab_cdef, true),
+        ] {
+            let want = format!("\"{tag}-{variant:x}{}\"", if gzip { "-gz" } else { "" });
+            assert_eq!(etag_of(tag, variant, gzip), want);
+        }
+    }
 
     #[test]
     fn accept_encoding_is_read_properly() {

@@ -515,8 +515,8 @@ impl Proxy {
                 status: resp.status().as_u16(),
                 cache: cache.as_str(),
                 bytes,
-                total_ms: elapsed.as_secs_f64() * 1e3,
-                upstream_ms: trace.upstream.map(|d| d.as_secs_f64() * 1e3),
+                total: elapsed,
+                upstream: trace.upstream,
                 request_id: id.as_str(),
             });
         }

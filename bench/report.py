@@ -218,7 +218,8 @@ class Report:
         su = st["setup"]
         self.A("## Cold storm against nginx proxy_cache_lock and Varnish\n")
         self.A(f"Per repetition and system, a **fresh cache** in front of `wardgate-sample serve --latency 200` over "
-               f"{su['wards']} wards × 1,000 voters: wardgate restarted with a new `--redis-prefix` (empty L1 and L2); "
+               f"{su['wards']} wards × 1,000 voters (the origin reads MariaDB through at most 10 connections, "
+               f"HikariCP's default, as a Spring Boot 2.0 backend does; it shares these 2 cores with the caches): wardgate restarted with a new `--redis-prefix` (empty L1 and L2); "
                f"nginx (`bench/nginx-storm.conf`: `proxy_cache_lock on`, `proxy_cache_lock_timeout 30s`, "
                f"`proxy_cache_valid 200 10m`, `proxy_cache_key $request_uri`, `gzip on; gzip_types application/json` "
                f"at the default level, buffered access log) with a new cache directory; Varnish (`bench/varnish.vcl`, "

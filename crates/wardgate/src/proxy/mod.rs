@@ -34,7 +34,7 @@ use hyper::body::Incoming;
 
 use crate::assembly;
 use crate::body::{full, Body};
-use crate::budget::Budgeted;
+use crate::budget::{Budgeted, Client};
 use crate::cache::CacheStatus;
 use crate::config::{CorsMode, Live};
 use crate::cors;
@@ -351,26 +351,28 @@ impl Proxy {
         let Some(who) = who.filter(|_| cfg.enabled) else {
             return Ok(());
         };
-        let device = who.device().map(|d| format!("dev:{:016x}", d.0));
-        let address = format!("ip:{}", who.address());
-        let mut clients = Vec::with_capacity(2);
-        if let Some(name) = &device {
-            clients.push(Budgeted {
-                name,
-                whose: "device",
-                budget: cfg.per_device,
-            });
-        }
-        clients.push(Budgeted {
-            name: &address,
+        let address = Budgeted {
+            client: Client::Address(who.address()),
             whose: "address",
             budget: cfg.per_address,
-        });
-        let wards: Vec<String> = wards.iter().map(|w| w.to_string()).collect();
+        };
+        let both;
+        let clients = match who.device() {
+            Some(d) => {
+                let device = Budgeted {
+                    client: Client::Device(d.0),
+                    whose: "device",
+                    budget: cfg.per_device,
+                };
+                both = [device, address];
+                &both[..]
+            }
+            None => std::slice::from_ref(&address),
+        };
         let l2 = self.shared.cache.l2.as_deref().filter(|l| l.is_up());
         self.shared
             .budget
-            .admit(l2, &clients, &wards)
+            .admit(l2, clients, wards)
             .await
             .map_err(|e| {
                 self.metrics()

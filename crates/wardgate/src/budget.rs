@@ -98,6 +98,7 @@ impl WardBudget {
     ) -> Result<(), OverBudget> {
         let day = today();
         let mut any_new = false;
+        let mut names: Option<Vec<String>> = None; // the wards as Redis names, made once
         for c in clients {
             let new = self.new_to(c.client, day, wards);
             if new == 0 {
@@ -106,9 +107,10 @@ impl WardBudget {
             any_new = true;
             let shared = match l2 {
                 Some(l2) => {
-                    let names: Vec<String> = wards.iter().map(ToString::to_string).collect();
+                    let names = names
+                        .get_or_insert_with(|| wards.iter().map(ToString::to_string).collect());
                     let client = c.client.to_string();
-                    l2.admit_wards(&client, day, c.budget, &names).await
+                    l2.admit_wards(&client, day, c.budget, names).await
                 }
                 None => None,
             };

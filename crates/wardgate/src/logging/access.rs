@@ -79,10 +79,7 @@ fn timestamp(buf: &mut String, second: &mut u64, prefix: &mut String) {
     }
     buf.push_str(prefix);
     buf.push('.');
-    let us = now.subsec_micros();
-    for place in [100_000, 10_000, 1_000, 100, 10, 1] {
-        buf.push(char::from(b'0' + (us / place % 10) as u8));
-    }
+    padded_into(buf, u64::from(now.subsec_micros()), 6);
     buf.push('Z');
 }
 
@@ -132,10 +129,14 @@ fn human(buf: &mut String, l: &AccessLine<'_>) {
 fn ms_into(buf: &mut String, d: Duration) {
     let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
     decimal_into(buf, us / 1000);
-    let frac = us % 1000;
     buf.push('.');
-    for digit in [frac / 100, frac / 10 % 10, frac % 10] {
-        buf.push(char::from(b'0' + digit as u8));
+    padded_into(buf, us % 1000, 3);
+}
+
+/// The last `places` decimal digits of `n`, zero-padded (`{:0places$}` for `n` that fit).
+fn padded_into(buf: &mut String, n: u64, places: u32) {
+    for place in (0..places).rev() {
+        buf.push(char::from(b'0' + (n / 10u64.pow(place) % 10) as u8));
     }
 }
 

@@ -26,7 +26,7 @@ pub use browser::{PageOrigin, CHROMIUM_ENV};
 pub use devtools::LivePage;
 pub use mariadb::{mysql_root_url, MariaDb, MYSQL_ENV};
 pub use redis::{redis_url, RedisCluster, RedisServer, TlsRedisServer, REDIS_ENV};
-pub use server::free_port;
+pub use server::{free_port, listens_on};
 pub use tls::{ServerCert, TestCa};
 
 /// The `wardgate-sample` binary of this build profile, next to the test binary's `deps/`

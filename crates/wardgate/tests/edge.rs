@@ -25,36 +25,21 @@ impl Drop for Proc {
 }
 
 fn spawn(upstream: &str, extra: &[&str]) -> Proc {
-    let (p, a) = (free_port(), free_port());
-    let addr = format!("127.0.0.1:{p}");
-    let admin = format!("127.0.0.1:{a}");
-    let child = Command::new(env!("CARGO_BIN_EXE_wardgate"))
-        .args([
-            "serve",
-            "--listen",
-            &addr,
-            "--admin-listen",
-            &admin,
-            "--upstream",
-            upstream,
-            "--access-log-sample",
-            "0",
-        ])
-        // Load tests come from one address: lift the per-client quota out of their way.
-        .args(["--rate-limit", "downloads=100000/s:100000"])
-        .args(["--rate-limit", "master=100000/s:100000"])
-        .args(extra)
-        .env_remove("WARDGATE_REDIS_URL")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(&admin).is_err() {
-        assert!(Instant::now() < deadline, "wardgate did not start");
-        std::thread::sleep(Duration::from_millis(20));
+    let Served { child, port, admin } = serve_process(|cmd| {
+        cmd.args(["--upstream", upstream, "--access-log-sample", "0"])
+            // Load tests come from one address: lift the per-client quota out of their way.
+            .args(["--rate-limit", "downloads=100000/s:100000"])
+            .args(["--rate-limit", "master=100000/s:100000"])
+            .args(extra)
+            .env_remove("WARDGATE_REDIS_URL")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+    });
+    Proc {
+        child,
+        addr: format!("127.0.0.1:{port}"),
+        admin: format!("127.0.0.1:{admin}"),
     }
-    Proc { child, addr, admin }
 }
 
 fn signal(p: &Proc, sig: &str) {

@@ -11,23 +11,15 @@ use support::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_stalled_log_pipe_drops_lines_instead_of_stalling_requests() {
     let origin = Origin::builder().wards(1).voters_per_ward(50).start().await;
-    let (port, admin) = (free_port(), free_port());
     // stderr is a pipe nobody reads: once its ~64 KiB fill, every write to it would block.
-    let mut wardgate = ChildProc {
-        child: Command::new(env!("CARGO_BIN_EXE_wardgate"))
-            .args(["serve", "--upstream", &origin.url()])
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
+    let Served { child, port, admin } = serve_process(|cmd| {
+        cmd.args(["--upstream", &origin.url()])
             .args(["--access-log-sample", "1", "--log-buffer-lines", "64"])
             .args(["--rate-limit", "downloads=1000000/s:1000000"])
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-        port,
-    };
-    wait_port(port);
-    wait_port(admin);
+            .stderr(Stdio::piped());
+    });
+    let mut wardgate = ChildProc { child, port };
     let c = client();
     let url = format!(
         "http://127.0.0.1:{port}/open/volunteer/citizens?{}",
@@ -91,18 +83,13 @@ struct Logged {
 
 async fn logged(format: &str, rust_log: &str) -> Logged {
     let origin = Origin::builder().wards(1).voters_per_ward(20).start().await;
-    let (port, admin) = (free_port(), free_port());
-    let child = Command::new(env!("CARGO_BIN_EXE_wardgate"))
-        .args(["serve", "--upstream", &origin.url()])
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
-        .args(["--log-format", format, "--drain-grace", "0s"])
-        .env("RUST_LOG", rust_log)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_port(port);
+    let Served { child, port, .. } = serve_process(|cmd| {
+        cmd.args(["--upstream", &origin.url()])
+            .args(["--log-format", format, "--drain-grace", "0s"])
+            .env("RUST_LOG", rust_log)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+    });
     Logged {
         _origin: origin,
         child,

@@ -46,20 +46,15 @@ fn change_one(rows: &[serde_json::Value]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_id_in_the_answer_the_access_log_and_the_backend_for_a_miss_and_a_write() {
     let origin = Origin::builder().wards(1).voters_per_ward(40).start().await;
-    let (port, admin) = (free_port(), free_port());
     // The binary, as deployed, so that its own log lines are read (stderr piped).
-    let child = Command::new(env!("CARGO_BIN_EXE_wardgate"))
-        .args(["serve", "--upstream", &origin.url()])
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
-        .args(["--log-format", "json", "--access-log-sample", "1"])
-        .args(["--drain-grace", "0s"])
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_port(port);
+    let Served { child, port, .. } = serve_process(|cmd| {
+        cmd.args(["--upstream", &origin.url()])
+            .args(["--log-format", "json", "--access-log-sample", "1"])
+            .args(["--drain-grace", "0s"])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+    });
     let url = format!(
         "http://127.0.0.1:{port}/open/volunteer/citizens?{}",
         ward_query(1)

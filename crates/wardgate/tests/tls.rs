@@ -34,33 +34,16 @@ async fn tls_h2_and_a_certificate_swap_on_sighup() {
     let origin = Origin::builder().start().await;
     let dir = tempfile::tempdir().unwrap();
     let first = make_cert(dir.path());
-    let (port, admin) = (free_port(), free_port());
     let cert = dir.path().join("cert.pem");
     let key = dir.path().join("key.pem");
-    let mut child = ChildProc {
-        child: Command::new(env!("CARGO_BIN_EXE_wardgate"))
-            .args([
-                "serve",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--admin-listen",
-                &format!("127.0.0.1:{admin}"),
-            ])
-            .args([
-                "--upstream",
-                &origin.url(),
-                "--tls-cert",
-                cert.to_str().unwrap(),
-                "--tls-key",
-                key.to_str().unwrap(),
-            ])
+    let Served { child, port, .. } = serve_process(|cmd| {
+        cmd.args(["--upstream", &origin.url()])
+            .args(["--tls-cert", cert.to_str().unwrap()])
+            .args(["--tls-key", key.to_str().unwrap()])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-        port,
-    };
-    wait_port(admin);
+            .stderr(Stdio::null());
+    });
+    let mut child = ChildProc { child, port };
     let url = format!(
         "https://localhost:{port}/open/volunteer/citizens?{}",
         ward_query(1)

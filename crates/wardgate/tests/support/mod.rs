@@ -14,7 +14,7 @@ use wardgate::server::{self, Running};
 use wardgate_sample::{self as origin, MemoryStore, OriginOptions, Store};
 // Each test binary uses its own subset.
 #[allow(unused_imports)]
-pub use wardgate_test_support::{free_port, mysql_root_url, redis_url, RedisServer};
+pub use wardgate_test_support::{free_port, listens_on, mysql_root_url, redis_url, RedisServer};
 
 /// The `wardgate` binary of this build, as an operator runs it.
 pub fn bin() -> std::process::Command {
@@ -471,6 +471,41 @@ impl Drop for ChildProc {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// A `wardgate serve` process listening on two loopback ports of its own.
+pub struct Served {
+    pub child: std::process::Child,
+    pub port: u16,
+    pub admin: u16,
+}
+
+/// Starts `wardgate serve` as deployed, on fresh loopback ports (`--listen`, `--admin-listen`),
+/// and returns once the process itself listens on both; `args` adds the rest of its command
+/// line and its stdio. A port `free_port` picked can be taken before wardgate binds it (by
+/// another test's connection): wardgate then exits, and another pair is tried.
+pub fn serve_process(args: impl Fn(&mut std::process::Command)) -> Served {
+    for _ in 0..5 {
+        let (port, admin) = (free_port(), free_port());
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_wardgate"));
+        cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--admin-listen", &format!("127.0.0.1:{admin}")]);
+        args(&mut cmd);
+        let mut child = cmd.spawn().expect("the wardgate binary starts");
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        while std::time::Instant::now() < deadline {
+            if !matches!(child.try_wait(), Ok(None)) {
+                break; // it exited: a port was taken
+            }
+            if listens_on(child.id(), port) && listens_on(child.id(), admin) {
+                return Served { child, port, admin };
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    panic!("wardgate did not start listening in five tries");
 }
 
 pub fn wait_port(port: u16) {

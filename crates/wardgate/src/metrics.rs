@@ -1,5 +1,8 @@
 //! Prometheus metrics, registered once and shared; `/metrics` renders them in text format.
 
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -8,6 +11,21 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 use crate::route::RouteClass;
+
+/// Numbers each `Metrics`, for the workers' memos of request handles.
+static NEXT_INSTANCE: AtomicU64 = AtomicU64::new(0);
+
+/// The request counter and duration histogram of the labels a worker counted last.
+struct RequestHandles {
+    instance: u64,
+    labels: RequestLabels,
+    counter: Counter,
+    duration: Histogram,
+}
+
+thread_local! {
+    static LAST_REQUEST: RefCell<Option<RequestHandles>> = const { RefCell::new(None) };
+}
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -144,6 +162,8 @@ pub struct Metrics {
     /// 1 while Redis answers, 0 while it does not (degraded, still ready), checked every 2 s
     /// (`cache::l2`); -1 before the first check.
     pub redis_up: Gauge,
+    /// Tells this registry's handles apart from another's in a worker's memo (`count_request`).
+    instance: u64,
 }
 
 impl Metrics {
@@ -192,6 +212,7 @@ impl Metrics {
                 g
             },
             registry: Registry::default(),
+            instance: NEXT_INSTANCE.fetch_add(1, Ordering::Relaxed),
         };
         m.register(&mut registry);
         Metrics { registry, ..m }
@@ -412,6 +433,30 @@ impl Metrics {
         );
     }
 
+    /// Counts a finished request by its labels and observes its duration. Each worker keeps
+    /// the counter and histogram it used last: a run of like requests (a stream of hits) skips
+    /// the families' lock and label hashing.
+    pub fn count_request(&self, labels: RequestLabels, elapsed: std::time::Duration) {
+        LAST_REQUEST.with_borrow_mut(|memo| {
+            let handles = match memo {
+                Some(m) if m.instance == self.instance && m.labels == labels => m,
+                _ => memo.insert(RequestHandles {
+                    instance: self.instance,
+                    counter: self.requests.get_or_create(&labels).clone(),
+                    duration: self
+                        .request_duration
+                        .get_or_create(&ClassLabels {
+                            route_class: labels.route_class,
+                        })
+                        .clone(),
+                    labels,
+                }),
+            };
+            handles.counter.inc();
+            handles.duration.observe(elapsed.as_secs_f64());
+        })
+    }
+
     /// Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();
@@ -424,5 +469,52 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn labels(status: u16) -> RequestLabels {
+        RequestLabels {
+            route_class: RouteClass::Citizens,
+            status,
+            cache: "HIT",
+        }
+    }
+
+    fn count(m: &Metrics, status: u16) -> u64 {
+        m.requests.get_or_create(&labels(status)).get()
+    }
+
+    #[test]
+    fn a_worker_memo_counts_each_request_in_its_own_registry_and_labels() {
+        let (a, b) = (Metrics::new(), Metrics::new());
+        for _ in 0..3 {
+            a.count_request(labels(200), Duration::from_millis(1));
+        }
+        b.count_request(labels(200), Duration::from_millis(1));
+        a.count_request(labels(304), Duration::from_millis(1));
+        a.count_request(labels(200), Duration::from_millis(1));
+        assert_eq!((count(&a, 200), count(&a, 304)), (4, 1));
+        assert_eq!((count(&b, 200), count(&b, 304)), (1, 0));
+        let observed = |m: &Metrics| {
+            m.render()
+                .lines()
+                .find(|l| l.starts_with("wardgate_request_duration_seconds_count"))
+                .map(str::to_owned)
+        };
+        assert!(
+            observed(&a).is_some_and(|l| l.ends_with(" 5")),
+            "{:?}",
+            observed(&a)
+        );
+        assert!(
+            observed(&b).is_some_and(|l| l.ends_with(" 1")),
+            "{:?}",
+            observed(&b)
+        );
     }
 }

@@ -491,17 +491,12 @@ impl Proxy {
     fn finish(&self, class: RouteClass, resp: &Response<Body>, trace: &Trace, id: &RequestId) {
         let elapsed = trace.start.elapsed();
         let cache = respond::cache_status(resp);
-        let m = self.metrics();
-        m.requests
-            .get_or_create(&RequestLabels {
-                route_class: class,
-                status: resp.status().as_u16(),
-                cache: cache.as_str(),
-            })
-            .inc();
-        m.request_duration
-            .get_or_create(&ClassLabels { route_class: class })
-            .observe(elapsed.as_secs_f64());
+        let labels = RequestLabels {
+            route_class: class,
+            status: resp.status().as_u16(),
+            cache: cache.as_str(),
+        };
+        self.metrics().count_request(labels, elapsed);
         let sample = self.live().load().log.access_log_sample;
         if sample >= 1.0 || (sample > 0.0 && fastrand_unit() < sample) {
             let bytes = resp

@@ -10,6 +10,8 @@
 //! package `chromium`, or `WARDGATE_TEST_CHROMIUM`), for what only a browser enforces: CORS.
 //! [`LivePage`] opens any URL in headless Chromium and reads its live DOM over the DevTools
 //! protocol: a page of the server under test, as it renders and updates itself.
+//! [`listens_on`] tells whether a process itself listens on a port: a server a test starts on
+//! a [`free_port`] is ready when it does, not when something answers there.
 #![forbid(unsafe_code)]
 
 mod browser;

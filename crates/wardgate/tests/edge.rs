@@ -1,5 +1,5 @@
 //! Black-box tests of the edge against the real binary: slowloris, reload on SIGHUP and
-//! graceful drain on SIGTERM.
+//! graceful drain on SIGTERM, and the process's memory settings.
 
 mod support;
 
@@ -214,4 +214,19 @@ async fn idle_keep_alive_connections_are_closed_after_the_idle_timeout() {
         closed_after >= Duration::from_millis(800) && closed_after < Duration::from_secs(4),
         "closed after {closed_after:?}"
     );
+}
+
+/// A burst of new connections must not wait on huge-page zeroing: the serving process runs
+/// with transparent huge pages off (`THP_enabled: 0`), whatever the machine's setting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_serving_process_runs_without_transparent_huge_pages() {
+    let origin = Origin::builder().wards(1).voters_per_ward(10).start().await;
+    let p = spawn(&origin.url(), &[]);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", p.child.id())).unwrap();
+    let thp = status
+        .lines()
+        .find_map(|l| l.strip_prefix("THP_enabled:"))
+        .map(str::trim);
+    // Kernels before 5.0 do not report it; every kernel wardgate runs on here does.
+    assert_eq!(thp, Some("0"), "{status}");
 }

@@ -3,6 +3,10 @@
 //!
 //! **Invariant:** only build work (parsing a backend answer, compressing chunks) runs at the
 //! lowered priority; the async workers that serve keep the process's own.
+//!
+//! A build's I/O (Redis reads, the backend fetch) runs on the build runtime when the process
+//! has one (`serve` starts it: `set_build_runtime`), so a storm's backend answers are read
+//! beside the serving workers instead of in their queues.
 
 use std::cell::Cell;
 use std::future::Future;
@@ -10,6 +14,26 @@ use std::sync::OnceLock;
 
 use tokio::sync::Semaphore;
 use tokio::task::JoinError;
+
+/// The runtime builds are spawned on; unset (tests, `warm`), the caller's.
+static BUILD_RUNTIME: OnceLock<tokio::runtime::Handle> = OnceLock::new();
+
+/// Makes `handle` the runtime every later build is spawned on (once per process).
+pub fn set_build_runtime(handle: tokio::runtime::Handle) {
+    let _ = BUILD_RUNTIME.set(handle);
+}
+
+/// Spawns a build: on the build runtime if the process has one, else on the current one.
+pub fn spawn_build<F>(build: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    match BUILD_RUNTIME.get() {
+        Some(rt) => rt.spawn(build),
+        None => tokio::spawn(build),
+    }
+}
 
 /// How far below serving build threads run (`nice` steps): at +10 a busy build thread gets
 /// about a tenth of the CPU a serving thread gets when both want it, and all of it otherwise.

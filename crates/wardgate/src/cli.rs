@@ -243,6 +243,12 @@ pub struct ServeArgs {
     /// state,assembly[,ward] lines for --ready-min-warm.
     #[arg(long, env = "WARDGATE_WARM_TARGETS")]
     pub warm_targets: Option<PathBuf>,
+    /// Async worker threads serving requests (0 = three per core).
+    #[arg(long, env = "WARDGATE_WORKERS")]
+    pub workers: Option<usize>,
+    /// Threads of the build runtime, where misses' builds do their I/O (0 = one per core).
+    #[arg(long, env = "WARDGATE_BUILD_THREADS")]
+    pub build_threads: Option<usize>,
     /// Log format.
     #[arg(long, env = "WARDGATE_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
@@ -337,6 +343,8 @@ impl ServeArgs {
         set!(self.log_format => c.log.format);
         set!(self.access_log_sample => c.log.access_log_sample);
         set!(self.log_buffer_lines => c.log.buffer_lines);
+        set!(self.workers => c.runtime.workers);
+        set!(self.build_threads => c.runtime.build_threads);
     }
 }
 

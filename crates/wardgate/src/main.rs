@@ -8,7 +8,7 @@ use clap::Parser;
 use tokio::signal::unix::{signal, SignalKind};
 
 use wardgate::cli::{CheckArgs, Cli, Command, ServeArgs};
-use wardgate::config::LogFormat;
+use wardgate::config::{Config, LogFormat, RuntimeConfig};
 use wardgate::logging;
 use wardgate::server;
 
@@ -20,19 +20,28 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
+    // `serve` sizes its runtimes from its configuration, so that is read (and validated) first.
+    let serve_cfg = match &cli.command {
+        Command::Serve(args) => match args.load() {
+            Ok(cfg) => Some(cfg),
+            Err(e) => {
+                eprintln!("wardgate: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        _ => None,
+    };
+    let runtimes = match Runtimes::start(serve_cfg.as_ref().map(|c| &c.runtime)) {
+        Ok(r) => r,
         Err(e) => {
             eprintln!("wardgate: cannot start the runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
+    let rt = &runtimes.serving;
     let result = rt.block_on(async {
         match cli.command {
-            Command::Serve(args) => serve(args).await,
+            Command::Serve(args) => serve(args, serve_cfg).await,
             Command::CheckConfig(args) => check_config(&args).await,
             #[cfg(feature = "demo")]
             Command::Demo(args) => {
@@ -98,9 +107,46 @@ async fn check_config(args: &CheckArgs) -> Result<(), String> {
     Ok(())
 }
 
-async fn serve(args: ServeArgs) -> Result<(), String> {
-    // 1. Configuration: file < env < flags, validated before anything is bound.
-    let cfg = args.load().map_err(|e| e.to_string())?;
+/// The serving runtime and, for `serve`, the build runtime beside it (`background`).
+struct Runtimes {
+    serving: tokio::runtime::Runtime,
+    _builds: Option<tokio::runtime::Runtime>,
+}
+
+impl Runtimes {
+    /// With `serve`'s `[runtime]`: its workers, and a build runtime that every build is
+    /// spawned on. Other commands: tokio's defaults, builds on the one runtime.
+    fn start(cfg: Option<&RuntimeConfig>) -> std::io::Result<Runtimes> {
+        let mut serving = tokio::runtime::Builder::new_multi_thread();
+        serving.enable_all().thread_name("wardgate-serve");
+        let Some(cfg) = cfg else {
+            return Ok(Runtimes {
+                serving: serving.build()?,
+                _builds: None,
+            });
+        };
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let builds = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(cfg.build_threads_for(cores))
+            .thread_name("wardgate-builds")
+            .enable_all()
+            .build()?;
+        wardgate::background::set_build_runtime(builds.handle().clone());
+        serving.worker_threads(cfg.workers_for(cores));
+        Ok(Runtimes {
+            serving: serving.build()?,
+            _builds: Some(builds),
+        })
+    }
+}
+
+async fn serve(args: ServeArgs, cfg: Option<Config>) -> Result<(), String> {
+    // 1. Configuration: file < env < flags, validated before anything is bound (in `main`,
+    //    which sizes the runtimes from it).
+    let cfg = match cfg {
+        Some(cfg) => cfg,
+        None => args.load().map_err(|e| e.to_string())?,
+    };
     // 2. Logs, in the format the configuration asks for, written off the request path.
     let _log = logging::init(cfg.log.format, cfg.log.buffer_lines);
     // 3. Memory in small pages, descriptors for connections and sealed answers, then stages

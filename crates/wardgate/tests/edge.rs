@@ -230,3 +230,35 @@ async fn the_serving_process_runs_without_transparent_huge_pages() {
     // Kernels before 5.0 do not report it; every kernel wardgate runs on here does.
     assert_eq!(thp, Some("0"), "{status}");
 }
+
+/// The threads named `name` in process `pid`.
+fn threads_named(pid: u32, name: &str) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|comm| comm.trim() == name)
+        .count()
+}
+
+/// `--workers` sizes the serving runtime, and a miss's build runs on the build runtime beside
+/// it: its parse takes a blocking thread of that runtime, not of the serving one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serving_and_builds_run_on_runtimes_of_their_own() {
+    let origin = Origin::builder().wards(1).voters_per_ward(50).start().await;
+    let p = spawn(&origin.url(), &["--workers", "3", "--build-threads", "2"]);
+    let pid = p.child.id();
+    assert!(threads_named(pid, "wardgate-serve") >= 3);
+    assert_eq!(threads_named(pid, "wardgate-builds"), 2, "no build yet");
+    let url = format!(
+        "http://{}/open/volunteer/citizens?{}",
+        p.addr,
+        ward_query(1)
+    );
+    let resp = reqwest::get(&url).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-cache"], "MISS");
+    assert!(
+        threads_named(pid, "wardgate-builds") > 2,
+        "the build's parse ran on a blocking thread of the build runtime"
+    );
+}

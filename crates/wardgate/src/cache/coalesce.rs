@@ -85,7 +85,7 @@ where
             owner: self.clone(),
             key: Some(key.clone()),
         };
-        tokio::spawn(async move {
+        crate::background::spawn_build(async move {
             let result = build.await.map_err(Arc::new);
             // Send before deregistering: a request arriving in between joins and sees the value.
             let _ = tx.send(Some(result));

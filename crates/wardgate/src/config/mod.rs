@@ -17,6 +17,7 @@ mod limits;
 mod listen;
 mod ops;
 mod replica;
+mod runtime;
 mod values;
 
 use std::net::SocketAddr;
@@ -32,6 +33,7 @@ pub use limits::{ClientIpHeader, LimitsConfig, RateLimitConfig};
 pub use listen::TlsConfig;
 pub use ops::{DrainConfig, LogConfig, LogFormat, ReadyConfig};
 pub use replica::{split_ward, ReplicaConfig, ReplicaConnFlags, ReplicaTls};
+pub use runtime::RuntimeConfig;
 pub use values::{ByteSize, Dur, LimitClass, Quota, RateLimitFlag, Secret};
 
 /// A setting that was invalid, naming the setting and how to fix it.
@@ -114,6 +116,7 @@ pub struct Config {
     pub drain: DrainConfig,
     pub ready: ReadyConfig,
     pub log: LogConfig,
+    pub runtime: RuntimeConfig,
 }
 
 impl Default for Config {
@@ -140,6 +143,7 @@ impl Default for Config {
             drain: DrainConfig::default(),
             ready: ReadyConfig::default(),
             log: LogConfig::default(),
+            runtime: RuntimeConfig::default(),
         }
     }
 }
@@ -188,7 +192,8 @@ impl Config {
         backend::validate_upstream_ca(self.upstream_ca.as_deref())?;
         self.drain.validate()?;
         self.ready.validate()?;
-        self.log.validate()
+        self.log.validate()?;
+        self.runtime.validate()
     }
 
     /// The effective configuration as TOML, secrets masked (for `check-config`).
@@ -237,6 +242,7 @@ impl Config {
                 a.upstream_connect_timeout != b.upstream_connect_timeout,
             ),
             ("log.format", self.log.format != new.log.format),
+            ("runtime", self.runtime != new.runtime),
         ]
         .into_iter()
         .filter_map(|(setting, changed)| changed.then_some(setting))

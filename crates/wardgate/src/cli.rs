@@ -243,7 +243,7 @@ pub struct ServeArgs {
     /// state,assembly[,ward] lines for --ready-min-warm.
     #[arg(long, env = "WARDGATE_WARM_TARGETS")]
     pub warm_targets: Option<PathBuf>,
-    /// Async worker threads serving requests (0 = three per core).
+    /// Async worker threads serving requests (0 = one per core).
     #[arg(long, env = "WARDGATE_WORKERS")]
     pub workers: Option<usize>,
     /// Threads of the build runtime, where misses' builds do their I/O (0 = one per core).

@@ -4,22 +4,20 @@ use serde::{Deserialize, Serialize};
 
 use super::{invalid, ConfigError};
 
-/// Async workers per core when `runtime.workers` is 0. More workers than cores trades a few
-/// context switches for latency: in a cold storm, a thousand first requests and then the
-/// answers of finished builds queue on the workers that took them, and a hit that lands behind
-/// them waits for the whole queue; with three workers per core the kernel time-slices between
-/// them, so a hit on a worker with a short queue is served meanwhile, as a thread-per-request
-/// server's hit is (bench, hits beside the cold storm on a 2-core VM: p99 9.7–28 ms with 6
-/// workers and builds on their own runtime, 18–210 ms with 2 workers; page-hit throughput
-/// within the run-to-run noise).
-pub const WORKERS_PER_CORE: usize = 3;
+/// Async workers per core when `runtime.workers` is 0: one, as tokio's default. More workers
+/// than cores cost throughput on a box that serves alone (dev harness, 2 cores, same run: 6
+/// workers served page hits 5% and full wards 15% slower than 2), and help only where other
+/// processes compete for the cores: there, in a cold storm, the kernel time-slices a hit past a
+/// worker's burst of intake (hits beside the storm, p99, with a process spinning on one core:
+/// 18–44 ms with 6 workers, 57–177 ms with 2).
+pub const WORKERS_PER_CORE: usize = 1;
 
 /// How many threads serve requests and run builds' I/O.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RuntimeConfig {
-    /// Async worker threads that accept, route and answer requests, a count; 0 = three per
-    /// core (`WORKERS_PER_CORE`).
+    /// Async worker threads that accept, route and answer requests, a count; 0 = one per core
+    /// (`WORKERS_PER_CORE`). Raise it where other processes share the cores.
     pub workers: usize,
     /// Threads of the build runtime, where a miss's build does its I/O (Redis reads, the
     /// backend fetch, handing rows to the parse), a count; 0 = one per core. Builds run there
@@ -71,7 +69,7 @@ mod tests {
     #[test]
     fn zero_means_a_count_per_core_and_a_count_is_taken_as_given() {
         let auto = RuntimeConfig::default();
-        assert_eq!(auto.workers_for(2), 6);
+        assert_eq!(auto.workers_for(2), 2);
         assert_eq!(auto.build_threads_for(2), 2);
         assert_eq!(auto.workers_for(0), WORKERS_PER_CORE);
         let set = RuntimeConfig {

@@ -85,8 +85,12 @@ async def main():
     stdin = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin)
     print("ready", flush=True)
-    while (await stdin.readline()).strip() != b"go":
-        pass
+    while True:
+        line = await stdin.readline()
+        if line == b"":  # the driver went away before "go": nothing to measure
+            return
+        if line.strip() == b"go":
+            break
     stop = asyncio.Event()
     out = {"lat_ms": [], "samples": [], "codes": {}, "xcache": {}, "errors": []}
     t0 = time.perf_counter()

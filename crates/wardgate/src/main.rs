@@ -107,6 +107,14 @@ async fn check_config(args: &CheckArgs) -> Result<(), String> {
     Ok(())
 }
 
+/// Task polls between two looks at the sockets on a serving worker (tokio's default: 61). A cold
+/// storm's first requests arrive as a backlog of a thousand tasks; a hit that becomes readable
+/// meanwhile is only queued when its worker next looks, so looking every few tasks lets it in
+/// ahead of the storm's later arrivals (dev storm harness, hits beside the storm, 7 alternating
+/// runs: p99 median 10.7 ms at 4, 17.2 ms at 61; page and full-ward hit throughput within the
+/// run-to-run noise).
+const SERVING_EVENT_INTERVAL: u32 = 4;
+
 /// The serving runtime and, for `serve`, the build runtime beside it (`background`).
 struct Runtimes {
     serving: tokio::runtime::Runtime,
@@ -132,7 +140,9 @@ impl Runtimes {
             .enable_all()
             .build()?;
         wardgate::background::set_build_runtime(builds.handle().clone());
-        serving.worker_threads(cfg.workers_for(cores));
+        serving
+            .worker_threads(cfg.workers_for(cores))
+            .event_interval(SERVING_EVENT_INTERVAL);
         Ok(Runtimes {
             serving: serving.build()?,
             _builds: Some(builds),

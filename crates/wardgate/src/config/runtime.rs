@@ -26,7 +26,7 @@ pub struct RuntimeConfig {
     pub build_threads: usize,
 }
 
-/// Above this a count is a typo (a core count's worth of threads per core at most).
+/// Above this a count is a typo, not a setting.
 const MAX_THREADS: usize = 4096;
 
 impl RuntimeConfig {

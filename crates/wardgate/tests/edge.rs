@@ -216,6 +216,55 @@ async fn idle_keep_alive_connections_are_closed_after_the_idle_timeout() {
     );
 }
 
+/// The plain port speaks HTTP/1.1 and h2 with prior knowledge (a load balancer's h2c), told
+/// apart by the first bytes, and gives up on a client that sends none within the idle timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_plain_port_speaks_http1_and_h2_with_prior_knowledge() {
+    let origin = Origin::builder().wards(1).voters_per_ward(20).start().await;
+    let gate = spawn(&origin.url(), &["--idle-timeout", "1s"]);
+    let url = format!(
+        "http://{}/open/volunteer/citizens?{}",
+        gate.addr,
+        ward_query(1)
+    );
+    let h1 = client().get(&url).send().await.unwrap();
+    assert_eq!(h1.version(), reqwest::Version::HTTP_11);
+    assert_eq!(h1.status(), 200);
+    let h1_body = h1.bytes().await.unwrap();
+    let h2c = reqwest::Client::builder()
+        .no_proxy()
+        .no_gzip()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let h2 = h2c.get(&url).send().await.unwrap();
+    assert_eq!(h2.version(), reqwest::Version::HTTP_2);
+    assert_eq!(h2.status(), 200);
+    assert_eq!(
+        h2.bytes().await.unwrap(),
+        h1_body,
+        "the same answer either way"
+    );
+
+    let addr = gate.addr.clone();
+    let closed_after = tokio::task::spawn_blocking(move || {
+        let mut silent = TcpStream::connect(&addr).unwrap();
+        silent
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let start = Instant::now();
+        let mut rest = Vec::new();
+        let _ = silent.read_to_end(&mut rest);
+        start.elapsed()
+    })
+    .await
+    .unwrap();
+    assert!(
+        closed_after >= Duration::from_millis(800) && closed_after < Duration::from_secs(4),
+        "a silent connection closed after {closed_after:?}"
+    );
+}
+
 /// A burst of new connections must not wait on huge-page zeroing: the serving process runs
 /// with transparent huge pages off (`THP_enabled: 0`), whatever the machine's setting.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,8 +6,6 @@ use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
@@ -18,6 +16,9 @@ use crate::config::{Config, Live};
 use crate::metrics::{Metrics, OutcomeNameLabels};
 use crate::proxy::{ConnInfo, Proxy};
 use crate::tls::{tls_server_config_from, PemPair};
+
+mod http;
+use http::{Protocols, Wire};
 
 /// Time a client has to complete the TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -154,22 +155,6 @@ pub async fn watch_certs(
     }
 }
 
-/// The connection builder: HTTP/1.1 and h2 with the configured head limits and timeouts.
-pub fn builder(cfg: &Config) -> auto::Builder<TokioExecutor> {
-    let mut b = auto::Builder::new(TokioExecutor::new());
-    b.http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(cfg.limits.header_read_timeout.0)
-        .max_buf_size((cfg.limits.max_header_bytes.0 as usize).max(8192))
-        .keep_alive(true);
-    b.http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(cfg.limits.max_header_bytes.0 as u32)
-        .keep_alive_interval(Some(Duration::from_secs(30)))
-        .keep_alive_timeout(Duration::from_secs(20));
-    b
-}
-
 /// Serves a public port (plain, or TLS while `tls` has an acceptor) until `stop` fires, then
 /// lets in-flight requests finish within `drain.shutdown_timeout`. `connections` is shared by
 /// the public listeners: `limits.max_connections` bounds the process, whatever the port.
@@ -181,7 +166,7 @@ pub async fn serve(
     mut stop: watch::Receiver<bool>,
 ) {
     let cfg = proxy.shared.live.load_full();
-    let builder = builder(&cfg);
+    let protocols = Arc::new(Protocols::new(&cfg));
     let idle = cfg.limits.idle_timeout.0;
     let graceful = GracefulShutdown::new();
     loop {
@@ -210,17 +195,17 @@ pub async fn serve(
         };
         let proxy = proxy.clone();
         let svc = service_fn(move |req| proxy.clone().handle(req, info));
-        let builder = builder.clone();
+        let protocols = protocols.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
             let _permit = permit;
             match acceptor {
                 None => {
+                    let Some(wire) = Wire::of_first_bytes(&tcp, idle).await else {
+                        return;
+                    };
                     let io = crate::idle::IdleIo::new(SendfileStream::new(tcp), idle);
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
-                    if let Err(e) = watcher.watch(conn.into_owned()).await {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
-                    }
+                    protocols.serve(wire, io, svc, watcher, peer).await;
                 }
                 Some(acc) => {
                     let stream =
@@ -232,11 +217,9 @@ pub async fn serve(
                             }
                             Err(_) => return,
                         };
+                    let wire = Wire::of_alpn(stream.get_ref().1.alpn_protocol());
                     let io = crate::idle::IdleIo::new(stream, idle);
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
-                    if let Err(e) = watcher.watch(conn.into_owned()).await {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
-                    }
+                    protocols.serve(wire, io, svc, watcher, peer).await;
                 }
             }
         });

@@ -19,60 +19,22 @@ use wardgate::server;
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    // `serve` sizes its runtimes from its configuration, so that is read (and validated) first.
-    let serve_cfg = match &cli.command {
-        Command::Serve(args) => match args.load() {
-            Ok(cfg) => Some(cfg),
-            Err(e) => {
-                eprintln!("wardgate: {e}");
-                return ExitCode::FAILURE;
-            }
-        },
-        _ => None,
+    let result = match Cli::parse().command {
+        Command::Serve(args) => serve_process(args),
+        Command::CheckConfig(args) => on_runtime(async move { check_config(&args).await }),
+        #[cfg(feature = "demo")]
+        Command::Demo(args) => on_runtime(async move {
+            let _log = logging::init(LogFormat::Human, DEFAULT_BUFFER_LINES);
+            wardgate::demo::run(&args).await
+        }),
+        Command::Purge(args) => on_runtime(async move {
+            let _log = logging::init(LogFormat::Human, DEFAULT_BUFFER_LINES);
+            let n = wardgate::purge::run(&args).await?;
+            println!("purge: {n} Redis keys removed; running instances told to drop their copies");
+            Ok(())
+        }),
+        Command::Warm(args) => on_runtime(warm(args)),
     };
-    let runtimes = match Runtimes::start(serve_cfg.as_ref().map(|c| &c.runtime)) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("wardgate: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let rt = &runtimes.serving;
-    let result = rt.block_on(async {
-        match cli.command {
-            Command::Serve(args) => serve(args, serve_cfg).await,
-            Command::CheckConfig(args) => check_config(&args).await,
-            #[cfg(feature = "demo")]
-            Command::Demo(args) => {
-                let _log = logging::init(LogFormat::Human, DEFAULT_BUFFER_LINES);
-                wardgate::demo::run(&args).await
-            }
-            Command::Purge(args) => {
-                let _log = logging::init(LogFormat::Human, DEFAULT_BUFFER_LINES);
-                let n = wardgate::purge::run(&args).await?;
-                println!("purge: {n} Redis keys removed; running instances told to drop their copies");
-                Ok(())
-            }
-            Command::Warm(args) => {
-                let _log = logging::init(LogFormat::Human, DEFAULT_BUFFER_LINES);
-                let r = wardgate::warm::run(&args).await?;
-                println!(
-                    "warm: {} wards built, {} already fresh, {} failed; {} rows in {:.1}s ({:.0} rows/s); {} bytes stored in Redis until {}",
-                    r.built, r.skipped, r.failed.len(), r.rows, r.elapsed.as_secs_f64(), r.rows_per_sec(),
-                    r.stored_bytes, r.until.to_jackson_iso()
-                );
-                if !r.failed.is_empty() {
-                    for (w, e) in &r.failed {
-                        eprintln!("warm: FAILED {w}: {e}");
-                    }
-                    let names: Vec<String> = r.failed.iter().map(|(w, _)| w.to_string()).collect();
-                    return Err(format!("{} ward(s) failed: {}", names.len(), names.join(" ")));
-                }
-                Ok(())
-            }
-        }
-    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -80,6 +42,48 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `serve`: its configuration is read (and validated) first, because `[runtime]` sizes the
+/// runtimes it then runs on.
+fn serve_process(args: ServeArgs) -> Result<(), String> {
+    let cfg = args.load().map_err(|e| e.to_string())?;
+    let runtimes = Runtimes::start(Some(&cfg.runtime)).map_err(cannot_start)?;
+    runtimes.serving.block_on(serve(args, cfg))
+}
+
+/// The other commands, on a runtime of tokio's defaults (their builds run on it too).
+fn on_runtime(
+    command: impl std::future::Future<Output = Result<(), String>>,
+) -> Result<(), String> {
+    let runtimes = Runtimes::start(None).map_err(cannot_start)?;
+    runtimes.serving.block_on(command)
+}
+
+fn cannot_start(e: std::io::Error) -> String {
+    format!("cannot start the runtime: {e}")
+}
+
+async fn warm(args: wardgate::warm::WarmArgs) -> Result<(), String> {
+    let _log = logging::init(LogFormat::Human, DEFAULT_BUFFER_LINES);
+    let r = wardgate::warm::run(&args).await?;
+    println!(
+        "warm: {} wards built, {} already fresh, {} failed; {} rows in {:.1}s ({:.0} rows/s); {} bytes stored in Redis until {}",
+        r.built, r.skipped, r.failed.len(), r.rows, r.elapsed.as_secs_f64(), r.rows_per_sec(),
+        r.stored_bytes, r.until.to_jackson_iso()
+    );
+    if r.failed.is_empty() {
+        return Ok(());
+    }
+    for (w, e) in &r.failed {
+        eprintln!("warm: FAILED {w}: {e}");
+    }
+    let names: Vec<String> = r.failed.iter().map(|(w, _)| w.to_string()).collect();
+    Err(format!(
+        "{} ward(s) failed: {}",
+        names.len(),
+        names.join(" ")
+    ))
 }
 
 /// Turns transparent huge pages off for this process. The allocator asks for them, and then
@@ -150,13 +154,9 @@ impl Runtimes {
     }
 }
 
-async fn serve(args: ServeArgs, cfg: Option<Config>) -> Result<(), String> {
-    // 1. Configuration: file < env < flags, validated before anything is bound (in `main`,
-    //    which sizes the runtimes from it).
-    let cfg = match cfg {
-        Some(cfg) => cfg,
-        None => args.load().map_err(|e| e.to_string())?,
-    };
+async fn serve(args: ServeArgs, cfg: Config) -> Result<(), String> {
+    // 1. Configuration: file < env < flags, validated before anything is bound (by
+    //    `serve_process`, which sizes the runtimes from it).
     // 2. Logs, in the format the configuration asks for, written off the request path.
     let _log = logging::init(cfg.log.format, cfg.log.buffer_lines);
     // 3. Memory in small pages, descriptors for connections and sealed answers, then stages

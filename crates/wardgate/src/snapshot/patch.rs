@@ -25,25 +25,38 @@ pub struct RowId(pub u64);
 
 impl<'de> Deserialize<'de> for RowId {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<RowId, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw<'a> {
-            N(u64),
-            S(&'a str),
-            Owned(String),
-        }
-        let digits = |s: &str| {
-            (!s.is_empty() && s.len() <= 19 && s.bytes().all(|b| b.is_ascii_digit()))
-                .then(|| s.parse().ok())
-                .flatten()
-        };
-        match Raw::deserialize(d)? {
-            Raw::N(n) => Some(n),
-            Raw::S(s) => digits(s),
-            Raw::Owned(s) => digits(&s),
-        }
-        .map(RowId)
-        .ok_or_else(|| serde::de::Error::custom("not a non-negative integer"))
+        d.deserialize_any(RowIdVisitor)
+    }
+}
+
+/// Reads an id as it comes, a number or a string, without buffering it first (as an untagged
+/// enum would).
+struct RowIdVisitor;
+
+impl serde::de::Visitor<'_> for RowIdVisitor {
+    type Value = RowId;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a non-negative integer, or a string of its digits")
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<RowId, E> {
+        Ok(RowId(n))
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<RowId, E> {
+        u64::try_from(n)
+            .map(RowId)
+            .map_err(|_| E::custom("not a non-negative integer"))
+    }
+
+    fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<RowId, E> {
+        let digits = !s.is_empty() && s.len() <= 19 && s.bytes().all(|b| b.is_ascii_digit());
+        digits
+            .then(|| s.parse().ok())
+            .flatten()
+            .map(RowId)
+            .ok_or_else(|| E::custom("not a non-negative integer"))
     }
 }
 
@@ -415,6 +428,28 @@ mod tests {
 
     fn rows(values: &[serde_json::Value]) -> Vec<PatchRow> {
         patch_rows(&serde_json::to_vec(values).unwrap(), UtcOffset(0)).unwrap()
+    }
+
+    #[test]
+    fn ids_are_numbers_or_strings_of_digits_and_nothing_else() {
+        let id = |json: &str| serde_json::from_str::<RowId>(json).ok();
+        assert_eq!(id("1005"), Some(RowId(1005)));
+        assert_eq!(id("\"1005\""), Some(RowId(1005)));
+        assert_eq!(id("\"\\u0031\\u0032\""), Some(RowId(12)), "escaped digits");
+        assert_eq!(id("18446744073709551615"), Some(RowId(u64::MAX)));
+        for bad in [
+            "-1",
+            "1.5",
+            "\"\"",
+            "\"-1\"",
+            "\" 7\"",
+            "\"12345678901234567890\"",
+            "null",
+            "true",
+            "[1]",
+        ] {
+            assert_eq!(id(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -188,6 +188,42 @@ async fn sigterm_drains_readiness_first_and_fails_no_request() {
     assert!(status.success());
 }
 
+/// A connection that has not sent a byte (a load balancer's spare) is closed when the drain
+/// starts: it has no request to finish, so it must not hold the exit for the whole shutdown
+/// timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_never_sent_a_request_does_not_hold_the_drain() {
+    let origin = Origin::builder().wards(1).voters_per_ward(10).start().await;
+    let gate = spawn(
+        &origin.url(),
+        &[
+            "--drain-grace",
+            "1s",
+            "--shutdown-timeout",
+            "30s",
+            "--idle-timeout",
+            "60s",
+        ],
+    );
+    let spare = TcpStream::connect(&gate.addr).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let start = Instant::now();
+    signal(&gate, "-TERM");
+    let mut gate = gate;
+    let status = loop {
+        if let Some(s) = gate.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "an idle spare connection held the drain"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success());
+    drop(spare);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn idle_keep_alive_connections_are_closed_after_the_idle_timeout() {
     let origin = Origin::builder().start().await;

@@ -5,13 +5,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
-use hyper::service::service_fn;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use hyper::body::Incoming;
+use hyper::service::{service_fn, HttpService};
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use wardgate_sealed::SendfileStream;
 
+use crate::body::Body;
 use crate::config::{Config, Live};
 use crate::metrics::{Metrics, OutcomeNameLabels};
 use crate::proxy::{ConnInfo, Proxy};
@@ -197,31 +199,12 @@ pub async fn serve(
         let svc = service_fn(move |req| proxy.clone().handle(req, info));
         let protocols = protocols.clone();
         let watcher = graceful.watcher();
+        let draining = stop.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            match acceptor {
-                None => {
-                    let Some(wire) = Wire::of_first_bytes(&tcp, idle).await else {
-                        return;
-                    };
-                    let io = crate::idle::IdleIo::new(SendfileStream::new(tcp), idle);
-                    protocols.serve(wire, io, svc, watcher, peer).await;
-                }
-                Some(acc) => {
-                    let stream =
-                        match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acc.accept(tcp)).await {
-                            Ok(Ok(s)) => s,
-                            Ok(Err(e)) => {
-                                tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                                return;
-                            }
-                            Err(_) => return,
-                        };
-                    let wire = Wire::of_alpn(stream.get_ref().1.alpn_protocol());
-                    let io = crate::idle::IdleIo::new(stream, idle);
-                    protocols.serve(wire, io, svc, watcher, peer).await;
-                }
-            }
+            let conn = Accepted { tcp, peer, idle };
+            conn.serve(acceptor, &protocols, svc, watcher, draining)
+                .await;
         });
     }
     drop(listener);
@@ -232,6 +215,57 @@ pub async fn serve(
         .is_err()
     {
         tracing::warn!("shutdown timeout reached with requests still in flight");
+    }
+}
+
+/// A connection just accepted, before TLS and before its protocol is known.
+struct Accepted {
+    tcp: TcpStream,
+    peer: SocketAddr,
+    /// `limits.idle_timeout`: how long it may move no bytes, its first ones included.
+    idle: Duration,
+}
+
+impl Accepted {
+    /// TLS if the listener speaks it, the protocol chosen, then HTTP until the client leaves
+    /// or the drain has closed the connection.
+    async fn serve<S>(
+        self,
+        acceptor: Option<Arc<TlsAcceptor>>,
+        protocols: &Protocols,
+        svc: S,
+        watcher: Watcher,
+        mut draining: watch::Receiver<bool>,
+    ) where
+        S: HttpService<Incoming, ResBody = Body> + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let Accepted { tcp, peer, idle } = self;
+        let Some(acc) = acceptor else {
+            // Not watched yet: a client that has sent nothing when the drain starts has no
+            // request to finish, and is closed.
+            let wire = tokio::select! {
+                w = Wire::of_first_bytes(&tcp, idle) => w,
+                _ = draining.changed() => None,
+            };
+            let Some(wire) = wire else {
+                return;
+            };
+            let io = crate::idle::IdleIo::new(SendfileStream::new(tcp), idle);
+            return protocols.serve(wire, io, svc, watcher, peer).await;
+        };
+        let stream = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acc.accept(tcp)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => return,
+        };
+        let wire = Wire::of_alpn(stream.get_ref().1.alpn_protocol());
+        let io = crate::idle::IdleIo::new(stream, idle);
+        protocols.serve(wire, io, svc, watcher, peer).await;
     }
 }
 

@@ -23,17 +23,13 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve_process(args),
         Command::CheckConfig(args) => on_runtime(async move { check_config(&args).await }),
         #[cfg(feature = "demo")]
-        Command::Demo(args) => on_runtime(async move {
-            let _log = logging::init(LogFormat::Human, DEFAULT_BUFFER_LINES);
-            wardgate::demo::run(&args).await
-        }),
-        Command::Purge(args) => on_runtime(async move {
-            let _log = logging::init(LogFormat::Human, DEFAULT_BUFFER_LINES);
+        Command::Demo(args) => tool(async move { wardgate::demo::run(&args).await }),
+        Command::Purge(args) => tool(async move {
             let n = wardgate::purge::run(&args).await?;
             println!("purge: {n} Redis keys removed; running instances told to drop their copies");
             Ok(())
         }),
-        Command::Warm(args) => on_runtime(warm(args)),
+        Command::Warm(args) => tool(warm(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -60,12 +56,19 @@ fn on_runtime(
     runtimes.serving.block_on(command)
 }
 
+/// A tool command (`demo`, `purge`, `warm`): its logs in the human format, on a default runtime.
+fn tool(command: impl std::future::Future<Output = Result<(), String>>) -> Result<(), String> {
+    on_runtime(async move {
+        let _log = logging::init(LogFormat::Human, DEFAULT_BUFFER_LINES);
+        command.await
+    })
+}
+
 fn cannot_start(e: std::io::Error) -> String {
     format!("cannot start the runtime: {e}")
 }
 
 async fn warm(args: wardgate::warm::WarmArgs) -> Result<(), String> {
-    let _log = logging::init(LogFormat::Human, DEFAULT_BUFFER_LINES);
     let r = wardgate::warm::run(&args).await?;
     println!(
         "warm: {} wards built, {} already fresh, {} failed; {} rows in {:.1}s ({:.0} rows/s); {} bytes stored in Redis until {}",

@@ -50,6 +50,18 @@ fn signal(p: &Proc, sig: &str) {
     assert!(ok.success());
 }
 
+/// Waits for `p` to exit by itself; fails with `why` if it is still running after `limit`.
+fn exit_within(mut p: Proc, limit: Duration, why: &str) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(s) = p.child.try_wait().unwrap() {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "{why}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_slowloris_client_is_cut_at_the_header_timeout_while_others_are_served() {
     let origin = Origin::builder().start().await;
@@ -176,15 +188,11 @@ async fn sigterm_drains_readiness_first_and_fails_no_request() {
     assert!(ok > 10);
     assert_eq!(failed, 0);
     // Then the process exits by itself, cleanly.
-    let mut gate = gate;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(s) = gate.child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "did not exit after the drain");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = exit_within(
+        gate,
+        Duration::from_secs(10),
+        "did not exit after the drain",
+    );
     assert!(status.success());
 }
 
@@ -207,19 +215,9 @@ async fn a_connection_that_never_sent_a_request_does_not_hold_the_drain() {
     );
     let spare = TcpStream::connect(&gate.addr).unwrap();
     std::thread::sleep(Duration::from_millis(200));
-    let start = Instant::now();
     signal(&gate, "-TERM");
-    let mut gate = gate;
-    let status = loop {
-        if let Some(s) = gate.child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(15),
-            "an idle spare connection held the drain"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let limit = Duration::from_secs(15);
+    let status = exit_within(gate, limit, "an idle spare connection held the drain");
     assert!(status.success());
     drop(spare);
 }

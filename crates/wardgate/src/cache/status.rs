@@ -29,4 +29,38 @@ impl CacheStatus {
             CacheStatus::NONE => "NONE",
         }
     }
+
+    /// The status `as_str` names.
+    pub fn of_str(s: &str) -> Option<CacheStatus> {
+        const ALL: [CacheStatus; 6] = [
+            CacheStatus::HIT,
+            CacheStatus::MISS,
+            CacheStatus::STALE,
+            CacheStatus::PASS,
+            CacheStatus::PATCHED,
+            CacheStatus::NONE,
+        ];
+        ALL.into_iter().find(|c| c.as_str() == s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_status_reads_back_from_its_name() {
+        for c in [
+            CacheStatus::HIT,
+            CacheStatus::MISS,
+            CacheStatus::STALE,
+            CacheStatus::PASS,
+            CacheStatus::PATCHED,
+            CacheStatus::NONE,
+        ] {
+            assert_eq!(CacheStatus::of_str(c.as_str()), Some(c));
+        }
+        assert_eq!(CacheStatus::of_str("hit"), None);
+        assert_eq!(CacheStatus::of_str(""), None);
+    }
 }

@@ -59,6 +59,17 @@ struct Marks {
     assemblies: HashMap<AssemblyKey, EpochMs>,
 }
 
+impl Marks {
+    /// The whole-assembly write `w`'s assembly last had. Checked on every hit: with no such
+    /// write remembered (the usual day) it costs no key built for the lookup.
+    fn assembly_mark(&self, w: &WardKey) -> Option<EpochMs> {
+        if self.assemblies.is_empty() {
+            return None;
+        }
+        self.assemblies.get(&w.assembly_key()).copied()
+    }
+}
+
 #[derive(Default)]
 pub struct Watermarks(Mutex<Marks>);
 
@@ -75,7 +86,7 @@ impl Watermarks {
                 .wards
                 .get(w)
                 .and_then(WardMarks::latest)
-                .max(m.assemblies.get(&w.assembly_key()).copied()),
+                .max(m.assembly_mark(w)),
             CacheKey::Blob(_) => None,
         };
         floor.unwrap_or(EpochMs(i64::MIN))
@@ -89,8 +100,7 @@ impl Watermarks {
         };
         match key {
             CacheKey::Ward(w) => {
-                let assembly = m.assemblies.get(&w.assembly_key());
-                assembly.is_none_or(|a| *a <= seen_at)
+                m.assembly_mark(w).is_none_or(|a| a <= seen_at)
                     && m.wards
                         .get(w)
                         .is_none_or(|wm| wm.held_by(seen_at, includes))

@@ -1,5 +1,6 @@
 //! Classifies a request by method and path: the first decision of every request's life.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use http::Method;
@@ -131,17 +132,10 @@ fn guarded(view: &str) -> bool {
 /// The path as the backend's router (Spring MVC 5.0) matches it: percent-decoded once, `;params`
 /// dropped, empty and `.` segments removed, `..` resolved, a trailing `/` and a `.ext` suffix on
 /// the last segment ignored. Any spelling that differs from this view is an alias.
-pub fn backend_view(path: &str) -> String {
+pub fn backend_view(path: &str) -> Cow<'_, str> {
     // Fast path, taken by every well-formed request: nothing to decode, drop or resolve.
-    let last = path.rsplit('/').next().unwrap_or("");
-    let plain = path.starts_with('/')
-        && !path.contains(['%', ';'])
-        && !path.contains("//")
-        && !path.contains("/.")
-        && !last.is_empty()
-        && !last.contains('.');
-    if plain || path == "/" {
-        return path.to_string();
+    if is_plain(path) || path == "/" {
+        return Cow::Borrowed(path);
     }
     let decoded = percent_encoding::percent_decode_str(path).decode_utf8_lossy();
     let mut segs: Vec<&str> = Vec::new();
@@ -159,7 +153,29 @@ pub fn backend_view(path: &str) -> String {
             *last = stem;
         }
     }
-    format!("/{}", segs.join("/"))
+    Cow::Owned(format!("/{}", segs.join("/")))
+}
+
+/// A path the backend's router takes as it is, checked in one pass (every request asks): it
+/// starts with `/`, holds no `%` or `;`, no empty or dot-led segment, and its last segment is
+/// not empty and has no `.`.
+fn is_plain(path: &str) -> bool {
+    let b = path.as_bytes();
+    if b.first() != Some(&b'/') {
+        return false;
+    }
+    let (mut prev, mut last) = (0u8, 0);
+    for (i, &c) in b.iter().enumerate() {
+        match c {
+            b'%' | b';' => return false,
+            b'/' | b'.' if prev == b'/' => return false,
+            b'/' => last = i + 1,
+            _ => {}
+        }
+        prev = c;
+    }
+    let last = &b[last..];
+    !last.is_empty() && !last.contains(&b'.')
 }
 
 /// Decides the route. Master-data paths that carry ids or filters are validated here, because

@@ -177,14 +177,22 @@ impl Proxy {
             Ok(r) => r,
             Err(e) => return (class, Err(e.into())),
         };
+        // The rarer routes' futures are boxed: every request's future is as large as the
+        // largest path it may take, and hyper moves it (a memcpy per move) on every request.
         match route {
             Route::Citizens => self.citizens(req, class, &who, conn, trace).await,
             Route::Master(m, key) => {
                 let max_age = m.max_age(&cfg.cache.master_max_age);
                 (class, self.cached_blob(key, max_age, req.headers()).await)
             }
-            Route::Passthrough => (class, self.pass_through(req, ip, conn, trace).await),
-            Route::Preflight(g) => (class, self.preflight(g, req, ip, conn, trace).await),
+            Route::Passthrough => {
+                let relayed = Box::pin(self.pass_through(req, ip, conn, trace)).await;
+                (class, relayed)
+            }
+            Route::Preflight(g) => {
+                let answered = Box::pin(self.preflight(g, req, ip, conn, trace)).await;
+                (class, answered)
+            }
             Route::NotAllowed => (class, Err(ApiError::MethodNotAllowed)),
         }
     }
@@ -296,10 +304,9 @@ impl Proxy {
                 self.read(q, &parts.headers, Some(who)).await,
             );
         }
-        (
-            RouteClass::Write,
-            self.write(q, parts, body, ip, conn, trace).await,
-        )
+        // Boxed, as the rarer routes are in `route`: the read path's future stays small.
+        let written = Box::pin(self.write(q, parts, body, ip, conn, trace)).await;
+        (RouteClass::Write, written)
     }
 
     /// 5–7 for a citizens read. `who`: the client whose ward budget the read counts against;

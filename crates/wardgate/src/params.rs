@@ -221,14 +221,24 @@ impl<'q> RawParams<'q> {
 /// (empty pieces skipped, `+` as a space, `%XX` escapes, invalid UTF-8 replaced), but borrowed
 /// from the query where there is nothing to decode: the app's queries have no escapes.
 fn pairs(query: &str) -> impl Iterator<Item = (Cow<'_, str>, Cow<'_, str>)> {
-    query.split('&').filter(|p| !p.is_empty()).map(|p| {
+    // One scan of the whole query, rather than one per name and per value (every read).
+    let plain = !query.bytes().any(needs_decoding);
+    query.split('&').filter(|p| !p.is_empty()).map(move |p| {
         let (k, v) = p.split_once('=').unwrap_or((p, ""));
-        (decoded(k), decoded(v))
+        if plain {
+            (Cow::Borrowed(k), Cow::Borrowed(v))
+        } else {
+            (decoded(k), decoded(v))
+        }
     })
 }
 
+fn needs_decoding(b: u8) -> bool {
+    b == b'%' || b == b'+'
+}
+
 fn decoded(s: &str) -> Cow<'_, str> {
-    if !s.bytes().any(|b| b == b'%' || b == b'+') {
+    if !s.bytes().any(needs_decoding) {
         return Cow::Borrowed(s);
     }
     let spaced = s.replace('+', " ");

@@ -22,5 +22,7 @@
 mod region;
 mod stream;
 
-pub use region::{fd_budget, raise_fd_limit, seal, set_fd_budget, stats, Stats, MIN_SEALED};
+pub use region::{
+    default_fd_budget, fd_budget, raise_fd_limit, seal, set_fd_budget, stats, Stats, MIN_SEALED,
+};
 pub use stream::SendfileStream;

@@ -29,12 +29,15 @@ static SENDFILE_BYTES: AtomicU64 = AtomicU64::new(0);
 static BUDGET: OnceLock<AtomicUsize> = OnceLock::new();
 
 fn budget() -> &'static AtomicUsize {
-    BUDGET.get_or_init(|| {
-        let soft = rustix::process::getrlimit(rustix::process::Resource::Nofile)
-            .current
-            .unwrap_or(1 << 20);
-        AtomicUsize::new(usize::try_from(soft / 2).unwrap_or(usize::MAX))
-    })
+    BUDGET.get_or_init(|| AtomicUsize::new(default_fd_budget()))
+}
+
+/// The budget regions get unless told otherwise: half the soft `RLIMIT_NOFILE` now in force.
+pub fn default_fd_budget() -> usize {
+    let soft = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap_or(1 << 20);
+    usize::try_from(soft / 2).unwrap_or(usize::MAX)
 }
 
 /// Raises the soft `RLIMIT_NOFILE` to the hard limit (as servers do at start: the soft limit

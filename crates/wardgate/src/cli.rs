@@ -249,6 +249,9 @@ pub struct ServeArgs {
     /// Threads of the build runtime, where misses' builds do their I/O (0 = one per core).
     #[arg(long, env = "WARDGATE_BUILD_THREADS")]
     pub build_threads: Option<usize>,
+    /// Send cached answers with sendfile from sealed memory files instead of copying them.
+    #[arg(long, env = "WARDGATE_SENDFILE", num_args = 0..=1, default_missing_value = "true")]
+    pub sendfile: Option<bool>,
     /// Log format.
     #[arg(long, env = "WARDGATE_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
@@ -345,6 +348,7 @@ impl ServeArgs {
         set!(self.log_buffer_lines => c.log.buffer_lines);
         set!(self.workers => c.runtime.workers);
         set!(self.build_threads => c.runtime.build_threads);
+        set!(self.sendfile => c.runtime.sendfile);
     }
 }
 

@@ -165,8 +165,7 @@ async fn serve(args: ServeArgs, cfg: Config) -> Result<(), String> {
     // 3. Memory in small pages, descriptors for connections and sealed answers, then stages
     //    and listeners.
     small_pages();
-    let budget = wardgate_sealed::raise_fd_limit();
-    tracing::info!(sealed_answers_max = budget, "answers sent with sendfile");
+    wardgate_sealed::raise_fd_limit();
     let running = server::start(cfg).await.map_err(|e| e.to_string())?;
     // 4. Signals: SIGHUP reloads, SIGTERM/SIGINT drain.
     let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;

@@ -33,6 +33,22 @@ pub enum StartError {
     },
 }
 
+/// How cached answers reach the socket (`runtime.sendfile`): sealed and sent by `sendfile`, or
+/// kept in ordinary memory and copied. Set before any answer is cached.
+fn send_answers_by(sendfile: bool) {
+    let sealed_max = if sendfile {
+        wardgate_sealed::default_fd_budget()
+    } else {
+        0
+    };
+    wardgate_sealed::set_fd_budget(sealed_max);
+    let how = if sendfile { "sendfile" } else { "copying" };
+    tracing::info!(
+        sealed_answers_max = sealed_max,
+        "cached answers sent by {how}"
+    );
+}
+
 /// A serving instance.
 pub struct Running {
     pub public_addr: SocketAddr,
@@ -174,6 +190,7 @@ fn bind_all(cfg: &Config) -> Result<Listeners, StartError> {
 /// Builds the shared state and binds the listeners. Config must already be validated.
 pub async fn start(cfg: Config) -> Result<Running, StartError> {
     crate::background::start_pool();
+    send_answers_by(cfg.runtime.sendfile);
     let shared = Arc::new(stages(&cfg)?);
     let limiter = Arc::new(ArcSwap::from_pointee(Limiter::new(
         &cfg.rate_limit,

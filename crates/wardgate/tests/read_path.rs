@@ -738,7 +738,8 @@ fn gzip6(data: &[u8]) -> usize {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_per_booth_ward_costs_the_wire_what_one_gzip_stream_does_and_hits_are_sent_by_sendfile() {
+async fn a_per_booth_ward_costs_the_wire_what_one_gzip_stream_does_and_hits_are_sent_as_configured()
+{
     // Serial numbers restart in every booth (the sample's default, as on real rolls), so the
     // reference order interleaves the ward's booths row by row.
     let origin = Origin::builder()
@@ -746,7 +747,6 @@ async fn a_per_booth_ward_costs_the_wire_what_one_gzip_stream_does_and_hits_are_
         .voters_per_ward(10_000)
         .start()
         .await;
-    let gate = Gate::builder(&origin.url()).start().await;
     let c = client();
     let json = fetch(&c, origin.citizens(&ward_query(1))).await;
     let rows: Vec<serde_json::Value> = serde_json::from_slice(&json).unwrap();
@@ -755,36 +755,43 @@ async fn a_per_booth_ward_costs_the_wire_what_one_gzip_stream_does_and_hits_are_
         rows[0]["booth_no"], rows[1]["booth_no"],
         "booths interleave"
     );
-    let r = c
-        .get(gate.citizens(&ward_query(1)))
-        .header("accept-encoding", "gzip")
-        .send()
-        .await
-        .unwrap();
-    let wire = r.bytes().await.unwrap();
-    assert_eq!(gunzip(&wire), json);
     let yardstick = gzip6(&json);
-    assert!(
-        wire.len() * 100 <= yardstick * 103,
-        "full ward: {} bytes on the wire, one gzip -6 stream {yardstick}",
-        wire.len()
-    );
-    // A hit sends the cached gzip with sendfile from its sealed copy, byte for byte.
-    let sent_before = gate.metric("wardgate_sendfile_bytes").await;
-    let hit = c
-        .get(gate.citizens(&ward_query(1)))
-        .header("accept-encoding", "gzip")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(hit.headers()["x-cache"], "HIT");
-    assert_eq!(hit.bytes().await.unwrap(), wire);
-    let by_sendfile = gate.metric("wardgate_sendfile_bytes").await - sent_before;
-    assert!(
-        by_sendfile >= wire.len() as f64,
-        "{by_sendfile} bytes by sendfile for a {}-byte hit",
-        wire.len()
-    );
-    assert!(gate.metric("wardgate_sealed_answers").await >= 1.0);
-    gate.stop().await;
+    // By default a hit's bytes are copied into the socket; with `runtime.sendfile` they go by
+    // sendfile from the answer's sealed copy. Byte for byte the same either way.
+    for sendfile in [false, true] {
+        let gate = Gate::builder(&origin.url())
+            .config(|c| c.runtime.sendfile = sendfile)
+            .start()
+            .await;
+        let get = || {
+            c.get(gate.citizens(&ward_query(1)))
+                .header("accept-encoding", "gzip")
+                .send()
+        };
+        let wire = get().await.unwrap().bytes().await.unwrap();
+        assert_eq!(gunzip(&wire), json);
+        assert!(
+            wire.len() * 100 <= yardstick * 103,
+            "full ward: {} bytes on the wire, one gzip -6 stream {yardstick}",
+            wire.len()
+        );
+        let sent_before = gate.metric("wardgate_sendfile_bytes").await;
+        let hit = get().await.unwrap();
+        assert_eq!(hit.headers()["x-cache"], "HIT");
+        assert_eq!(hit.bytes().await.unwrap(), wire);
+        let by_sendfile = gate.metric("wardgate_sendfile_bytes").await - sent_before;
+        let sealed = gate.metric("wardgate_sealed_answers").await;
+        if sendfile {
+            assert!(
+                by_sendfile >= wire.len() as f64,
+                "{by_sendfile} bytes by sendfile for a {}-byte hit",
+                wire.len()
+            );
+            assert!(sealed >= 1.0, "{sealed} sealed answers");
+        } else {
+            assert_eq!(by_sendfile, 0.0, "copied, not sent by sendfile");
+            assert_eq!(sealed, 0.0, "nothing sealed");
+        }
+        gate.stop().await;
+    }
 }

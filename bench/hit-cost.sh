@@ -1,0 +1,148 @@
+#!/usr/bin/env bash
+# What one page hit (1,000 rows, gzip, access log on) costs the server, side by side in the same
+# run: this checkout and a base revision (instructions counted by callgrind, repeatable whatever
+# else the machine does; and CPU per request under wrk), nginx gzip_static serving the same bytes,
+# and the floor under both wardgate builds (hyper + sendfile and nothing else, the hit_floor
+# example).
+#   bench/hit-cost.sh [BASE_REV]     writes bench/HIT-COST.md (default base: 274b9d6)
+# Env: PORT_BASE (default 18300, uses +0..+5), HIT_DB (default wardgate_hitcost), N (requests
+# counted by callgrind, default 20000), REPS (CPU alternations, default 3).
+set -euo pipefail
+HERE="$(cd "$(dirname "$0")" && pwd)"
+ROOT="$(cd "$HERE/.." && pwd)"
+BASE="${1:-274b9d6}"
+: "${PORT_BASE:=18300}" "${HIT_DB:=wardgate_hitcost}" "${N:=20000}" "${REPS:=3}"
+for t in valgrind wrk nginx mysql oha; do
+  command -v "$t" >/dev/null || { echo "needs $t (Debian: valgrind wrk nginx-light mariadb-client; cargo install oha)" >&2; exit 1; }
+done
+WORK="$(mktemp -d /tmp/wardgate-hitcost.XXXXXX)"
+chmod 755 "$WORK"
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  [ -f "$WORK/nginx/nginx.pid" ] && kill "$(cat "$WORK/nginx/nginx.pid")" 2>/dev/null
+  wait 2>/dev/null || true
+  git -C "$ROOT" worktree remove --force "$WORK/base" >/dev/null 2>&1 || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+source "$HERE/common.sh"
+P_ORIGIN=$PORT_BASE; P_HEAD=$((PORT_BASE+1)); P_BASE=$((PORT_BASE+2)); P_NGINX=$((PORT_BASE+3))
+P_FLOOR=$((PORT_BASE+4)); P_CG=$((PORT_BASE+5))
+
+echo "building the base ($BASE), this checkout and the hit_floor example..." >&2
+git -C "$ROOT" worktree add --detach "$WORK/base" "$BASE" >/dev/null 2>&1
+(cd "$WORK/base" && CARGO_TARGET_DIR="$ROOT/target/bench-base" cargo build --release --quiet -p wardgate --bin wardgate)
+(cd "$ROOT" && cargo build --release --quiet -p wardgate --bin wardgate --example hit_floor)
+HEAD_BIN="$ROOT/target/release/wardgate"; BASE_BIN="$ROOT/target/bench-base/release/wardgate"
+FLOOR_BIN="$ROOT/target/release/examples/hit_floor"
+
+mysql -uroot -h127.0.0.1 -e "DROP DATABASE IF EXISTS \`$HIT_DB\`"
+"$SAMPLE" seed --mysql-url "mysql://root@127.0.0.1:3306/$HIT_DB" --state Karnataka --assembly 150 \
+  --wards 10 --voters-per-ward 10000 >"$WORK/seed.log" 2>&1
+"$SAMPLE" serve --mysql-url "mysql://root@127.0.0.1:3306/$HIT_DB" --listen "127.0.0.1:$P_ORIGIN" >"$WORK/origin.log" 2>&1 &
+PIDS+=($!)
+wait_http "http://127.0.0.1:$P_ORIGIN/__origin/stats"
+
+# The page of each ward the bench's page scenario asks for (ward w, page w-1, 1,000 rows).
+page() { echo "/open/volunteer/citizens?state=Karnataka&assemblyNo=150&wardNo=$1&date=-1&boothNos=-1&page=$(($1 - 1))&size=1000"; }
+for w in $(seq 1 10); do page "$w"; done >"$WORK/pages.app"
+for w in $(seq 1 10); do echo "/p/$w.json"; done >"$WORK/pages.nginx"
+gate() { # bin port admin-port [wrapper...]: wardgate as the hit bench runs it, access log on
+  local bin=$1 port=$2 admin=$3; shift 3
+  "$@" "$bin" serve --drain-grace 0s --snapshot-max-age 1h --listen "127.0.0.1:$port" \
+    --admin-listen "127.0.0.1:$admin" --upstream "http://127.0.0.1:$P_ORIGIN" \
+    --redis-url redis://127.0.0.1:6379/ --redis-prefix "hitcost-$$-$port" \
+    --rate-limit downloads=1000000/s:1000000 --rate-limit master=1000000/s:1000000 \
+    --log-format json --access-log-sample 1 >>"$WORK/gate-$port.log" 2>&1 &
+}
+warm() { for u in $(cat "$WORK/pages.app"); do curl -sf -o /dev/null -H 'Accept-Encoding: gzip' "http://127.0.0.1:$1$u"; done; }
+
+# ---- instructions per hit, callgrind (wardgate's own threads, user space)
+instructions() { # bin
+  gate "$1" "$P_CG" $((PORT_BASE+6)) valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$WORK/cg.out"
+  local pid=$!
+  wait_http "http://127.0.0.1:$((PORT_BASE+6))/metrics" 600
+  warm "$P_CG"; warm "$P_CG"
+  sed "s#^#http://127.0.0.1:$P_CG#" "$WORK/pages.app" >"$WORK/cg.urls"
+  oha -n 2000 -c 8 --no-tui -H 'Accept-Encoding: gzip' --urls-from-file "$WORK/cg.urls" >/dev/null
+  callgrind_control -i on "$pid" >/dev/null
+  oha -n "$N" -c 8 --no-tui -H 'Accept-Encoding: gzip' --urls-from-file "$WORK/cg.urls" >"$WORK/oha.txt"
+  callgrind_control -i off "$pid" >/dev/null
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+  grep -q "Success rate:.*100.00%" "$WORK/oha.txt" || { echo "callgrind run had failures" >&2; cat "$WORK/oha.txt" >&2; exit 1; }
+  callgrind_annotate "$WORK/cg.out" 2>/dev/null | awk -v n="$N" '/PROGRAM TOTALS/ {gsub(",", "", $1); printf "%.0f", $1 / n; exit}'
+  rm -f "$WORK/cg.out"*
+}
+echo "counting instructions per page hit (callgrind, $N requests each)..." >&2
+I_BASE=$(instructions "$BASE_BIN"); I_HEAD=$(instructions "$HEAD_BIN")
+
+# ---- CPU per hit under wrk: both builds, nginx on the same bytes, the floor
+gate "$BASE_BIN" "$P_BASE" $((PORT_BASE+7)); PIDS+=($!); PID_BASE=$!
+gate "$HEAD_BIN" "$P_HEAD" $((PORT_BASE+8)); PIDS+=($!); PID_HEAD=$!
+wait_http "http://127.0.0.1:$((PORT_BASE+7))/metrics"; wait_http "http://127.0.0.1:$((PORT_BASE+8))/metrics"
+warm "$P_BASE"; warm "$P_HEAD"
+mkdir -p "$WORK/www/p" "$WORK/nginx/logs" "$WORK/nginx/tmp"
+for w in $(seq 1 10); do
+  curl -sf -H 'Accept-Encoding: gzip' -o "$WORK/www/p/$w.json.gz" "http://127.0.0.1:$P_HEAD$(page "$w")"
+done
+sed -e "s#@PORT@#$P_NGINX#" -e "s#@WWW@#$WORK/www#" -e "s#@DIR@#$WORK/nginx#" "$HERE/nginx.conf" >"$WORK/nginx/nginx.conf"
+nginx -p "$WORK/nginx/" -e "$WORK/nginx/logs/error.log" -c "$WORK/nginx/nginx.conf" >/dev/null 2>&1 &
+PIDS+=($!); PID_NGINX=$!
+"$FLOOR_BIN" "$WORK/www/p/1.json.gz" "$P_FLOOR" &
+PIDS+=($!); PID_FLOOR=$!
+sleep 1
+echo / >"$WORK/floor.urls"
+ticks() { local t=0 p; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo "$t"; }
+point() { # port urls pids... -> "req/s µs-per-request"
+  local port=$1 urls=$2; shift 2
+  local t0 t1 out req
+  t0=$(ticks "$@")
+  out=$(WRK_URLS="$urls" wrk -t2 -c64 -d4s -H 'Accept-Encoding: gzip' -s "$HERE/wrk-urls.lua" "http://127.0.0.1:$port")
+  t1=$(ticks "$@")
+  req=$(grep -o '"requests":[0-9]*' <<<"$out" | cut -d: -f2)
+  awk -v r="$req" -v t=$((t1 - t0)) -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%d %.2f", r / 4, t * 1e6 / hz / r}'
+}
+NGINX_PIDS=$(pgrep -P "$PID_NGINX" | tr '\n' ' ')
+declare -A ROWS
+echo "CPU per hit under wrk, $REPS alternations..." >&2
+for rep in $(seq 1 "$REPS"); do
+  ROWS[base]+="$(point "$P_BASE" "$WORK/pages.app" "$PID_BASE");"
+  ROWS[head]+="$(point "$P_HEAD" "$WORK/pages.app" "$PID_HEAD");"
+  # shellcheck disable=SC2086
+  ROWS[nginx]+="$(point "$P_NGINX" "$WORK/pages.nginx" $NGINX_PIDS);"
+  ROWS[floor]+="$(point "$P_FLOOR" "$WORK/floor.urls" "$PID_FLOOR");"
+done
+med() { tr ';' '\n' <<<"$1" | awk 'NF' | cut -d' ' -f"$2" | sort -g | awk '{a[NR]=$1} END {print a[int((NR + 1) / 2)]}'; }
+all() { tr ';' '\n' <<<"$1" | awk 'NF' | cut -d' ' -f"$2" | paste -sd/ | sed 's#/# / #g'; }
+{
+  echo "# What a page hit costs the server"
+  echo
+  echo "Generated by \`bench/hit-cost.sh $BASE\` on $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores ($(lscpu | sed -n 's/^Model name: *//p' | head -1))."
+  echo "One page hit: a 1,000-row page of a 10,000-row ward, gzip (~47 KB), 10 wards in turn, access"
+  echo "log on (\`--access-log-sample 1\`, JSON), keep-alive. Everything in the same run."
+  echo
+  echo "## Instructions per hit (callgrind: wardgate's threads, user space, $N hits after warm-up)"
+  echo
+  echo "| build | instructions per hit |"
+  echo "| --- | ---: |"
+  echo "| base $BASE | $I_BASE |"
+  echo "| this checkout ($(git -C "$ROOT" rev-parse --short HEAD)) | $I_HEAD |"
+  echo
+  echo "## CPU per hit under load (wrk 2 threads x 64 connections, 4 s, $REPS alternations; server processes' user + system CPU)"
+  echo
+  echo "| server | µs per hit (median) | every run | req/s (median) |"
+  echo "| --- | ---: | --- | ---: |"
+  for s in base head nginx floor; do
+    case $s in
+      base) name="wardgate, base $BASE" ;; head) name="wardgate, this checkout" ;;
+      nginx) name="nginx gzip_static, same bytes, access log buffered" ;; floor) name="floor: hyper + sendfile, nothing else (hit_floor)" ;;
+    esac
+    echo "| $name | $(med "${ROWS[$s]}" 2) | $(all "${ROWS[$s]}" 2) | $(med "${ROWS[$s]}" 1) |"
+  done
+  echo
+  echo "The load generator shares the two cores, so req/s follows the sum of both sides' CPU;"
+  echo "µs per hit is the server's own cost. The floor is what any wardgate hit pays before its"
+  echo "own work (routing, validation, limits, ward budget, cache lookup, headers, log, metrics)."
+} >"$HERE/HIT-COST.md"
+cat "$HERE/HIT-COST.md"

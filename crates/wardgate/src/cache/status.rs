@@ -30,17 +30,18 @@ impl CacheStatus {
         }
     }
 
+    pub const ALL: [CacheStatus; 6] = [
+        CacheStatus::HIT,
+        CacheStatus::MISS,
+        CacheStatus::STALE,
+        CacheStatus::PASS,
+        CacheStatus::PATCHED,
+        CacheStatus::NONE,
+    ];
+
     /// The status `as_str` names.
     pub fn of_str(s: &str) -> Option<CacheStatus> {
-        const ALL: [CacheStatus; 6] = [
-            CacheStatus::HIT,
-            CacheStatus::MISS,
-            CacheStatus::STALE,
-            CacheStatus::PASS,
-            CacheStatus::PATCHED,
-            CacheStatus::NONE,
-        ];
-        ALL.into_iter().find(|c| c.as_str() == s)
+        CacheStatus::ALL.into_iter().find(|c| c.as_str() == s)
     }
 }
 
@@ -50,14 +51,7 @@ mod tests {
 
     #[test]
     fn every_status_reads_back_from_its_name() {
-        for c in [
-            CacheStatus::HIT,
-            CacheStatus::MISS,
-            CacheStatus::STALE,
-            CacheStatus::PASS,
-            CacheStatus::PATCHED,
-            CacheStatus::NONE,
-        ] {
+        for c in CacheStatus::ALL {
             assert_eq!(CacheStatus::of_str(c.as_str()), Some(c));
         }
         assert_eq!(CacheStatus::of_str("hit"), None);

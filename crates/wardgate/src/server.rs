@@ -34,7 +34,9 @@ pub enum StartError {
 }
 
 /// How cached answers reach the socket (`runtime.sendfile`): sealed and sent by `sendfile`, or
-/// kept in ordinary memory and copied. Set before any answer is cached.
+/// kept in ordinary memory and copied. Set before any answer is cached. Process-wide (the
+/// sealing budget is): in production one server runs per process; where tests start several
+/// in one process, the last started decides.
 fn send_answers_by(sendfile: bool) {
     let sealed_max = if sendfile {
         wardgate_sealed::default_fd_budget()

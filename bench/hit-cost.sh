@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# What one page hit (1,000 rows, gzip, access log on) costs the server, side by side in the same
-# run: this checkout and a base revision (instructions counted by callgrind, repeatable whatever
-# else the machine does; and CPU per request under wrk), nginx gzip_static serving the same bytes,
-# and the floor under both wardgate builds (hyper + sendfile and nothing else, the hit_floor
-# example).
+# What one hit (a 1,000-row page, and a whole ward; gzip, access log on) costs the server, side
+# by side in the same run: this checkout and a base revision (page-hit instructions counted by
+# callgrind, repeatable whatever else the machine does; and CPU per request under wrk), this
+# checkout with --sendfile, nginx gzip_static serving the same bytes, and the floor under every
+# wardgate page hit (hyper + sendfile and nothing else, the hit_floor example).
 #   bench/hit-cost.sh [BASE_REV]     writes bench/HIT-COST.md (default base: 274b9d6)
-# Env: PORT_BASE (default 18300, uses +0..+5), HIT_DB (default wardgate_hitcost), N (requests
+# Env: PORT_BASE (default 18300, uses +0..+10), HIT_DB (default wardgate_hitcost), N (requests
 # counted by callgrind, default 20000), REPS (CPU alternations, default 3).
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
@@ -28,7 +28,7 @@ cleanup() {
 trap cleanup EXIT
 source "$HERE/common.sh"
 P_ORIGIN=$PORT_BASE; P_HEAD=$((PORT_BASE+1)); P_BASE=$((PORT_BASE+2)); P_NGINX=$((PORT_BASE+3))
-P_FLOOR=$((PORT_BASE+4)); P_CG=$((PORT_BASE+5))
+P_FLOOR=$((PORT_BASE+4)); P_CG=$((PORT_BASE+5)); P_SF=$((PORT_BASE+10))
 
 echo "building the base ($BASE), this checkout and the hit_floor example..." >&2
 git -C "$ROOT" worktree add --detach "$WORK/base" "$BASE" >/dev/null 2>&1
@@ -46,8 +46,11 @@ wait_http "http://127.0.0.1:$P_ORIGIN/__origin/stats"
 
 # The page of each ward the bench's page scenario asks for (ward w, page w-1, 1,000 rows).
 page() { echo "/open/volunteer/citizens?state=Karnataka&assemblyNo=150&wardNo=$1&date=-1&boothNos=-1&page=$(($1 - 1))&size=1000"; }
+ward() { echo "/open/volunteer/citizens?state=Karnataka&assemblyNo=150&wardNo=$1&date=-1&boothNos=-1"; }
 for w in $(seq 1 10); do page "$w"; done >"$WORK/pages.app"
-for w in $(seq 1 10); do echo "/p/$w.json"; done >"$WORK/pages.nginx"
+for w in $(seq 1 10); do ward "$w"; done >"$WORK/wards.app"
+for w in $(seq 1 10); do echo "/p/$w.json"; done >"$WORK/p.nginx"
+for w in $(seq 1 10); do echo "/w/$w.json"; done >"$WORK/w.nginx"
 gate() { # bin port admin-port [wrapper...]: wardgate as the hit bench runs it, access log on
   local bin=$1 port=$2 admin=$3; shift 3
   "$@" "$bin" serve --drain-grace 0s --snapshot-max-age 1h --listen "127.0.0.1:$port" \
@@ -56,7 +59,7 @@ gate() { # bin port admin-port [wrapper...]: wardgate as the hit bench runs it, 
     --rate-limit downloads=1000000/s:1000000 --rate-limit master=1000000/s:1000000 \
     --log-format json --access-log-sample 1 >>"$WORK/gate-$port.log" 2>&1 &
 }
-warm() { for u in $(cat "$WORK/pages.app"); do curl -sf -o /dev/null -H 'Accept-Encoding: gzip' "http://127.0.0.1:$1$u"; done; }
+warm() { for u in $(cat "$WORK/pages.app" "$WORK/wards.app"); do curl -sf -o /dev/null -H 'Accept-Encoding: gzip' "http://127.0.0.1:$1$u"; done; }
 
 # ---- instructions per hit, callgrind (wardgate's own threads, user space)
 instructions() { # bin
@@ -77,14 +80,17 @@ instructions() { # bin
 echo "counting instructions per page hit (callgrind, $N requests each)..." >&2
 I_BASE=$(instructions "$BASE_BIN"); I_HEAD=$(instructions "$HEAD_BIN")
 
-# ---- CPU per hit under wrk: both builds, nginx on the same bytes, the floor
+# ---- CPU per hit under wrk: both builds (this one copying, as by default, and with
+# --sendfile), nginx on the same bytes, the floor; page hits and full-ward hits
 gate "$BASE_BIN" "$P_BASE" $((PORT_BASE+7)); PIDS+=($!); PID_BASE=$!
 gate "$HEAD_BIN" "$P_HEAD" $((PORT_BASE+8)); PIDS+=($!); PID_HEAD=$!
-wait_http "http://127.0.0.1:$((PORT_BASE+7))/metrics"; wait_http "http://127.0.0.1:$((PORT_BASE+8))/metrics"
-warm "$P_BASE"; warm "$P_HEAD"
-mkdir -p "$WORK/www/p" "$WORK/nginx/logs" "$WORK/nginx/tmp"
+gate "$HEAD_BIN" "$P_SF" $((PORT_BASE+9)) env WARDGATE_SENDFILE=true; PIDS+=($!); PID_SF=$!
+for a in 7 8 9; do wait_http "http://127.0.0.1:$((PORT_BASE+a))/metrics"; done
+for p in "$P_BASE" "$P_HEAD" "$P_SF"; do warm "$p"; done
+mkdir -p "$WORK/www/p" "$WORK/www/w" "$WORK/nginx/logs" "$WORK/nginx/tmp"
 for w in $(seq 1 10); do
   curl -sf -H 'Accept-Encoding: gzip' -o "$WORK/www/p/$w.json.gz" "http://127.0.0.1:$P_HEAD$(page "$w")"
+  curl -sf -H 'Accept-Encoding: gzip' -o "$WORK/www/w/$w.json.gz" "http://127.0.0.1:$P_HEAD$(ward "$w")"
 done
 sed -e "s#@PORT@#$P_NGINX#" -e "s#@WWW@#$WORK/www#" -e "s#@DIR@#$WORK/nginx#" "$HERE/nginx.conf" >"$WORK/nginx/nginx.conf"
 nginx -p "$WORK/nginx/" -e "$WORK/nginx/logs/error.log" -c "$WORK/nginx/nginx.conf" >/dev/null 2>&1 &
@@ -107,22 +113,28 @@ NGINX_PIDS=$(pgrep -P "$PID_NGINX" | tr '\n' ' ')
 declare -A ROWS
 echo "CPU per hit under wrk, $REPS alternations..." >&2
 for rep in $(seq 1 "$REPS"); do
-  ROWS[base]+="$(point "$P_BASE" "$WORK/pages.app" "$PID_BASE");"
-  ROWS[head]+="$(point "$P_HEAD" "$WORK/pages.app" "$PID_HEAD");"
-  # shellcheck disable=SC2086
-  ROWS[nginx]+="$(point "$P_NGINX" "$WORK/pages.nginx" $NGINX_PIDS);"
-  ROWS[floor]+="$(point "$P_FLOOR" "$WORK/floor.urls" "$PID_FLOOR");"
+  for kind in p w; do
+    [ $kind = p ] && app="$WORK/pages.app" || app="$WORK/wards.app"
+    ROWS[base$kind]+="$(point "$P_BASE" "$app" "$PID_BASE");"
+    ROWS[head$kind]+="$(point "$P_HEAD" "$app" "$PID_HEAD");"
+    ROWS[sf$kind]+="$(point "$P_SF" "$app" "$PID_SF");"
+    # shellcheck disable=SC2086
+    ROWS[nginx$kind]+="$(point "$P_NGINX" "$WORK/$kind.nginx" $NGINX_PIDS);"
+  done
+  ROWS[floorp]+="$(point "$P_FLOOR" "$WORK/floor.urls" "$PID_FLOOR");"
 done
 med() { tr ';' '\n' <<<"$1" | awk 'NF' | cut -d' ' -f"$2" | sort -g | awk '{a[NR]=$1} END {print a[int((NR + 1) / 2)]}'; }
 all() { tr ';' '\n' <<<"$1" | awk 'NF' | cut -d' ' -f"$2" | paste -sd/ | sed 's#/# / #g'; }
+cell() { [ -n "${ROWS[$1]:-}" ] && echo "$(med "${ROWS[$1]}" 2) ($(all "${ROWS[$1]}" 2)); $(med "${ROWS[$1]}" 1) req/s" || echo "–"; }
 {
-  echo "# What a page hit costs the server"
+  echo "# What a hit costs the server"
   echo
   echo "Generated by \`bench/hit-cost.sh $BASE\` on $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores ($(lscpu | sed -n 's/^Model name: *//p' | head -1))."
-  echo "One page hit: a 1,000-row page of a 10,000-row ward, gzip (~47 KB), 10 wards in turn, access"
-  echo "log on (\`--access-log-sample 1\`, JSON), keep-alive. Everything in the same run."
+  echo "A page hit: a 1,000-row page of a 10,000-row ward, gzip (~47 KB); a full-ward hit: the whole"
+  echo "ward, gzip (~470 KB); 10 wards in turn, access log on (\`--access-log-sample 1\`, JSON),"
+  echo "keep-alive. Everything in the same run."
   echo
-  echo "## Instructions per hit (callgrind: wardgate's threads, user space, $N hits after warm-up)"
+  echo "## Instructions per page hit (callgrind: wardgate's threads, user space, $N hits after warm-up)"
   echo
   echo "| build | instructions per hit |"
   echo "| --- | ---: |"
@@ -131,15 +143,15 @@ all() { tr ';' '\n' <<<"$1" | awk 'NF' | cut -d' ' -f"$2" | paste -sd/ | sed 's#
   echo
   echo "## CPU per hit under load (wrk 2 threads x 64 connections, 4 s, $REPS alternations; server processes' user + system CPU)"
   echo
-  echo "| server | µs per hit (median) | every run | req/s (median) |"
-  echo "| --- | ---: | --- | ---: |"
-  for s in base head nginx floor; do
-    case $s in
-      base) name="wardgate, base $BASE" ;; head) name="wardgate, this checkout" ;;
-      nginx) name="nginx gzip_static, same bytes, access log buffered" ;; floor) name="floor: hyper + sendfile, nothing else (hit_floor)" ;;
-    esac
-    echo "| $name | $(med "${ROWS[$s]}" 2) | $(all "${ROWS[$s]}" 2) | $(med "${ROWS[$s]}" 1) |"
-  done
+  echo "µs per hit, median (every run); median req/s."
+  echo
+  echo "| server | page hit | full-ward hit |"
+  echo "| --- | --- | --- |"
+  echo "| wardgate, base $BASE (sends by sendfile) | $(cell basep) | $(cell basew) |"
+  echo "| wardgate, this checkout, copying (the default) | $(cell headp) | $(cell headw) |"
+  echo "| wardgate, this checkout, \`--sendfile\` | $(cell sfp) | $(cell sfw) |"
+  echo "| nginx gzip_static, same bytes, sendfile, access log buffered | $(cell nginxp) | $(cell nginxw) |"
+  echo "| floor: hyper + sendfile, nothing else (hit_floor) | $(cell floorp) | – |"
   echo
   echo "The load generator shares the two cores, so req/s follows the sum of both sides' CPU;"
   echo "µs per hit is the server's own cost. The floor is what any wardgate hit pays before its"

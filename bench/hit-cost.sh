@@ -12,8 +12,8 @@ HERE="$(cd "$(dirname "$0")" && pwd)"
 ROOT="$(cd "$HERE/.." && pwd)"
 BASE="${1:-274b9d6}"
 : "${PORT_BASE:=18300}" "${HIT_DB:=wardgate_hitcost}" "${N:=20000}" "${REPS:=3}"
-for t in valgrind wrk nginx mysql oha; do
-  command -v "$t" >/dev/null || { echo "needs $t (Debian: valgrind wrk nginx-light mariadb-client; cargo install oha)" >&2; exit 1; }
+for t in valgrind wrk nginx mysql redis-cli oha; do
+  command -v "$t" >/dev/null || { echo "needs $t (Debian: valgrind wrk nginx-light mariadb-client redis-tools; cargo install oha)" >&2; exit 1; }
 done
 WORK="$(mktemp -d /tmp/wardgate-hitcost.XXXXXX)"
 chmod 755 "$WORK"
@@ -22,6 +22,9 @@ cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   [ -f "$WORK/nginx/nginx.pid" ] && kill "$(cat "$WORK/nginx/nginx.pid")" 2>/dev/null
   wait 2>/dev/null || true
+  # this run's Redis keys (every wardgate it started used a prefix hitcost-<pid>-<port>)
+  redis-cli -h 127.0.0.1 -p 6379 --scan --pattern "hitcost-$$-*" 2>/dev/null \
+    | xargs -r -n 500 redis-cli -h 127.0.0.1 -p 6379 del >/dev/null 2>&1 || true
   git -C "$ROOT" worktree remove --force "$WORK/base" >/dev/null 2>&1 || true
   rm -rf "$WORK"
 }

@@ -2,11 +2,12 @@
 # What one hit (a 1,000-row page, and a whole ward; gzip, access log on) costs the server, side
 # by side in the same run: this checkout and a base revision (page-hit instructions counted by
 # callgrind, repeatable whatever else the machine does; and CPU per request under wrk), this
-# checkout with --sendfile, nginx gzip_static serving the same bytes, and the floor under every
-# wardgate page hit (hyper + sendfile and nothing else, the hit_floor example).
+# checkout with each send path (--sendfile auto, the default; on; off), nginx gzip_static
+# serving the same bytes, and the floor under every wardgate page hit (hyper + sendfile and
+# nothing else, the hit_floor example).
 #   bench/hit-cost.sh [BASE_REV]     writes bench/HIT-COST.md (default base: 274b9d6)
-# Env: PORT_BASE (default 18300, uses +0..+10), HIT_DB (default wardgate_hitcost), N (requests
-# counted by callgrind, default 20000), REPS (CPU alternations, default 3).
+# Env: PORT_BASE (default 18300, uses +0..+12), HIT_DB (default wardgate_hitcost), N (requests
+# counted by callgrind, default 20000; 0 skips the count), REPS (CPU alternations, default 3).
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 ROOT="$(cd "$HERE/.." && pwd)"
@@ -20,7 +21,7 @@ chmod 755 "$WORK"
 PIDS=()
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  [ -f "$WORK/nginx/nginx.pid" ] && kill "$(cat "$WORK/nginx/nginx.pid")" 2>/dev/null
+  [ -f "$WORK/nginx/nginx.pid" ] && kill "$(cat "$WORK/nginx/nginx.pid")" 2>/dev/null || true
   wait 2>/dev/null || true
   # this run's Redis keys (every wardgate it started used a prefix hitcost-<pid>-<port>)
   redis-cli -h 127.0.0.1 -p 6379 --scan --pattern "hitcost-$$-*" 2>/dev/null \
@@ -31,7 +32,7 @@ cleanup() {
 trap cleanup EXIT
 source "$HERE/common.sh"
 P_ORIGIN=$PORT_BASE; P_HEAD=$((PORT_BASE+1)); P_BASE=$((PORT_BASE+2)); P_NGINX=$((PORT_BASE+3))
-P_FLOOR=$((PORT_BASE+4)); P_CG=$((PORT_BASE+5)); P_SF=$((PORT_BASE+10))
+P_FLOOR=$((PORT_BASE+4)); P_CG=$((PORT_BASE+5)); P_SF=$((PORT_BASE+10)); P_COPY=$((PORT_BASE+11))
 
 echo "building the base ($BASE), this checkout and the hit_floor example..." >&2
 git -C "$ROOT" worktree add --detach "$WORK/base" "$BASE" >/dev/null 2>&1
@@ -80,16 +81,20 @@ instructions() { # bin
   callgrind_annotate "$WORK/cg.out" 2>/dev/null | awk -v n="$N" '/PROGRAM TOTALS/ {gsub(",", "", $1); printf "%.0f", $1 / n; exit}'
   rm -f "$WORK/cg.out"*
 }
-echo "counting instructions per page hit (callgrind, $N requests each)..." >&2
-I_BASE=$(instructions "$BASE_BIN"); I_HEAD=$(instructions "$HEAD_BIN")
+I_BASE="not counted"; I_HEAD="not counted"
+if [ "$N" -gt 0 ]; then
+  echo "counting instructions per page hit (callgrind, $N requests each)..." >&2
+  I_BASE=$(instructions "$BASE_BIN"); I_HEAD=$(instructions "$HEAD_BIN")
+fi
 
-# ---- CPU per hit under wrk: both builds (this one copying, as by default, and with
-# --sendfile), nginx on the same bytes, the floor; page hits and full-ward hits
+# ---- CPU per hit under wrk: both builds (this one with each send path), nginx on the same
+# bytes, the floor; page hits and full-ward hits
 gate "$BASE_BIN" "$P_BASE" $((PORT_BASE+7)); PIDS+=($!); PID_BASE=$!
 gate "$HEAD_BIN" "$P_HEAD" $((PORT_BASE+8)); PIDS+=($!); PID_HEAD=$!
-gate "$HEAD_BIN" "$P_SF" $((PORT_BASE+9)) env WARDGATE_SENDFILE=true; PIDS+=($!); PID_SF=$!
-for a in 7 8 9; do wait_http "http://127.0.0.1:$((PORT_BASE+a))/metrics"; done
-for p in "$P_BASE" "$P_HEAD" "$P_SF"; do warm "$p"; done
+gate "$HEAD_BIN" "$P_SF" $((PORT_BASE+9)) env WARDGATE_SENDFILE=on; PIDS+=($!); PID_SF=$!
+gate "$HEAD_BIN" "$P_COPY" $((PORT_BASE+12)) env WARDGATE_SENDFILE=off; PIDS+=($!); PID_COPY=$!
+for a in 7 8 9 12; do wait_http "http://127.0.0.1:$((PORT_BASE+a))/metrics"; done
+for p in "$P_BASE" "$P_HEAD" "$P_SF" "$P_COPY"; do warm "$p"; done
 mkdir -p "$WORK/www/p" "$WORK/www/w" "$WORK/nginx/logs" "$WORK/nginx/tmp"
 for w in $(seq 1 10); do
   curl -sf -H 'Accept-Encoding: gzip' -o "$WORK/www/p/$w.json.gz" "http://127.0.0.1:$P_HEAD$(page "$w")"
@@ -121,6 +126,7 @@ for rep in $(seq 1 "$REPS"); do
     ROWS[base$kind]+="$(point "$P_BASE" "$app" "$PID_BASE");"
     ROWS[head$kind]+="$(point "$P_HEAD" "$app" "$PID_HEAD");"
     ROWS[sf$kind]+="$(point "$P_SF" "$app" "$PID_SF");"
+    ROWS[copy$kind]+="$(point "$P_COPY" "$app" "$PID_COPY");"
     # shellcheck disable=SC2086
     ROWS[nginx$kind]+="$(point "$P_NGINX" "$WORK/$kind.nginx" $NGINX_PIDS);"
   done
@@ -150,14 +156,27 @@ cell() { [ -n "${ROWS[$1]:-}" ] && echo "$(med "${ROWS[$1]}" 2) ($(all "${ROWS[$
   echo
   echo "| server | page hit | full-ward hit |"
   echo "| --- | --- | --- |"
-  echo "| wardgate, base $BASE (sends by sendfile) | $(cell basep) | $(cell basew) |"
-  echo "| wardgate, this checkout, copying (the default) | $(cell headp) | $(cell headw) |"
-  echo "| wardgate, this checkout, \`--sendfile\` | $(cell sfp) | $(cell sfw) |"
+  echo "| wardgate, base $BASE (its default send path) | $(cell basep) | $(cell basew) |"
+  echo "| wardgate, this checkout, \`--sendfile auto\` (the default) | $(cell headp) | $(cell headw) |"
+  echo "| wardgate, this checkout, \`--sendfile on\` | $(cell sfp) | $(cell sfw) |"
+  echo "| wardgate, this checkout, \`--sendfile off\` (copying) | $(cell copyp) | $(cell copyw) |"
   echo "| nginx gzip_static, same bytes, sendfile, access log buffered | $(cell nginxp) | $(cell nginxw) |"
   echo "| floor: hyper + sendfile, nothing else (hit_floor) | $(cell floorp) | – |"
   echo
   echo "The load generator shares the two cores, so req/s follows the sum of both sides' CPU;"
   echo "µs per hit is the server's own cost. The floor is what any wardgate hit pays before its"
   echo "own work (routing, validation, limits, ward budget, cache lookup, headers, log, metrics)."
+  echo
+  echo "What \`auto\` chose by the end (\`wardgate_sendfile_chosen\`, 1 = sendfile, 0 = copied):"
+  echo
+  echo '```'
+  curl -sf "http://127.0.0.1:$((PORT_BASE+8))/metrics" | grep '^wardgate_sendfile_chosen' || true
+  echo '```'
+  echo
+  echo "Its changes of way, as logged (the process's CPU ns per KiB sent each way in the trials):"
+  echo
+  echo '```'
+  grep 'now sent by' "$WORK/gate-$P_HEAD.log" | sed -E 's/.*"message":"([^"]*)".*"copy_cpu_ns_per_kib":([0-9.]*).*"sendfile_cpu_ns_per_kib":([0-9.]*).*/\1 (copy \2, sendfile \3)/' || true
+  echo '```'
 } >"$HERE/HIT-COST.md"
 cat "$HERE/HIT-COST.md"

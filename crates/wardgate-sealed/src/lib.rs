@@ -8,6 +8,10 @@
 //! recognises its slices in a write and hands them to `sendfile`, which sends the file's pages
 //! without copying them.
 //!
+//! Which costs less, `sendfile` or a copy, depends on the machine and the answer's size:
+//! [`set_send_path`] picks one, or [`SendPath::Auto`] measures both in turn and uses the
+//! cheaper (`path`).
+//!
 //! **Invariant:** a sealed region's bytes never change while it exists: its memfd carries
 //! `F_SEAL_WRITE`, `F_SEAL_SHRINK`, `F_SEAL_GROW` and `F_SEAL_SEAL` before it is mapped, and no
 //! one else holds the file. This makes the one `unsafe` mapping sound, and lets the kernel keep
@@ -19,9 +23,11 @@
 
 #![deny(unsafe_code)]
 
+mod path;
 mod region;
 mod stream;
 
+pub use path::{chosen, set_send_path, SendPath, BETWEEN_TRIALS, TRIAL};
 pub use region::{
     default_fd_budget, fd_budget, raise_fd_limit, seal, set_fd_budget, stats, Stats, MIN_SEALED,
 };

@@ -9,14 +9,17 @@ use rustix::net::{SendAncillaryBuffer, SendFlags};
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
 
+use crate::path;
 use crate::region::locate;
 
-/// A plain TCP connection that sends sealed answers without copying them.
+/// A plain TCP connection that sends sealed answers without copying them, where that costs
+/// less (`path`).
 ///
 /// A write of slices (HTTP/1.1 head, then body) is taken in order: the ordinary slices before
 /// the first sealed one go out with `MSG_MORE` (so the head shares a segment with the body),
-/// then the sealed slice goes with `sendfile`. Each call reports how much it sent, as any
-/// write does; the caller writes the rest again.
+/// then the sealed slice goes with `sendfile`; or, where copying is the way, all in one
+/// `sendmsg`. Each call reports how much it sent, as any write does; the caller writes the
+/// rest again.
 pub struct SendfileStream {
     tcp: TcpStream,
 }
@@ -56,13 +59,20 @@ impl SendfileStream {
         })
     }
 
-    fn poll_send_more(
+    /// Sends `bufs` as one message; `MSG_MORE` when a `sendfile` follows (the head then shares
+    /// a segment with the body).
+    fn poll_send_slices(
         &self,
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
+        more: bool,
     ) -> Poll<io::Result<usize>> {
+        let flags = if more {
+            SendFlags::MORE | SendFlags::NOSIGNAL
+        } else {
+            SendFlags::NOSIGNAL
+        };
         self.poll_send(cx, || {
-            let flags = SendFlags::MORE | SendFlags::NOSIGNAL;
             let mut control = SendAncillaryBuffer::default();
             Ok(rustix::net::sendmsg(&self.tcp, bufs, &mut control, flags)?)
         })
@@ -97,10 +107,18 @@ impl AsyncWrite for SendfileStream {
             .iter()
             .enumerate()
             .find_map(|(i, b)| locate(b).map(|(fd, off)| (i, fd, off)));
-        match sealed {
-            None => Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs),
-            Some((0, fd, off)) => self.poll_sendfile(cx, &fd, off, bufs[0].len()),
-            Some((first, ..)) => self.poll_send_more(cx, &bufs[..first]),
+        let Some((first, fd, off)) = sealed else {
+            return Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs);
+        };
+        if !path::by_sendfile() {
+            let head: usize = bufs[..first].iter().map(|b| b.len()).sum();
+            let sent = ready!(self.poll_send_slices(cx, bufs, false))?;
+            crate::region::sent_by_copy(sent.saturating_sub(head));
+            return Poll::Ready(Ok(sent));
+        }
+        match first {
+            0 => self.poll_sendfile(cx, &fd, off, bufs[0].len()),
+            _ => self.poll_send_slices(cx, &bufs[..first], true),
         }
     }
 

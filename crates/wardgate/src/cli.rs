@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::config::{
     ByteSize, ClientIpHeader, Config, ConfigError, Dur, LogFormat, RateLimitFlag, ReplicaConnFlags,
-    Secret,
+    Secret, SendfileMode,
 };
 
 #[derive(Parser, Debug)]
@@ -249,9 +249,10 @@ pub struct ServeArgs {
     /// Threads of the build runtime, where misses' builds do their I/O (0 = one per core).
     #[arg(long, env = "WARDGATE_BUILD_THREADS")]
     pub build_threads: Option<usize>,
-    /// Send cached answers with sendfile from sealed memory files instead of copying them.
-    #[arg(long, env = "WARDGATE_SENDFILE", num_args = 0..=1, default_missing_value = "true")]
-    pub sendfile: Option<bool>,
+    /// How cached answers are sent: by sendfile from sealed memory files (on), copied (off),
+    /// or whichever costs this machine less per size (auto).
+    #[arg(long, env = "WARDGATE_SENDFILE", value_enum, num_args = 0..=1, default_missing_value = "on")]
+    pub sendfile: Option<SendfileMode>,
     /// Log format.
     #[arg(long, env = "WARDGATE_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,

@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 use crate::cache::l2::L2;
 use crate::cache::topology::RedisTarget;
 use crate::cache::{Builder, Cache};
-use crate::config::{Config, Live};
+use crate::config::{Config, Live, SendfileMode};
 use crate::limit::Limiter;
 use crate::metrics::Metrics;
 use crate::params::WardKey;
@@ -33,21 +33,20 @@ pub enum StartError {
     },
 }
 
-/// How cached answers reach the socket (`runtime.sendfile`): sealed and sent by `sendfile`, or
-/// kept in ordinary memory and copied. Set before any answer is cached. Process-wide (the
-/// sealing budget is): in production one server runs per process; where tests start several
-/// in one process, the last started decides.
-fn send_answers_by(sendfile: bool) {
-    let sealed_max = if sendfile {
-        wardgate_sealed::default_fd_budget()
-    } else {
-        0
-    };
-    wardgate_sealed::set_fd_budget(sealed_max);
-    let how = if sendfile { "sendfile" } else { "copying" };
+/// How cached answers reach the socket (`runtime.sendfile`): sealed and sent by `sendfile`,
+/// copied, or whichever costs this machine less (`wardgate_sealed::SendPath::Auto`). Set
+/// before any answer is cached. Process-wide (the sealing budget is): in production one server
+/// runs per process; where tests start several in one process, the last started decides.
+fn send_answers_by(mode: SendfileMode) {
+    wardgate_sealed::set_send_path(mode.into());
     tracing::info!(
-        sealed_answers_max = sealed_max,
-        "cached answers sent by {how}"
+        sealed_answers_max = wardgate_sealed::fd_budget(),
+        "cached answers sent by {}",
+        match mode {
+            SendfileMode::Auto => "sendfile or copying, whichever costs less (trials every 30 s)",
+            SendfileMode::On => "sendfile",
+            SendfileMode::Off => "copying",
+        }
     );
 }
 

@@ -1,13 +1,18 @@
-//! `runtime.sendfile`: cached answers sealed and sent by `sendfile`, byte for byte the answers
-//! copied by default. A test binary of its own: the send path is process-wide (one server per
-//! process in production), and `cargo test` runs a binary's tests as threads of one process.
+//! `runtime.sendfile`: cached answers sent by `sendfile` from sealed copies (`on`), copied
+//! (`off`), or each way in turn and then the cheaper (`auto`), byte for byte the same answer
+//! every way. A test binary of its own, and one test walking the three settings in turn: the
+//! send path is process-wide (one server per process in production), and `cargo test` runs a
+//! binary's tests as threads of one process.
 
 mod support;
 
+use std::time::{Duration, Instant};
+
 use support::*;
+use wardgate::config::SendfileMode;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn with_sendfile_on_a_hit_goes_by_sendfile_from_its_sealed_copy() {
+async fn each_send_path_sends_the_same_bytes_the_way_it_names() {
     let origin = Origin::builder()
         .wards(1)
         .voters_per_ward(10_000)
@@ -15,27 +20,73 @@ async fn with_sendfile_on_a_hit_goes_by_sendfile_from_its_sealed_copy() {
         .await;
     let c = client();
     let json = fetch(&c, origin.citizens(&ward_query(1))).await;
-    let gate = Gate::builder(&origin.url())
-        .config(|c| c.runtime.sendfile = true)
-        .start()
-        .await;
-    let get = || {
-        c.get(gate.citizens(&ward_query(1)))
-            .header("accept-encoding", "gzip")
-            .send()
-    };
-    let wire = get().await.unwrap().bytes().await.unwrap();
-    assert_eq!(gunzip(&wire), json);
-    let sent_before = gate.metric("wardgate_sendfile_bytes").await;
-    let hit = get().await.unwrap();
-    assert_eq!(hit.headers()["x-cache"], "HIT");
-    assert_eq!(hit.bytes().await.unwrap(), wire);
-    let by_sendfile = gate.metric("wardgate_sendfile_bytes").await - sent_before;
-    assert!(
-        by_sendfile >= wire.len() as f64,
-        "{by_sendfile} bytes by sendfile for a {}-byte hit",
-        wire.len()
-    );
-    assert!(gate.metric("wardgate_sealed_answers").await >= 1.0);
-    gate.stop().await;
+    let mut wire = None;
+    for mode in [SendfileMode::On, SendfileMode::Off, SendfileMode::Auto] {
+        let gate = Gate::builder(&origin.url())
+            .config(|c| {
+                no_rate_limits(c);
+                c.runtime.sendfile = mode;
+            })
+            .start()
+            .await;
+        let get = || async {
+            let r = c
+                .get(gate.citizens(&ward_query(1)))
+                .header("accept-encoding", "gzip")
+                .send()
+                .await
+                .unwrap();
+            let status = r.headers()["x-cache"].to_str().unwrap().to_string();
+            (status, r.bytes().await.unwrap())
+        };
+        let (_, first) = get().await;
+        assert_eq!(gunzip(&first), json, "{mode:?}");
+        let wire = wire.get_or_insert(first);
+        let sent = || async {
+            (
+                gate.metric("wardgate_sendfile_bytes").await,
+                gate.metric("wardgate_sealed_copied_bytes").await,
+            )
+        };
+        let before = sent().await;
+        // Long enough for `auto`'s two trials (each way once) and its choice.
+        let until = Instant::now() + 2 * wardgate_sealed::TRIAL + Duration::from_millis(700);
+        let mut hits = 0;
+        while hits < 3 || (mode == SendfileMode::Auto && Instant::now() < until) {
+            let (status, body) = get().await;
+            assert_eq!(status, "HIT", "{mode:?}");
+            assert_eq!(&body, wire, "{mode:?}: a hit differs from the first answer");
+            hits += 1;
+        }
+        let after = sent().await;
+        let (by_sendfile, copied) = (after.0 - before.0, after.1 - before.1);
+        let all = (hits * wire.len()) as f64;
+        match mode {
+            SendfileMode::On => {
+                assert!(
+                    by_sendfile >= all,
+                    "on: {by_sendfile} of {all} bytes by sendfile"
+                );
+                assert!(gate.metric("wardgate_sealed_answers").await >= 1.0);
+            }
+            SendfileMode::Off => {
+                assert_eq!((by_sendfile, copied), (0.0, 0.0), "off: nothing sealed");
+                assert_eq!(gate.metric("wardgate_sealed_answers").await, 0.0);
+            }
+            SendfileMode::Auto => {
+                // Both ways were tried; every byte went one of them.
+                assert!(
+                    by_sendfile > 0.0 && copied > 0.0,
+                    "auto: {by_sendfile} by sendfile, {copied} copied"
+                );
+                assert!(
+                    by_sendfile + copied >= all,
+                    "auto: {by_sendfile} + {copied} of {all}"
+                );
+                let m = gate.metrics().await;
+                assert!(m.contains("\nwardgate_sendfile_chosen "), "{m}");
+            }
+        }
+        gate.stop().await;
+    }
 }

@@ -33,7 +33,7 @@ pub use limits::{ClientIpHeader, LimitsConfig, RateLimitConfig};
 pub use listen::TlsConfig;
 pub use ops::{DrainConfig, LogConfig, LogFormat, ReadyConfig};
 pub use replica::{split_ward, ReplicaConfig, ReplicaConnFlags, ReplicaTls};
-pub use runtime::RuntimeConfig;
+pub use runtime::{RuntimeConfig, SendfileMode};
 pub use values::{ByteSize, Dur, LimitClass, Quota, RateLimitFlag, Secret};
 
 /// A setting that was invalid, naming the setting and how to fix it.

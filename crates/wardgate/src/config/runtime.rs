@@ -24,14 +24,67 @@ pub struct RuntimeConfig {
     /// so that a storm's backend answers are read beside the serving workers, not in their
     /// queues.
     pub build_threads: usize,
-    /// Send cached answers of 16 KiB or more with `sendfile` from sealed memory files
-    /// (`wardgate_sealed`), instead of copying them into the socket. Which costs less depends
-    /// on the machine: on 2 Intel Xeon cores, full-ward hits over loopback from 64 connections
-    /// cost 60–67 µs of CPU each copied against 128–143 µs by `sendfile`, whose per-page
-    /// references contend across cores when many clients download the same wards (p99 at
-    /// 2,750/s: 1.04–1.09 ms against 2.62–2.88 ms); on 2 AMD EPYC cores `sendfile` served 10%
-    /// more full wards. Off by default: copying's worse case is the milder. [restart]
-    pub sendfile: bool,
+    /// How cached answers of 16 KiB or more reach the socket: `auto` (the default) holds them
+    /// in sealed memory files and sends them by `sendfile` or by a copy, whichever short trials
+    /// every 30 s show to cost the process less CPU per byte sent; `on` always by `sendfile`; `off`
+    /// always copied, nothing sealed (no descriptor per answer). `true` and `false` read as
+    /// `on` and `off`. Neither way wins everywhere: 64 connections downloading the same full
+    /// wards (470 KB) cost 60–67 µs of CPU each copied against 128–143 µs by `sendfile` on 2
+    /// Intel Xeon cores (per-page references contend across cores), and 135 µs copied against
+    /// 86 µs by `sendfile` on 2 AMD EPYC cores. [restart]
+    pub sendfile: SendfileMode,
+}
+
+/// `runtime.sendfile`: how cached answers are sent.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase", try_from = "SendfileSetting")]
+pub enum SendfileMode {
+    /// Whichever way costs this process less, measured in trials (`wardgate_sealed::SendPath::Auto`).
+    #[default]
+    Auto,
+    /// Always by `sendfile` from sealed memory files.
+    #[value(alias = "true")]
+    On,
+    /// Always copied; nothing is sealed.
+    #[value(alias = "false")]
+    Off,
+}
+
+impl From<SendfileMode> for wardgate_sealed::SendPath {
+    fn from(m: SendfileMode) -> Self {
+        match m {
+            SendfileMode::Auto => wardgate_sealed::SendPath::Auto,
+            SendfileMode::On => wardgate_sealed::SendPath::Sendfile,
+            SendfileMode::Off => wardgate_sealed::SendPath::Copy,
+        }
+    }
+}
+
+/// `runtime.sendfile` as written: a word, or a boolean (the setting's first form).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum SendfileSetting {
+    Flag(bool),
+    Word(String),
+}
+
+impl TryFrom<SendfileSetting> for SendfileMode {
+    type Error = String;
+
+    fn try_from(s: SendfileSetting) -> Result<Self, String> {
+        match s {
+            SendfileSetting::Flag(true) => Ok(SendfileMode::On),
+            SendfileSetting::Flag(false) => Ok(SendfileMode::Off),
+            SendfileSetting::Word(w) => match w.as_str() {
+                "auto" => Ok(SendfileMode::Auto),
+                "on" | "true" => Ok(SendfileMode::On),
+                "off" | "false" => Ok(SendfileMode::Off),
+                _ => Err(format!(
+                    "runtime.sendfile is \"{w}\"; expected \"auto\", \"on\" or \"off\""
+                )),
+            },
+        }
+    }
 }
 
 /// Above this a count is a typo, not a setting.
@@ -83,7 +136,7 @@ mod tests {
         let set = RuntimeConfig {
             workers: 5,
             build_threads: 1,
-            sendfile: false,
+            sendfile: SendfileMode::Off,
         };
         assert_eq!(set.workers_for(64), 5);
         assert_eq!(set.build_threads_for(64), 1);
@@ -98,5 +151,22 @@ mod tests {
         let e = bad.validate().expect_err("refused").to_string();
         assert!(e.contains("runtime.workers"), "{e}");
         assert!(RuntimeConfig::default().validate().is_ok());
+    }
+
+    #[test]
+    fn sendfile_reads_its_words_and_the_booleans_of_its_first_form() {
+        let read = |v: &str| toml::from_str::<RuntimeConfig>(&format!("sendfile = {v}"));
+        assert_eq!(RuntimeConfig::default().sendfile, SendfileMode::Auto);
+        for (v, want) in [
+            ("\"auto\"", SendfileMode::Auto),
+            ("\"on\"", SendfileMode::On),
+            ("\"off\"", SendfileMode::Off),
+            ("true", SendfileMode::On),
+            ("false", SendfileMode::Off),
+        ] {
+            assert_eq!(read(v).expect(v).sendfile, want, "{v}");
+        }
+        let e = read("\"sometimes\"").expect_err("refused").to_string();
+        assert!(e.contains("\"auto\", \"on\" or \"off\""), "{e}");
     }
 }

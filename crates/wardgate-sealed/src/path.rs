@@ -1,0 +1,220 @@
+//! Which way a sealed slice leaves: `sendfile`, or a copy, or (`Auto`) whichever this process has measured to cost it less.
+//!
+//! Neither way wins everywhere. On 2 cores each, 64 connections downloading the same ten
+//! 470 KB wards: on Intel Xeon a full ward cost 60–67 µs of CPU copied and 128–143 µs by
+//! `sendfile` (its per-page references contend across cores); on AMD EPYC 70 µs by `sendfile`
+//! and 90–135 µs copied. Most of the difference is outside the send's own syscall (timed
+//! alone, the two ways were within 20% of each other on AMD, the wrong way round as often as
+//! not): copying half a megabyte through the caches slows the rest of the process's work. So
+//! `Auto` measures what it costs the whole process: in trials (`TRIAL` each, one way, the
+//! other, the other, the first: a drift in load cancels out) every sealed send goes one way,
+//! and the process's CPU time per byte sent from sealed answers is counted; the cheaper way is
+//! then used until the next trials, `BETWEEN_TRIALS` later.
+//!
+//! **Invariant:** a send's choice costs at most three relaxed loads; no clock is read on the
+//! send path.
+
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// How cached answers of at least `MIN_SEALED` bytes reach the socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SendPath {
+    /// Kept in ordinary memory and copied into the socket (nothing is sealed).
+    Copy,
+    /// Sealed and sent by `sendfile`.
+    Sendfile,
+    /// Sealed, and sent the way that costs this process less, measured in trials.
+    Auto,
+}
+
+/// One trial: every sealed send goes one way for this long.
+pub const TRIAL: Duration = Duration::from_millis(250);
+/// How long a choice holds before it is tried again: trials take `4 * TRIAL` of every
+/// `BETWEEN_TRIALS + 4 * TRIAL`, half of it the costlier way (1.6% of the time).
+pub const BETWEEN_TRIALS: Duration = Duration::from_secs(30);
+/// Bytes each way must have sent in its trials for the choice to be revised: an idle
+/// process's CPU time says nothing about sending.
+const MIN_BYTES: u64 = 4 << 20;
+/// The way in use is kept unless the other costs at least this much less (trials are noisy).
+const HYSTERESIS: f64 = 0.95;
+
+const COPY: u8 = 0;
+const SENDFILE: u8 = 1;
+const AUTO: u8 = 2;
+const NO_TRIAL: u8 = 3;
+/// The way set (`set_send_path`): `COPY`, `SENDFILE` or `AUTO`.
+static SET: AtomicU8 = AtomicU8::new(SENDFILE);
+/// The way every sealed send takes during a trial (`COPY` or `SENDFILE`), else `NO_TRIAL`.
+static TRIAL_WAY: AtomicU8 = AtomicU8::new(NO_TRIAL);
+/// The way outside trials when `AUTO`: `true` is `sendfile`. Copy until measured.
+static CHOSEN: AtomicBool = AtomicBool::new(false);
+
+/// Sets how cached answers are sent, process-wide, before any is sealed: `Copy` seals none
+/// (a budget of 0), the others up to `default_fd_budget`. `Auto` starts the trials (once).
+pub fn set_send_path(path: SendPath) {
+    let budget = match path {
+        SendPath::Copy => 0,
+        SendPath::Sendfile | SendPath::Auto => crate::region::default_fd_budget(),
+    };
+    crate::region::set_fd_budget(budget);
+    match path {
+        SendPath::Copy => SET.store(COPY, Ordering::Relaxed),
+        SendPath::Sendfile => SET.store(SENDFILE, Ordering::Relaxed),
+        SendPath::Auto => {
+            static TRIALS: OnceLock<()> = OnceLock::new();
+            SET.store(AUTO, Ordering::Relaxed);
+            TRIALS.get_or_init(|| {
+                let spawned = std::thread::Builder::new()
+                    .name("wardgate-send-trials".into())
+                    .spawn(run_trials);
+                if let Err(e) = spawned {
+                    // Without trials sealed answers keep being copied: correct, maybe costlier.
+                    tracing::warn!(error = %e, "send-path trials not started; sealed answers are copied");
+                }
+            });
+        }
+    }
+}
+
+/// Whether a sealed slice goes by `sendfile` now (else copied).
+pub(crate) fn by_sendfile() -> bool {
+    match SET.load(Ordering::Relaxed) {
+        AUTO => match TRIAL_WAY.load(Ordering::Relaxed) {
+            NO_TRIAL => CHOSEN.load(Ordering::Relaxed),
+            way => way == SENDFILE,
+        },
+        set => set == SENDFILE,
+    }
+}
+
+/// The way sealed answers go outside trials (`true`: `sendfile`).
+pub fn chosen() -> bool {
+    match SET.load(Ordering::Relaxed) {
+        AUTO => CHOSEN.load(Ordering::Relaxed),
+        set => set == SENDFILE,
+    }
+}
+
+/// What one way cost over its trials: the process's CPU time and the sealed bytes sent.
+#[derive(Clone, Copy, Debug, Default)]
+struct Cost {
+    cpu_ns: u64,
+    bytes: u64,
+}
+
+impl Cost {
+    fn ns_per_kib(&self) -> f64 {
+        self.cpu_ns as f64 * 1024.0 / self.bytes.max(1) as f64
+    }
+}
+
+/// The process's CPU time (all threads, user and system), ns.
+fn process_cpu_ns() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+    (t.tv_sec as u64).saturating_mul(1_000_000_000) + t.tv_nsec as u64
+}
+
+/// Bytes sent from sealed answers so far, either way.
+fn sealed_bytes_sent() -> u64 {
+    let s = crate::region::stats();
+    s.sendfile_bytes + s.copied_bytes
+}
+
+/// The trials' thread: four trials (`TRIAL` each, the ways in A-B-B-A order, A alternating),
+/// then the choice, held `BETWEEN_TRIALS` once it could be made (while little is sent, trials
+/// simply go on; while the way is set to one of the two, they wait).
+fn run_trials() {
+    let mut first = SENDFILE;
+    loop {
+        if SET.load(Ordering::Relaxed) != AUTO {
+            std::thread::sleep(TRIAL);
+            continue;
+        }
+        let other = SENDFILE + COPY - first;
+        let mut cost = [Cost::default(); 2];
+        for way in [first, other, other, first] {
+            TRIAL_WAY.store(way, Ordering::Relaxed);
+            let (cpu, bytes) = (process_cpu_ns(), sealed_bytes_sent());
+            std::thread::sleep(TRIAL);
+            let c = &mut cost[usize::from(way)];
+            c.cpu_ns += process_cpu_ns().saturating_sub(cpu);
+            c.bytes += sealed_bytes_sent().saturating_sub(bytes);
+        }
+        TRIAL_WAY.store(NO_TRIAL, Ordering::Relaxed);
+        if revise(cost[usize::from(COPY)], cost[usize::from(SENDFILE)]) {
+            std::thread::sleep(BETWEEN_TRIALS);
+        }
+        first = other;
+    }
+}
+
+/// Revises the way from the trials just run; whether they measured enough to.
+fn revise(copy: Cost, sendfile: Cost) -> bool {
+    let was = CHOSEN.load(Ordering::Relaxed);
+    let Some(now) = choose(was, copy, sendfile) else {
+        return false;
+    };
+    let (copy_ns, sendfile_ns) = (copy.ns_per_kib().round(), sendfile.ns_per_kib().round());
+    tracing::debug!(
+        copy_ns,
+        sendfile_ns,
+        "send-path trials (CPU ns per KiB sent)"
+    );
+    if now != was {
+        CHOSEN.store(now, Ordering::Relaxed);
+        tracing::info!(
+            copy_cpu_ns_per_kib = copy_ns,
+            sendfile_cpu_ns_per_kib = sendfile_ns,
+            "sealed answers now sent by {}",
+            if now { "sendfile" } else { "copying" }
+        );
+    }
+    true
+}
+
+/// The way to use after trials measured `copy` and `sendfile`, `was` in use before (`true`:
+/// `sendfile`); `None` when either way sent too little to judge.
+fn choose(was: bool, copy: Cost, sendfile: Cost) -> Option<bool> {
+    if copy.bytes < MIN_BYTES || sendfile.bytes < MIN_BYTES {
+        return None;
+    }
+    let (kept, other) = if was {
+        (sendfile.ns_per_kib(), copy.ns_per_kib())
+    } else {
+        (copy.ns_per_kib(), sendfile.ns_per_kib())
+    };
+    Some(if other < kept * HYSTERESIS { !was } else { was })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(cpu_ms: u64, mib: u64) -> Cost {
+        Cost {
+            cpu_ns: cpu_ms * 1_000_000,
+            bytes: mib << 20,
+        }
+    }
+
+    #[test]
+    fn the_cheaper_way_per_byte_is_chosen() {
+        // sendfile: 300 ms for 2,000 MiB; copy: 300 ms for 1,000 MiB
+        assert_eq!(choose(false, c(300, 1000), c(300, 2000)), Some(true));
+        assert_eq!(choose(true, c(300, 2000), c(300, 1000)), Some(false));
+    }
+
+    #[test]
+    fn a_near_tie_keeps_the_way_in_use() {
+        assert_eq!(choose(false, c(100, 1000), c(97, 1000)), Some(false));
+        assert_eq!(choose(true, c(97, 1000), c(100, 1000)), Some(true));
+    }
+
+    #[test]
+    fn too_little_sent_changes_nothing() {
+        assert_eq!(choose(false, c(300, 1000), c(1, 3)), None);
+        assert_eq!(choose(true, c(1, 0), c(300, 1000)), None);
+    }
+}

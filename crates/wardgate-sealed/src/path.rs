@@ -8,13 +8,14 @@
 //! not): copying half a megabyte through the caches slows the rest of the process's work. So
 //! `Auto` measures what it costs the whole process: in trials (`TRIAL` each, one way, the
 //! other, the other, the first: a drift in load cancels out) every sealed send goes one way,
-//! and the process's CPU time per byte sent from sealed answers is counted; the cheaper way is
-//! then used until the next trials, `BETWEEN_TRIALS` later.
+//! and the process's CPU time per byte sent is counted; the cheaper way is then used until the
+//! next trials, `BETWEEN_TRIALS` later.
 //!
-//! **Invariant:** a send's choice costs at most three relaxed loads; no clock is read on the
-//! send path.
+//! **Invariant:** outside trials, a write's choice costs at most three relaxed loads, and a
+//! copying write does not look its slices up among the sealed regions; no clock is read on
+//! the send path.
 
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -78,15 +79,38 @@ pub fn set_send_path(path: SendPath) {
     }
 }
 
-/// Whether a sealed slice goes by `sendfile` now (else copied).
-pub(crate) fn by_sendfile() -> bool {
+/// How a write goes now: sealed slices by `sendfile` or copied, and whether a trial counts
+/// its bytes.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Way {
+    pub sendfile: bool,
+    pub trial: bool,
+}
+
+/// The way for a write now.
+pub(crate) fn way() -> Way {
     match SET.load(Ordering::Relaxed) {
         AUTO => match TRIAL_WAY.load(Ordering::Relaxed) {
-            NO_TRIAL => CHOSEN.load(Ordering::Relaxed),
-            way => way == SENDFILE,
+            NO_TRIAL => Way {
+                sendfile: CHOSEN.load(Ordering::Relaxed),
+                trial: false,
+            },
+            way => Way {
+                sendfile: way == SENDFILE,
+                trial: true,
+            },
         },
-        set => set == SENDFILE,
+        set => Way {
+            sendfile: set == SENDFILE,
+            trial: false,
+        },
     }
+}
+
+/// Counts bytes a write sent during a trial (every write of a plain-TCP connection: the
+/// trial's cost is the process's CPU per byte it sent).
+pub(crate) fn sent_in_trial(n: usize) {
+    TRIAL_BYTES.fetch_add(n as u64, Ordering::Relaxed);
 }
 
 /// The way sealed answers go outside trials (`true`: `sendfile`).
@@ -110,17 +134,16 @@ impl Cost {
     }
 }
 
-/// The process's CPU time (all threads, user and system), ns.
+/// The process's CPU time (all threads, user and system), ns; 0 where the clock cannot be
+/// read (then every trial measures nothing, and the way stays as it is).
 fn process_cpu_ns() -> u64 {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
-    (t.tv_sec as u64).saturating_mul(1_000_000_000) + t.tv_nsec as u64
+    cpu_time::ProcessTime::try_now()
+        .map(|t| u64::try_from(t.as_duration().as_nanos()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
 }
 
-/// Bytes sent from sealed answers so far, either way.
-fn sealed_bytes_sent() -> u64 {
-    let s = crate::region::stats();
-    s.sendfile_bytes + s.copied_bytes
-}
+/// Bytes plain-TCP connections sent during trials, so far.
+static TRIAL_BYTES: AtomicU64 = AtomicU64::new(0);
 
 /// The trials' thread: four trials (`TRIAL` each, the ways in A-B-B-A order, A alternating),
 /// then the choice, held `BETWEEN_TRIALS` once it could be made (while little is sent, trials
@@ -136,11 +159,11 @@ fn run_trials() {
         let mut cost = [Cost::default(); 2];
         for way in [first, other, other, first] {
             TRIAL_WAY.store(way, Ordering::Relaxed);
-            let (cpu, bytes) = (process_cpu_ns(), sealed_bytes_sent());
+            let (cpu, bytes) = (process_cpu_ns(), TRIAL_BYTES.load(Ordering::Relaxed));
             std::thread::sleep(TRIAL);
             let c = &mut cost[usize::from(way)];
             c.cpu_ns += process_cpu_ns().saturating_sub(cpu);
-            c.bytes += sealed_bytes_sent().saturating_sub(bytes);
+            c.bytes += TRIAL_BYTES.load(Ordering::Relaxed).saturating_sub(bytes);
         }
         TRIAL_WAY.store(NO_TRIAL, Ordering::Relaxed);
         if revise(cost[usize::from(COPY)], cost[usize::from(SENDFILE)]) {

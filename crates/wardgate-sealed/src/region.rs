@@ -26,7 +26,6 @@ static OPEN: AtomicUsize = AtomicUsize::new(0);
 static BYTES: AtomicUsize = AtomicUsize::new(0);
 static REFUSED: AtomicU64 = AtomicU64::new(0);
 static SENDFILE_BYTES: AtomicU64 = AtomicU64::new(0);
-static COPIED_BYTES: AtomicU64 = AtomicU64::new(0);
 static BUDGET: OnceLock<AtomicUsize> = OnceLock::new();
 
 fn budget() -> &'static AtomicUsize {
@@ -79,8 +78,6 @@ pub struct Stats {
     pub refused: u64,
     /// Bytes sent from regions by `sendfile`, since the start.
     pub sendfile_bytes: u64,
-    /// Bytes of regions sent by copying (`SendPath::Auto` chose or tried it), since the start.
-    pub copied_bytes: u64,
 }
 
 pub fn stats() -> Stats {
@@ -89,16 +86,11 @@ pub fn stats() -> Stats {
         bytes: BYTES.load(Ordering::Relaxed),
         refused: REFUSED.load(Ordering::Relaxed),
         sendfile_bytes: SENDFILE_BYTES.load(Ordering::Relaxed),
-        copied_bytes: COPIED_BYTES.load(Ordering::Relaxed),
     }
 }
 
 pub(crate) fn sent_by_sendfile(n: usize) {
     SENDFILE_BYTES.fetch_add(n as u64, Ordering::Relaxed);
-}
-
-pub(crate) fn sent_by_copy(n: usize) {
-    COPIED_BYTES.fetch_add(n as u64, Ordering::Relaxed);
 }
 
 /// `data` in a buffer of its own, exactly sized: a sealed region, or ordinary memory when it is

@@ -17,9 +17,9 @@ use crate::region::locate;
 ///
 /// A write of slices (HTTP/1.1 head, then body) is taken in order: the ordinary slices before
 /// the first sealed one go out with `MSG_MORE` (so the head shares a segment with the body),
-/// then the sealed slice goes with `sendfile`; or, where copying is the way, all in one
-/// `sendmsg`. Each call reports how much it sent, as any write does; the caller writes the
-/// rest again.
+/// then the sealed slice goes with `sendfile`; where copying is the way, slices are written
+/// as by any stream. Each call reports how much it sent, as any write does; the caller writes
+/// the rest again.
 pub struct SendfileStream {
     tcp: TcpStream,
 }
@@ -59,23 +59,40 @@ impl SendfileStream {
         })
     }
 
-    /// Sends `bufs` as one message; `MSG_MORE` when a `sendfile` follows (the head then shares
-    /// a segment with the body).
-    fn poll_send_slices(
+    fn poll_send_more(
         &self,
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
-        more: bool,
     ) -> Poll<io::Result<usize>> {
-        let flags = if more {
-            SendFlags::MORE | SendFlags::NOSIGNAL
-        } else {
-            SendFlags::NOSIGNAL
-        };
         self.poll_send(cx, || {
+            let flags = SendFlags::MORE | SendFlags::NOSIGNAL;
             let mut control = SendAncillaryBuffer::default();
             Ok(rustix::net::sendmsg(&self.tcp, bufs, &mut control, flags)?)
         })
+    }
+}
+
+impl SendfileStream {
+    /// One write: when sending by `sendfile`, ordinary slices up to the first sealed one, then
+    /// that one by `sendfile`; else every slice copied, as any stream writes them.
+    fn poll_write_way(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+        sendfile: bool,
+    ) -> Poll<io::Result<usize>> {
+        let sealed = match sendfile {
+            true => bufs
+                .iter()
+                .enumerate()
+                .find_map(|(i, b)| locate(b).map(|(fd, off)| (i, fd, off))),
+            false => None,
+        };
+        match sealed {
+            None => Pin::new(&mut self.get_mut().tcp).poll_write_vectored(cx, bufs),
+            Some((0, fd, off)) => self.poll_sendfile(cx, &fd, off, bufs[0].len()),
+            Some((first, ..)) => self.poll_send_more(cx, &bufs[..first]),
+        }
     }
 }
 
@@ -103,23 +120,12 @@ impl AsyncWrite for SendfileStream {
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let sealed = bufs
-            .iter()
-            .enumerate()
-            .find_map(|(i, b)| locate(b).map(|(fd, off)| (i, fd, off)));
-        let Some((first, fd, off)) = sealed else {
-            return Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs);
-        };
-        if !path::by_sendfile() {
-            let head: usize = bufs[..first].iter().map(|b| b.len()).sum();
-            let sent = ready!(self.poll_send_slices(cx, bufs, false))?;
-            crate::region::sent_by_copy(sent.saturating_sub(head));
-            return Poll::Ready(Ok(sent));
+        let way = path::way();
+        let sent = ready!(self.as_mut().poll_write_way(cx, bufs, way.sendfile))?;
+        if way.trial {
+            path::sent_in_trial(sent);
         }
-        match first {
-            0 => self.poll_sendfile(cx, &fd, off, bufs[0].len()),
-            _ => self.poll_send_slices(cx, &bufs[..first], true),
-        }
+        Poll::Ready(Ok(sent))
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -232,7 +232,6 @@ fn set_sealed(m: &crate::metrics::Metrics) {
     m.sealed_bytes.set(g(s.bytes as u64));
     m.sealed_refused.set(g(s.refused));
     m.sendfile_bytes.set(g(s.sendfile_bytes));
-    m.sealed_copied_bytes.set(g(s.copied_bytes));
     m.sendfile_chosen.set(i64::from(wardgate_sealed::chosen()));
 }
 

@@ -154,9 +154,6 @@ pub struct Metrics {
     pub sealed_refused: Gauge,
     /// Bytes sent by `sendfile` from sealed answers, since the start, set at scrape.
     pub sendfile_bytes: Gauge,
-    /// Bytes of sealed answers sent by copying (`runtime.sendfile = "auto"` chose or tried it), since
-    /// the start, set at scrape.
-    pub sealed_copied_bytes: Gauge,
     /// The way sealed answers go now, set at scrape: 1 `sendfile`, 0 copied.
     pub sendfile_chosen: Gauge,
     pub ready: Gauge,
@@ -203,7 +200,6 @@ impl Metrics {
             sealed_bytes: Gauge::default(),
             sealed_refused: Gauge::default(),
             sendfile_bytes: Gauge::default(),
-            sealed_copied_bytes: Gauge::default(),
             sendfile_chosen: Gauge::default(),
             request_compressions: Counter::default(),
             build_phase: Family::new_with_constructor(latency),
@@ -383,11 +379,6 @@ impl Metrics {
             "sendfile_bytes",
             "Bytes sent with sendfile from sealed answers, since start",
             self.sendfile_bytes.clone(),
-        );
-        r.register(
-            "sealed_copied_bytes",
-            "Bytes of sealed answers sent by copying, where it cost less than sendfile, since start",
-            self.sealed_copied_bytes.clone(),
         );
         r.register(
             "sendfile_chosen",

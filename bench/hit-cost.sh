@@ -66,8 +66,10 @@ gate() { # bin port admin-port [wrapper...]: wardgate as the hit bench runs it, 
 warm() { for u in $(cat "$WORK/pages.app" "$WORK/wards.app"); do curl -sf -o /dev/null -H 'Accept-Encoding: gzip' "http://127.0.0.1:$1$u"; done; }
 
 # ---- instructions per hit, callgrind (wardgate's own threads, user space)
-instructions() { # bin
-  gate "$1" "$P_CG" $((PORT_BASE+6)) valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$WORK/cg.out"
+instructions() { # bin [env assignments...]: the same send path for both builds (this one
+  # copying: under valgrind's slowed clock, auto's trials would decide at random)
+  local bin=$1; shift
+  gate "$bin" "$P_CG" $((PORT_BASE+6)) env "$@" valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$WORK/cg.out"
   local pid=$!
   wait_http "http://127.0.0.1:$((PORT_BASE+6))/metrics" 600
   warm "$P_CG"; warm "$P_CG"
@@ -84,7 +86,7 @@ instructions() { # bin
 I_BASE="not counted"; I_HEAD="not counted"
 if [ "$N" -gt 0 ]; then
   echo "counting instructions per page hit (callgrind, $N requests each)..." >&2
-  I_BASE=$(instructions "$BASE_BIN"); I_HEAD=$(instructions "$HEAD_BIN")
+  I_BASE=$(instructions "$BASE_BIN"); I_HEAD=$(instructions "$HEAD_BIN" WARDGATE_SENDFILE=off)
 fi
 
 # ---- CPU per hit under wrk: both builds (this one with each send path), nginx on the same
@@ -148,7 +150,7 @@ cell() { [ -n "${ROWS[$1]:-}" ] && echo "$(med "${ROWS[$1]}" 2) ($(all "${ROWS[$
   echo "| build | instructions per hit |"
   echo "| --- | ---: |"
   echo "| base $BASE | $I_BASE |"
-  echo "| this checkout ($(git -C "$ROOT" rev-parse --short HEAD)) | $I_HEAD |"
+  echo "| this checkout ($(git -C "$ROOT" rev-parse --short HEAD)), \`--sendfile off\` | $I_HEAD |"
   echo
   echo "## CPU per hit under load (wrk 2 threads x 64 connections, 4 s, $REPS alternations; server processes' user + system CPU)"
   echo

@@ -439,8 +439,8 @@ def report(sizes, xcache, built, reps, med, rat, cold, l2, mem, quiet, tls_neg, 
              "(keep-alive), so handshakes are 64 per point and the figures are the record layer's cost: "
              "the cost of a phone opening a new TLS connection per download is not measured here. "
              "nginx sends files over HTTPS through OpenSSL's buffers (no kTLS; plain HTTP uses sendfile); "
-             "wardgate copies into rustls' records (plain HTTP: copied into the socket, as by default; "
-             "sendfile from sealed memory only with `runtime.sendfile`).\n")
+             "wardgate copies into rustls' records (plain HTTP: by sendfile from sealed memory or "
+             "copied, whichever `runtime.sendfile = \"auto\"` measured to cost less).\n")
     A.append(f"nginx serves the very bytes fetched from wardgate (identical on both protocols, checked); "
              f"bodies: page {sizes['page_gz']:,.0f} B, full ward {sizes['full_gz']:,.0f} B (gzip). The hit "
              f"wardgate loaded its wards from the warmed Redis (backend whole-ward reads: {built}); "

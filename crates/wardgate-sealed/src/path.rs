@@ -121,7 +121,7 @@ pub fn chosen() -> bool {
     }
 }
 
-/// What one way cost over its trials: the process's CPU time and the sealed bytes sent.
+/// What one way cost over its trials: the process's CPU time, and the bytes it sent.
 #[derive(Clone, Copy, Debug, Default)]
 struct Cost {
     cpu_ns: u64,

@@ -51,6 +51,9 @@ static SET: AtomicU8 = AtomicU8::new(SENDFILE);
 static TRIAL_WAY: AtomicU8 = AtomicU8::new(NO_TRIAL);
 /// The way outside trials when `AUTO`: `true` is `sendfile`. Copy until measured.
 static CHOSEN: AtomicBool = AtomicBool::new(false);
+/// What the last trials that could judge measured, the process's CPU ns per KiB sent:
+/// copying, then `sendfile` (0 until then).
+static MEASURED: [AtomicU64; 2] = [const { AtomicU64::new(0) }; 2];
 
 /// Sets how cached answers are sent, process-wide, before any is sealed: `Copy` seals none
 /// (a budget of 0), the others up to `default_fd_budget`. `Auto` starts the trials (once).
@@ -121,6 +124,12 @@ pub fn chosen() -> bool {
     }
 }
 
+/// What the last trials that could judge measured, the process's CPU ns per KiB sent each
+/// way: `[copying, sendfile]`, 0 until trials have judged (`SendPath::Auto` only).
+pub fn last_trials() -> [u64; 2] {
+    MEASURED.each_ref().map(|m| m.load(Ordering::Relaxed))
+}
+
 /// What one way cost over its trials: the process's CPU time, and the bytes it sent.
 #[derive(Clone, Copy, Debug, Default)]
 struct Cost {
@@ -180,6 +189,8 @@ fn revise(copy: Cost, sendfile: Cost) -> bool {
         return false;
     };
     let (copy_ns, sendfile_ns) = (copy.ns_per_kib().round(), sendfile.ns_per_kib().round());
+    MEASURED[0].store(copy_ns as u64, Ordering::Relaxed);
+    MEASURED[1].store(sendfile_ns as u64, Ordering::Relaxed);
     tracing::debug!(
         copy_ns,
         sendfile_ns,

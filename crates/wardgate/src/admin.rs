@@ -233,6 +233,13 @@ fn set_sealed(m: &crate::metrics::Metrics) {
     m.sealed_refused.set(g(s.refused));
     m.sendfile_bytes.set(g(s.sendfile_bytes));
     m.sendfile_chosen.set(i64::from(wardgate_sealed::chosen()));
+    let measured = wardgate_sealed::last_trials();
+    for (way, ns) in ["copy", "sendfile"].into_iter().zip(measured) {
+        if ns > 0 {
+            let labels = crate::metrics::WayLabels { way };
+            m.send_trial_cost.get_or_create(&labels).set(g(ns));
+        }
+    }
 }
 
 /// `GET /admin/snapshots`: what L1 holds.

@@ -72,6 +72,12 @@ pub struct PhaseLabels {
     pub phase: &'static str,
 }
 
+/// A way cached answers reach the socket: `copy` or `sendfile` (`runtime.sendfile`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct WayLabels {
+    pub way: &'static str,
+}
+
 /// How a check ended, by name.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct OutcomeNameLabels {
@@ -156,6 +162,9 @@ pub struct Metrics {
     pub sendfile_bytes: Gauge,
     /// The way sealed answers go now, set at scrape: 1 `sendfile`, 0 copied.
     pub sendfile_chosen: Gauge,
+    /// What `runtime.sendfile = "auto"`'s last trials measured each way, the process's CPU ns
+    /// per KiB sent, set at scrape (absent until trials have judged).
+    pub send_trial_cost: Family<WayLabels, Gauge>,
     pub ready: Gauge,
     /// TLS certificate loads after the start (SIGHUP, or a change of the files seen by the
     /// `tls.reload_every` watch), by outcome: `ok` (new handshakes use it) or `error` (refused;
@@ -201,6 +210,7 @@ impl Metrics {
             sealed_refused: Gauge::default(),
             sendfile_bytes: Gauge::default(),
             sendfile_chosen: Gauge::default(),
+            send_trial_cost: Family::default(),
             request_compressions: Counter::default(),
             build_phase: Family::new_with_constructor(latency),
             write_patches: Family::default(),
@@ -384,6 +394,11 @@ impl Metrics {
             "sendfile_chosen",
             "The way sealed answers go now: 1 sendfile, 0 copied (runtime.sendfile)",
             self.sendfile_chosen.clone(),
+        );
+        r.register(
+            "send_trial_cpu_ns_per_kib",
+            "What auto's last send-path trials measured each way: the process's CPU ns per KiB sent",
+            self.send_trial_cost.clone(),
         );
     }
 

@@ -43,8 +43,9 @@ async fn each_send_path_sends_the_same_bytes_the_way_it_names() {
         assert_eq!(gunzip(&first), json, "{mode:?}");
         let wire = wire.get_or_insert(first);
         let before = gate.metric("wardgate_sendfile_bytes").await;
-        // Long enough for `auto`'s two trials (each way once) and its choice.
-        let until = Instant::now() + 2 * wardgate_sealed::TRIAL + Duration::from_millis(700);
+        // Long enough for `auto`'s four trials (each way twice, from the gate's start) and
+        // their judgement.
+        let until = Instant::now() + 4 * wardgate_sealed::TRIAL + Duration::from_millis(500);
         let mut hits = 0;
         while hits < 3 || (mode == SendfileMode::Auto && Instant::now() < until) {
             let (status, body) = get().await;
@@ -74,6 +75,15 @@ async fn each_send_path_sends_the_same_bytes_the_way_it_names() {
                 );
                 let m = gate.metrics().await;
                 assert!(m.contains("\nwardgate_sendfile_chosen "), "{m}");
+                // The trials judged (both ways sent megabytes), and say what they measured.
+                for way in ["copy", "sendfile"] {
+                    let cost = gate
+                        .metric(&format!(
+                            "wardgate_send_trial_cpu_ns_per_kib{{way=\"{way}\"}}"
+                        ))
+                        .await;
+                    assert!(cost > 0.0, "{way}: {cost} ns/KiB\n{m}");
+                }
             }
         }
         gate.stop().await;

@@ -250,7 +250,7 @@ pub struct ServeArgs {
     #[arg(long, env = "WARDGATE_BUILD_THREADS")]
     pub build_threads: Option<usize>,
     /// How cached answers are sent: by sendfile from sealed memory files (on), copied (off),
-    /// or whichever costs this machine less per size (auto).
+    /// or whichever trials show to cost this process less (auto).
     #[arg(long, env = "WARDGATE_SENDFILE", value_enum, num_args = 0..=1, default_missing_value = "on")]
     pub sendfile: Option<SendfileMode>,
     /// Log format.

@@ -151,7 +151,7 @@ pub struct Metrics {
     pub watch_lag_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     /// Log lines dropped because the log pipe did not drain (`logging`), set at scrape.
     pub log_lines_dropped: Gauge,
-    /// Answers held in sealed memory files, sent by `sendfile` (`wardgate_sealed`), set at
+    /// Answers held in sealed memory files, to be sent by `sendfile` (`wardgate_sealed`), set at
     /// scrape: how many, and the memory they take (whole pages).
     pub sealed_answers: Gauge,
     pub sealed_bytes: Gauge,
@@ -372,7 +372,7 @@ impl Metrics {
     fn register_sealed(&self, r: &mut Registry) {
         r.register(
             "sealed_answers",
-            "Cached answers held in sealed memory files and sent with sendfile",
+            "Cached answers held in sealed memory files, to be sent with sendfile (runtime.sendfile on, or auto)",
             self.sealed_answers.clone(),
         );
         r.register(

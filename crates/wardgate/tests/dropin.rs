@@ -39,12 +39,7 @@ async fn answers_are_the_backends_envelope_headers_and_errors() {
         assert!(v.get("count").is_none());
     }
     // Cached full wards, gzip and identity, say the backend's Content-Type.
-    let r = c
-        .get(gate.citizens(&ward_query(1)))
-        .header("accept-encoding", "gzip")
-        .send()
-        .await
-        .unwrap();
+    let r = get_gzip(&c, gate.citizens(&ward_query(1))).await;
     assert_eq!(r.headers()["x-cache"], "HIT");
     assert_eq!(
         r.headers()["content-type"],
@@ -56,12 +51,7 @@ async fn answers_are_the_backends_envelope_headers_and_errors() {
     let booth = "state=Karnataka&assemblyNo=150&wardNo=1&date=-1&boothNos=2,3";
     let mut compressions = Vec::new();
     for _ in 0..3 {
-        let r = c
-            .get(gate.citizens(booth))
-            .header("accept-encoding", "gzip")
-            .send()
-            .await
-            .unwrap();
+        let r = get_gzip(&c, gate.citizens(booth)).await;
         assert_eq!(
             gunzip(&r.bytes().await.unwrap()),
             fetch(&c, origin.citizens(booth)).await
@@ -270,12 +260,7 @@ async fn assembly_level_volunteers_get_every_ward_from_snapshots_without_the_bac
 
     // From here on, no backend row read: gzip, pages, booth subsets, deltas, an absent wardNo.
     let reads = origin.citizens_reads().await;
-    let r = c
-        .get(gate.citizens(&all))
-        .header("accept-encoding", "gzip")
-        .send()
-        .await
-        .unwrap();
+    let r = get_gzip(&c, gate.citizens(&all)).await;
     assert_eq!(r.headers()["x-cache"], "HIT");
     assert_eq!(r.headers()["content-encoding"], "gzip");
     assert_eq!(gunzip(&r.bytes().await.unwrap()), identity);

@@ -90,12 +90,7 @@ async fn warm_fills_redis_so_a_fresh_instance_never_asks_the_upstream() {
         .await;
     let c = client();
     for w in 1..=20 {
-        let r = c
-            .get(gate.citizens(&ward_query(w)))
-            .header("accept-encoding", "gzip")
-            .send()
-            .await
-            .unwrap();
+        let r = get_gzip(&c, gate.citizens(&ward_query(w))).await;
         assert_eq!(r.status(), 200, "ward {w}");
         let rows: Vec<serde_json::Value> =
             serde_json::from_slice(&gunzip(&r.bytes().await.unwrap())).unwrap();

@@ -132,12 +132,7 @@ async fn answers_equal_the_origin_for_wards_booths_pages_and_deltas() {
     assert_eq!(r.headers()["vary"], "Accept-Encoding");
     let etag = r.headers()["etag"].clone();
     assert_eq!(r.bytes().await.unwrap(), want);
-    let r = c
-        .get(gate.citizens(&q))
-        .header("accept-encoding", "gzip")
-        .send()
-        .await
-        .unwrap();
+    let r = get_gzip(&c, gate.citizens(&q)).await;
     assert_eq!(r.headers()["x-cache"], "HIT");
     assert_eq!(r.headers()["content-encoding"], "gzip");
     assert_eq!(gunzip(&r.bytes().await.unwrap()), want);
@@ -191,12 +186,7 @@ async fn answers_equal_the_origin_for_wards_booths_pages_and_deltas() {
     let want = fetch(&c, origin.citizens(&dq(since))).await;
     assert_eq!(got, want);
     for _ in 0..2 {
-        let r = c
-            .get(gate.citizens(&dq(date)))
-            .header("accept-encoding", "gzip")
-            .send()
-            .await
-            .unwrap();
+        let r = get_gzip(&c, gate.citizens(&dq(date))).await;
         let gz = r.bytes().await.unwrap();
         assert_eq!(gunzip(&gz), want);
         assert!(
@@ -248,10 +238,7 @@ async fn deltas_with_distinct_dates_share_tiers_and_hold_every_changed_row() {
     let same = (0..20).map(|_| {
         let url = gate.citizens(&dq((oldest + newest) / 2));
         let c = c.clone();
-        tokio::spawn(async move {
-            let r = c.get(url).header("accept-encoding", "gzip").send().await;
-            r.unwrap().status()
-        })
+        tokio::spawn(async move { get_gzip(&c, url).await.status() })
     });
     for r in same.collect::<Vec<_>>() {
         assert_eq!(r.await.unwrap(), 200);
@@ -262,12 +249,7 @@ async fn deltas_with_distinct_dates_share_tiers_and_hold_every_changed_row() {
     let mut windows = std::collections::BTreeSet::new();
     for i in 0..300 {
         let date = oldest + span / 300 * i + 7 * i;
-        let r = c
-            .get(gate.citizens(&dq(date)))
-            .header("accept-encoding", "gzip")
-            .send()
-            .await
-            .unwrap();
+        let r = get_gzip(&c, gate.citizens(&dq(date))).await;
         assert_eq!(r.status(), 200);
         let since = tiered(date, newest);
         windows.insert(since);
@@ -494,12 +476,7 @@ async fn a_second_instance_serves_from_redis_without_the_upstream() {
         "first read on this instance: from L2"
     );
     assert_eq!(r.bytes().await.unwrap(), want);
-    let r = c
-        .get(second.citizens(&q))
-        .header("accept-encoding", "gzip")
-        .send()
-        .await
-        .unwrap();
+    let r = get_gzip(&c, second.citizens(&q)).await;
     assert_eq!(r.headers()["x-cache"], "HIT");
     assert_eq!(gunzip(&r.bytes().await.unwrap()), want);
     assert_eq!(
@@ -527,12 +504,7 @@ async fn master_data_is_cached_with_validators() {
     assert_eq!(r.headers()["x-cache"], "MISS");
     let etag = r.headers()["etag"].clone();
     assert_eq!(r.bytes().await.unwrap(), want);
-    let r = c
-        .get(gate.url("/open/volunteer/states"))
-        .header("accept-encoding", "gzip")
-        .send()
-        .await
-        .unwrap();
+    let r = get_gzip(&c, gate.url("/open/volunteer/states")).await;
     assert_eq!(r.headers()["x-cache"], "HIT");
     assert_eq!(gunzip(&r.bytes().await.unwrap()), want);
     let r = c
@@ -756,12 +728,8 @@ async fn a_per_booth_ward_costs_the_wire_what_one_gzip_stream_does_and_hits_repe
     );
     let yardstick = gzip6(&json);
     let gate = Gate::builder(&origin.url()).start().await;
-    let get = || {
-        c.get(gate.citizens(&ward_query(1)))
-            .header("accept-encoding", "gzip")
-            .send()
-    };
-    let wire = get().await.unwrap().bytes().await.unwrap();
+    let get = || get_gzip(&c, gate.citizens(&ward_query(1)));
+    let wire = get().await.bytes().await.unwrap();
     assert_eq!(gunzip(&wire), json);
     assert!(
         wire.len() * 100 <= yardstick * 103,
@@ -769,7 +737,7 @@ async fn a_per_booth_ward_costs_the_wire_what_one_gzip_stream_does_and_hits_repe
         wire.len()
     );
     // The same bytes again, whichever way they are sent (`runtime.sendfile`, tests/sendfile.rs).
-    let hit = get().await.unwrap();
+    let hit = get().await;
     assert_eq!(hit.headers()["x-cache"], "HIT");
     assert_eq!(hit.bytes().await.unwrap(), wire);
     gate.stop().await;

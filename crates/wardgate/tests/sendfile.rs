@@ -30,12 +30,7 @@ async fn each_send_path_sends_the_same_bytes_the_way_it_names() {
             .start()
             .await;
         let get = || async {
-            let r = c
-                .get(gate.citizens(&ward_query(1)))
-                .header("accept-encoding", "gzip")
-                .send()
-                .await
-                .unwrap();
+            let r = get_gzip(&c, gate.citizens(&ward_query(1))).await;
             let status = r.headers()["x-cache"].to_str().unwrap().to_string();
             (status, r.bytes().await.unwrap())
         };

@@ -580,6 +580,15 @@ pub async fn fetch(c: &reqwest::Client, url: impl reqwest::IntoUrl) -> bytes::By
     c.get(url).send().await.unwrap().bytes().await.unwrap()
 }
 
+/// GET `url` accepting gzip, as the app asks for every download.
+pub async fn get_gzip(c: &reqwest::Client, url: impl reqwest::IntoUrl) -> reqwest::Response {
+    c.get(url)
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap()
+}
+
 /// GET `url` and parse the body as JSON.
 pub async fn fetch_json<T: serde::de::DeserializeOwned>(
     c: &reqwest::Client,

@@ -70,9 +70,7 @@ impl SendfileStream {
             Ok(rustix::net::sendmsg(&self.tcp, bufs, &mut control, flags)?)
         })
     }
-}
 
-impl SendfileStream {
     /// One write: when sending by `sendfile`, ordinary slices up to the first sealed one, then
     /// that one by `sendfile`; else every slice copied, as any stream writes them.
     fn poll_write_way(
@@ -81,12 +79,12 @@ impl SendfileStream {
         bufs: &[IoSlice<'_>],
         sendfile: bool,
     ) -> Poll<io::Result<usize>> {
-        let sealed = match sendfile {
-            true => bufs
-                .iter()
+        let sealed = if sendfile {
+            bufs.iter()
                 .enumerate()
-                .find_map(|(i, b)| locate(b).map(|(fd, off)| (i, fd, off))),
-            false => None,
+                .find_map(|(i, b)| locate(b).map(|(fd, off)| (i, fd, off)))
+        } else {
+            None
         };
         match sealed {
             None => Pin::new(&mut self.get_mut().tcp).poll_write_vectored(cx, bufs),

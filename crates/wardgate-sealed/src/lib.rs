@@ -28,7 +28,5 @@ mod region;
 mod stream;
 
 pub use path::{chosen, last_trials, set_send_path, SendPath, BETWEEN_TRIALS, TRIAL};
-pub use region::{
-    default_fd_budget, fd_budget, raise_fd_limit, seal, set_fd_budget, stats, Stats, MIN_SEALED,
-};
+pub use region::{fd_budget, raise_fd_limit, seal, stats, Stats, MIN_SEALED};
 pub use stream::SendfileStream;

@@ -33,7 +33,7 @@ fn budget() -> &'static AtomicUsize {
 }
 
 /// The budget regions get unless told otherwise: half the soft `RLIMIT_NOFILE` now in force.
-pub fn default_fd_budget() -> usize {
+pub(crate) fn default_fd_budget() -> usize {
     let soft = rustix::process::getrlimit(rustix::process::Resource::Nofile)
         .current
         .unwrap_or(1 << 20);
@@ -63,7 +63,7 @@ pub fn fd_budget() -> usize {
 }
 
 /// Sets the most regions that may exist at once (0 turns sealing off).
-pub fn set_fd_budget(n: usize) {
+pub(crate) fn set_fd_budget(n: usize) {
     budget().store(n, Ordering::Relaxed);
 }
 

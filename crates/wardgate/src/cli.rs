@@ -189,13 +189,13 @@ pub struct ServeArgs {
     /// Requests that may queue for an upstream slot.
     #[arg(long, env = "WARDGATE_MAX_QUEUED_UPSTREAM")]
     pub max_queued_upstream: Option<u32>,
-    /// Time to receive a request head (slowloris guard).
+    /// Time to receive a request head, from its first bytes (slowloris guard).
     #[arg(long, env = "WARDGATE_HEADER_READ_TIMEOUT")]
     pub header_read_timeout: Option<Dur>,
     /// Time to receive a request body.
     #[arg(long, env = "WARDGATE_BODY_READ_TIMEOUT")]
     pub body_read_timeout: Option<Dur>,
-    /// Idle keep-alive timeout.
+    /// Time a connection may move no bytes (idle keep-alive, stalled client).
     #[arg(long, env = "WARDGATE_IDLE_TIMEOUT")]
     pub idle_timeout: Option<Dur>,
     /// Upstream connect timeout.

@@ -4,11 +4,28 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
+
+/// How many reads brought bytes in on one connection: its HTTP/1.1 head timer
+/// (`accept::head_timer`) runs from the first of a head's.
+#[derive(Clone, Default)]
+pub struct Reads(Arc<AtomicU64>);
+
+impl Reads {
+    pub fn note(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn seen(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
 
 pub struct IdleIo<T> {
     inner: T,
@@ -17,15 +34,18 @@ pub struct IdleIo<T> {
     /// When bytes last moved. Progress only records the time: the timer is re-armed lazily
     /// when it fires, so the hot path never touches the timer wheel.
     last: Instant,
+    /// Counts reads that brought bytes, for the connection's head timer.
+    reads: Reads,
 }
 
 impl<T> IdleIo<T> {
-    pub fn new(inner: T, timeout: Duration) -> IdleIo<T> {
+    pub fn new(inner: T, timeout: Duration, reads: Reads) -> IdleIo<T> {
         IdleIo {
             inner,
             deadline: Box::pin(tokio::time::sleep(timeout)),
             timeout,
             last: Instant::now(),
+            reads,
         }
     }
 
@@ -60,7 +80,11 @@ impl<T: AsyncRead + Unpin> AsyncRead for IdleIo<T> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.reads.note();
+        }
         self.track(cx, r)
     }
 }

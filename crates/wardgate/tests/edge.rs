@@ -250,6 +250,45 @@ async fn idle_keep_alive_connections_are_closed_after_the_idle_timeout() {
     );
 }
 
+/// The head timeout counts from a request's first bytes: the wait between keep-alive requests
+/// is the idle timeout's (a load balancer pools connections for longer than a head takes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keep_alive_wait_longer_than_the_head_timeout_is_left_to_the_idle_timeout() {
+    let origin = Origin::builder().start().await;
+    let gate = spawn(
+        &origin.url(),
+        &["--header-read-timeout", "1s", "--idle-timeout", "4s"],
+    );
+    let addr = gate.addr.clone();
+    let (second, closed_after) = tokio::task::spawn_blocking(move || {
+        let mut s = TcpStream::connect(&addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(8))).unwrap();
+        let get = b"GET /open/volunteer/states HTTP/1.1\r\nHost: x\r\n\r\n";
+        let mut buf = [0u8; 4096];
+        s.write_all(get).unwrap();
+        let n = s.read(&mut buf).unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "first answer");
+        std::thread::sleep(Duration::from_millis(2500));
+        s.write_all(get).unwrap();
+        let n = s.read(&mut buf).unwrap_or(0);
+        let second = String::from_utf8_lossy(&buf[..n]).into_owned();
+        let start = Instant::now();
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest);
+        (second, start.elapsed())
+    })
+    .await
+    .unwrap();
+    assert!(
+        second.starts_with("HTTP/1.1 200"),
+        "the connection was kept past the head timeout: {second:?}"
+    );
+    assert!(
+        closed_after >= Duration::from_secs(3) && closed_after < Duration::from_secs(7),
+        "then closed by the idle timeout, after {closed_after:?}"
+    );
+}
+
 /// The plain port speaks HTTP/1.1 and h2 with prior knowledge (a load balancer's h2c), told
 /// apart by the first bytes, and gives up on a client that sends none within the idle timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

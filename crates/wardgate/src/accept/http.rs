@@ -17,8 +17,10 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::{GracefulConnection, Watcher};
 use tokio::net::TcpStream;
 
+use super::head_timer::HeadTimer;
 use crate::body::Body;
 use crate::config::Config;
+use crate::idle::Reads;
 
 /// The HTTP/2 connection preface starts with the one request line HTTP/1.1 can never send
 /// (RFC 9113 §3.4 reserves the `PRI` method for it).
@@ -86,16 +88,18 @@ impl Wire {
 
 /// The HTTP/1.1 and h2 connection settings of a listener: head limits, timeouts, keep-alive.
 pub struct Protocols {
+    /// Everything but the timer, which is the connection's own (`HeadTimer`).
     http1: http1::Builder,
     http2: http2::Builder<TokioExecutor>,
+    header_read_timeout: Duration,
 }
 
 impl Protocols {
     pub fn new(cfg: &Config) -> Protocols {
         let mut http1 = http1::Builder::new();
+        let header_read_timeout = cfg.limits.header_read_timeout.0;
         http1
-            .timer(TokioTimer::new())
-            .header_read_timeout(cfg.limits.header_read_timeout.0)
+            .header_read_timeout(header_read_timeout)
             .max_buf_size((cfg.limits.max_header_bytes.0 as usize).max(8192))
             .keep_alive(true);
         let mut http2 = http2::Builder::new(TokioExecutor::new());
@@ -104,12 +108,24 @@ impl Protocols {
             .max_header_list_size(cfg.limits.max_header_bytes.0 as u32)
             .keep_alive_interval(Some(Duration::from_secs(30)))
             .keep_alive_timeout(Duration::from_secs(20));
-        Protocols { http1, http2 }
+        Protocols {
+            http1,
+            http2,
+            header_read_timeout,
+        }
     }
 
     /// Serves `io` as `wire` until the client leaves or a graceful shutdown has drained it.
-    pub async fn serve<I, S>(&self, wire: Wire, io: I, svc: S, watcher: Watcher, peer: SocketAddr)
-    where
+    /// `reads` counts the reads `io` made (its HTTP/1.1 head timer runs from them).
+    pub async fn serve<I, S>(
+        &self,
+        wire: Wire,
+        io: I,
+        reads: Reads,
+        svc: S,
+        watcher: Watcher,
+        peer: SocketAddr,
+    ) where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
         S: HttpService<hyper::body::Incoming, ResBody = Body> + Send + 'static,
         S::Future: Send + 'static,
@@ -117,7 +133,11 @@ impl Protocols {
     {
         let io = TokioIo::new(io);
         match wire {
-            Wire::Http1 => drive(watcher, self.http1.serve_connection(io, svc), peer).await,
+            Wire::Http1 => {
+                let mut http1 = self.http1.clone();
+                http1.timer(HeadTimer::new(reads, self.header_read_timeout));
+                drive(watcher, http1.serve_connection(io, svc), peer).await
+            }
             Wire::Http2 => drive(watcher, self.http2.serve_connection(io, svc), peer).await,
         }
     }

@@ -15,10 +15,12 @@ use wardgate_sealed::SendfileStream;
 
 use crate::body::Body;
 use crate::config::{Config, Live};
+use crate::idle::{IdleIo, Reads};
 use crate::metrics::{Metrics, OutcomeNameLabels};
 use crate::proxy::{ConnInfo, Proxy};
 use crate::tls::{tls_server_config_from, PemPair};
 
+mod head_timer;
 mod http;
 use http::{Protocols, Wire};
 
@@ -252,8 +254,9 @@ impl Accepted {
             let Some(wire) = wire else {
                 return;
             };
-            let io = crate::idle::IdleIo::new(SendfileStream::new(tcp), idle);
-            return protocols.serve(wire, io, svc, watcher, peer).await;
+            let reads = Reads::default();
+            let io = IdleIo::new(SendfileStream::new(tcp), idle, reads.clone());
+            return protocols.serve(wire, io, reads, svc, watcher, peer).await;
         };
         let stream = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acc.accept(tcp)).await {
             Ok(Ok(s)) => s,
@@ -264,8 +267,9 @@ impl Accepted {
             Err(_) => return,
         };
         let wire = Wire::of_alpn(stream.get_ref().1.alpn_protocol());
-        let io = crate::idle::IdleIo::new(stream, idle);
-        protocols.serve(wire, io, svc, watcher, peer).await;
+        let reads = Reads::default();
+        let io = IdleIo::new(stream, idle, reads.clone());
+        protocols.serve(wire, io, reads, svc, watcher, peer).await;
     }
 }
 

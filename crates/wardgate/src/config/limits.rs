@@ -22,11 +22,13 @@ pub struct LimitsConfig {
     pub upstream_max_inflight: u32,
     /// Requests that may queue for an upstream slot.
     pub max_queued_upstream: u32,
-    /// Time to receive a request head.
+    /// Time to receive a request head, counted from its first bytes (slowloris guard); the
+    /// wait for a keep-alive connection's next request is `idle_timeout`'s.
     pub header_read_timeout: Dur,
     /// Time to receive a request body.
     pub body_read_timeout: Dur,
-    /// Keep-alive idle timeout.
+    /// Time a connection may move no bytes (idle keep-alive, stalled client) before it is
+    /// closed.
     pub idle_timeout: Dur,
     /// Upstream connect timeout.
     pub upstream_connect_timeout: Dur,

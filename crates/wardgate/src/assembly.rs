@@ -201,48 +201,61 @@ pub fn answer(
         .zip(&picked)
         .filter(|(_, p)| p.count > 0)
         .collect();
-    if gzip {
-        let mut a = Assembler::gzip();
-        a.literal(&head);
-        for (i, (s, p)) in wards.iter().enumerate() {
-            if i > 0 {
-                a.literal(b",");
-            }
-            s.render_gzip(p, &mut a)
-                .map_err(|e| respond::unreadable(s, e))?;
-        }
-        a.literal(&tail);
-        let (parts, n) = a.finish();
-        return Ok(respond::cached_response(req, rep, status, || {
-            (respond::parts_body(parts), n)
-        }));
-    }
-    let mut bodies = Vec::with_capacity(wards.len());
-    let last = wards.len().saturating_sub(1);
-    for (i, (s, p)) in wards.iter().enumerate() {
-        let h = if i == 0 {
-            head.clone()
-        } else {
-            Bytes::from_static(b",")
-        };
-        let t = if i == last {
-            tail.clone()
-        } else {
-            Bytes::new()
-        };
-        bodies.push(s.identity(p, h, t));
-    }
-    let n = if bodies.is_empty() {
-        head.len() + tail.len()
+    let (body, n) = if gzip {
+        gzip_body(&wards, &head, &tail)?
     } else {
-        bodies.iter().map(|b| b.len()).sum()
-    };
-    let body = if bodies.is_empty() {
-        respond::parts_body(vec![head, tail])
-    } else {
-        respond::identity_bodies(bodies)
+        identity_body(&wards, head, tail)
     };
     Ok(respond::cached_response(req, rep, status, || (body, n)))
+}
+
+/// The wards' picked rows as one gzip stream, from their stored pieces (nothing compressed
+/// but the joins), and its length.
+fn gzip_body(
+    wards: &[(&Arc<Snapshot>, &Picked)],
+    head: &[u8],
+    tail: &[u8],
+) -> Result<(Body, usize), ApiError> {
+    let mut a = Assembler::gzip();
+    a.literal(head);
+    for (i, (s, p)) in wards.iter().enumerate() {
+        if i > 0 {
+            a.literal(b",");
+        }
+        s.render_gzip(p, &mut a)
+            .map_err(|e| respond::unreadable(s, e))?;
+    }
+    a.literal(tail);
+    let (parts, n) = a.finish();
+    Ok((respond::parts_body(parts), n))
+}
+
+/// The wards' picked rows as plain JSON, in the envelope, and its length.
+fn identity_body(wards: &[(&Arc<Snapshot>, &Picked)], head: Bytes, tail: Bytes) -> (Body, usize) {
+    if wards.is_empty() {
+        let n = head.len() + tail.len();
+        return (respond::parts_body(vec![head, tail]), n);
+    }
+    let last = wards.len() - 1;
+    let bodies: Vec<_> = wards
+        .iter()
+        .enumerate()
+        .map(|(i, (s, p))| {
+            let h = if i == 0 {
+                head.clone()
+            } else {
+                Bytes::from_static(b",")
+            };
+            let t = if i == last {
+                tail.clone()
+            } else {
+                Bytes::new()
+            };
+            s.identity(p, h, t)
+        })
+        .collect();
+    let n = bodies.iter().map(|b| b.len()).sum();
+    (respond::identity_bodies(bodies), n)
 }
 
 /// Changes whenever a ward's snapshot, the selection or the encoding does.

@@ -208,6 +208,24 @@ async fn targets(args: &WarmArgs, replica: Option<&Replica>) -> Result<Vec<WardK
     Ok(out)
 }
 
+/// The replica the wards are read from (`--mysql-url`), if any: one connection per ward built
+/// at once, and one for the listing and the probe.
+fn replica(
+    args: &WarmArgs,
+    cfg: &Config,
+    metrics: &Arc<Metrics>,
+) -> Result<Option<Replica>, String> {
+    let Some(u) = &args.mysql_url else {
+        return Ok(None);
+    };
+    let max = args.concurrency.max(1) + 1;
+    Replica::new(u, &cfg.replica, max, metrics.clone())
+        .map(Some)
+        .map_err(|e| e.to_string())
+}
+
+/// Warms every ward `args` names into Redis, `args.concurrency` at once (a ward whose copy
+/// there is still fresh is skipped unless `--force`), and reports what was done.
 pub async fn run(args: &WarmArgs) -> Result<WarmReport, String> {
     crate::background::start_pool();
     let cfg = warm_config(args)?;
@@ -215,15 +233,7 @@ pub async fn run(args: &WarmArgs) -> Result<WarmReport, String> {
     let live = Arc::new(ArcSwap::from_pointee(cfg.clone()));
     let upstream = Arc::new(Upstream::new(&cfg, live.clone(), metrics.clone())?);
     let l2 = args.redis.connect(metrics.clone()).await?;
-    let replica = match &args.mysql_url {
-        // One connection per ward built at once, and one for the listing and the probe.
-        Some(u) => {
-            let max = args.concurrency.max(1) + 1;
-            let r = Replica::new(u, &cfg.replica, max, metrics.clone());
-            Some(r.map_err(|e| e.to_string())?)
-        }
-        None => None,
-    };
+    let replica = replica(args, &cfg, &metrics)?;
     let formats = args.formats()?;
     let wards = targets(args, replica.as_ref()).await?;
     let source = if replica.is_some() {

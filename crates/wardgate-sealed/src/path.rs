@@ -35,10 +35,11 @@ pub const TRIAL: Duration = Duration::from_millis(250);
 /// How long a choice holds before it is tried again: trials take `4 * TRIAL` of every
 /// `BETWEEN_TRIALS + 4 * TRIAL`, half of it the costlier way (1.6% of the time).
 pub const BETWEEN_TRIALS: Duration = Duration::from_secs(30);
-/// Bytes each way must have sent in its trials for the choice to be revised: an idle
-/// process's CPU time says nothing about sending.
-const MIN_BYTES: u64 = 4 << 20;
-/// The way in use is kept unless the other costs at least this much less (trials are noisy).
+/// Bytes each way must have sent in each half of the trials for the choice to be revised: an
+/// idle process's CPU time says nothing about sending.
+const MIN_BYTES: u64 = 2 << 20;
+/// The way in use is kept unless the other costs at least this much less, in both halves of
+/// the trials (trials are noisy, and a build or a burst may land in one of them).
 const HYSTERESIS: f64 = 0.95;
 
 const COPY: u8 = 0;
@@ -141,7 +142,18 @@ impl Cost {
     fn ns_per_kib(&self) -> f64 {
         self.cpu_ns as f64 * 1024.0 / self.bytes.max(1) as f64
     }
+
+    fn plus(self, other: Cost) -> Cost {
+        Cost {
+            cpu_ns: self.cpu_ns + other.cpu_ns,
+            bytes: self.bytes + other.bytes,
+        }
+    }
 }
+
+/// What each way cost in each half of the trials (A-B, then B-A): `[half][way]`, the ways
+/// indexed `COPY` and `SENDFILE`.
+type Halves = [[Cost; 2]; 2];
 
 /// The process's CPU time (all threads, user and system), ns; 0 where the clock cannot be
 /// read (then every trial measures nothing, and the way stays as it is).
@@ -154,8 +166,8 @@ fn process_cpu_ns() -> u64 {
 /// Bytes plain-TCP connections sent during trials, so far.
 static TRIAL_BYTES: AtomicU64 = AtomicU64::new(0);
 
-/// The trials' thread: four trials (`TRIAL` each, the ways in A-B-B-A order, A alternating),
-/// then the choice, held `BETWEEN_TRIALS` once it could be made (while little is sent, trials
+/// The trials' thread: four trials (`TRIAL` each, the ways in A-B-B-A order, A alternating:
+/// two halves, each trying both ways), then the choice, held `BETWEEN_TRIALS` once it could be made (while little is sent, trials
 /// simply go on; while the way is set to one of the two, they wait).
 fn run_trials() {
     let mut first = SENDFILE;
@@ -165,17 +177,18 @@ fn run_trials() {
             continue;
         }
         let other = SENDFILE + COPY - first;
-        let mut cost = [Cost::default(); 2];
-        for way in [first, other, other, first] {
+        let mut halves = Halves::default();
+        for (i, way) in [first, other, other, first].into_iter().enumerate() {
             TRIAL_WAY.store(way, Ordering::Relaxed);
             let (cpu, bytes) = (process_cpu_ns(), TRIAL_BYTES.load(Ordering::Relaxed));
             std::thread::sleep(TRIAL);
-            let c = &mut cost[usize::from(way)];
-            c.cpu_ns += process_cpu_ns().saturating_sub(cpu);
-            c.bytes += TRIAL_BYTES.load(Ordering::Relaxed).saturating_sub(bytes);
+            halves[i / 2][usize::from(way)] = Cost {
+                cpu_ns: process_cpu_ns().saturating_sub(cpu),
+                bytes: TRIAL_BYTES.load(Ordering::Relaxed).saturating_sub(bytes),
+            };
         }
         TRIAL_WAY.store(NO_TRIAL, Ordering::Relaxed);
-        if revise(cost[usize::from(COPY)], cost[usize::from(SENDFILE)]) {
+        if revise(&halves) {
             std::thread::sleep(BETWEEN_TRIALS);
         }
         first = other;
@@ -183,12 +196,16 @@ fn run_trials() {
 }
 
 /// Revises the way from the trials just run; whether they measured enough to.
-fn revise(copy: Cost, sendfile: Cost) -> bool {
+fn revise(halves: &Halves) -> bool {
     let was = CHOSEN.load(Ordering::Relaxed);
-    let Some(now) = choose(was, copy, sendfile) else {
+    let Some(now) = choose(was, halves) else {
         return false;
     };
-    let (copy_ns, sendfile_ns) = (copy.ns_per_kib().round(), sendfile.ns_per_kib().round());
+    // Reported over all four trials.
+    let [copy_ns, sendfile_ns] = [COPY, SENDFILE].map(|w| {
+        let w = usize::from(w);
+        halves[0][w].plus(halves[1][w]).ns_per_kib().round()
+    });
     MEASURED[0].store(copy_ns as u64, Ordering::Relaxed);
     MEASURED[1].store(sendfile_ns as u64, Ordering::Relaxed);
     tracing::debug!(
@@ -208,18 +225,24 @@ fn revise(copy: Cost, sendfile: Cost) -> bool {
     true
 }
 
-/// The way to use after trials measured `copy` and `sendfile`, `was` in use before (`true`:
-/// `sendfile`); `None` when either way sent too little to judge.
-fn choose(was: bool, copy: Cost, sendfile: Cost) -> Option<bool> {
-    if copy.bytes < MIN_BYTES || sendfile.bytes < MIN_BYTES {
+/// The way to use after trials measured `halves`, `was` in use before (`true`: `sendfile`):
+/// the other way only if it cost less by the margin in both halves; `None` when a way sent
+/// too little in a half to judge.
+fn choose(was: bool, halves: &Halves) -> Option<bool> {
+    if halves.iter().flatten().any(|c| c.bytes < MIN_BYTES) {
         return None;
     }
     let (kept, other) = if was {
-        (sendfile.ns_per_kib(), copy.ns_per_kib())
+        (usize::from(SENDFILE), usize::from(COPY))
     } else {
-        (copy.ns_per_kib(), sendfile.ns_per_kib())
+        (usize::from(COPY), usize::from(SENDFILE))
     };
-    Some(if other < kept * HYSTERESIS { !was } else { was })
+    let cheaper = |h: &[Cost; 2]| h[other].ns_per_kib() < h[kept].ns_per_kib() * HYSTERESIS;
+    Some(if halves.iter().all(cheaper) {
+        !was
+    } else {
+        was
+    })
 }
 
 #[cfg(test)]
@@ -233,22 +256,43 @@ mod tests {
         }
     }
 
+    /// Both halves measuring `copy` and `sendfile` alike.
+    fn alike(copy: Cost, sendfile: Cost) -> Halves {
+        [[copy, sendfile], [copy, sendfile]]
+    }
+
     #[test]
     fn the_cheaper_way_per_byte_is_chosen() {
         // sendfile: 300 ms for 2,000 MiB; copy: 300 ms for 1,000 MiB
-        assert_eq!(choose(false, c(300, 1000), c(300, 2000)), Some(true));
-        assert_eq!(choose(true, c(300, 2000), c(300, 1000)), Some(false));
+        let h = alike(c(300, 1000), c(300, 2000));
+        assert_eq!(choose(false, &h), Some(true));
+        let h = alike(c(300, 2000), c(300, 1000));
+        assert_eq!(choose(true, &h), Some(false));
     }
 
     #[test]
     fn a_near_tie_keeps_the_way_in_use() {
-        assert_eq!(choose(false, c(100, 1000), c(97, 1000)), Some(false));
-        assert_eq!(choose(true, c(97, 1000), c(100, 1000)), Some(true));
+        assert_eq!(
+            choose(false, &alike(c(100, 1000), c(97, 1000))),
+            Some(false)
+        );
+        assert_eq!(choose(true, &alike(c(97, 1000), c(100, 1000))), Some(true));
+    }
+
+    #[test]
+    fn halves_that_disagree_keep_the_way_in_use() {
+        // The second half's copying trial had a build beside it: copying looks dear there only.
+        let h = [[c(100, 1000), c(100, 1000)], [c(300, 1000), c(100, 1000)]];
+        assert_eq!(choose(false, &h), Some(false));
+        let h = [[c(300, 1000), c(100, 1000)], [c(300, 1000), c(100, 1000)]];
+        assert_eq!(choose(false, &h), Some(true));
     }
 
     #[test]
     fn too_little_sent_changes_nothing() {
-        assert_eq!(choose(false, c(300, 1000), c(1, 3)), None);
-        assert_eq!(choose(true, c(1, 0), c(300, 1000)), None);
+        assert_eq!(choose(false, &alike(c(300, 1000), c(1, 1))), None);
+        assert_eq!(choose(true, &alike(c(1, 0), c(300, 1000))), None);
+        let h = [[c(300, 1000), c(300, 1000)], [c(300, 1), c(300, 1000)]];
+        assert_eq!(choose(true, &h), None);
     }
 }

@@ -273,8 +273,10 @@ def run_wrk(system, label, paths, gz, conns=CONNS, dur=DUR, warm=WARM, timeout="
         wcmd = list(cmd)
         wcmd[3] = f"-d{warm}s"
         subprocess.run(wcmd, env=env, capture_output=True, text=True)
+    way0 = send_way(system, base)
     with CpuSplit(pids if pids is not None else system) as cpu:
         r = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    way1 = send_way(system, base)
     note_command(f"WRK_URLS={uf} " + shlex.join(cmd))
     m = re.search(r"WRKJSON (\{.*\})", r.stdout)
     if not m:
@@ -294,11 +296,24 @@ def run_wrk(system, label, paths, gz, conns=CONNS, dur=DUR, warm=WARM, timeout="
         "non2xx": int(non2xx.group(1)) if non2xx else 0,
         "requests": j["requests"],
         "cpu_server": cpu.server, "cpu_loadgen": cpu.loadgen, "cpu_other": cpu.other, "cpu_idle": cpu.idle,
+        "send_way": way0 if way0 == way1 else f"{way0}→{way1}",
     }
     log(f"wrk {system:8s} {label:14s} {res['rps']:9.0f} req/s p50 {res['p50']:.2f} p99 {res['p99']:.2f} "
         f"p99.9 {res['p999']:.2f} ms  {res['bytes_per_resp']:.0f} B/resp  errs {res['errors']} non2xx {res['non2xx']}  "
         f"cpu server {cpu.server:.2f} loadgen {cpu.loadgen:.2f} other {cpu.other:.2f}")
     return res
+
+
+def send_way(system, base=None):
+    """How the bench's wardgate sent cached answers then (`wardgate_sendfile_chosen`, which
+    `--sendfile auto` revises every 30 s): "sendfile" or "copied"; None for other systems."""
+    if system != "wardgate" or base is not None:
+        return None
+    try:
+        chosen = metrics().get("wardgate_sendfile_chosen")
+    except OSError:
+        return None
+    return None if chosen is None else ("sendfile" if chosen else "copied")
 
 
 def run_oha(system, label, paths, gz, rate, dur=DUR, conns=CONNS):

@@ -161,14 +161,17 @@ class Report:
         self.table(["scenario", "wardgate req/s", "nginx req/s", "Varnish req/s", "wardgate p99 ms", "nginx p99 ms",
                     "wardgate ÷ nginx per repetition", "median ratio", "target"], rows,
                    ["---"] + ["---:"] * 8)
-        self.A("Every point (repetitions of the target scenarios first, then the other scenarios once):\n")
+        self.A("Every point (repetitions of the target scenarios first, then the other scenarios once; a "
+               "wardgate repetition names how it sent its cached answers during the point, as "
+               "`--sendfile auto` had chosen: `wardgate_sendfile_chosen` read before and after):\n")
         rows = []
         for scen in hits.REPEATED:
             for i, rep in enumerate(cl["reps"][scen]):
                 for s in hits.SYSTEMS:
                     x = rep[s]
                     ratio = x["rps"] and rep["wardgate"]["rps"] / x["rps"]
-                    rows.append(self.wrk_row(hits.SCEN_LABEL[scen], f"{s} (rep {i + 1})", x,
+                    way = f", {x['send_way']}" if x.get("send_way") else ""
+                    rows.append(self.wrk_row(hits.SCEN_LABEL[scen], f"{s} (rep {i + 1}{way})", x,
                                              "—" if s == "wardgate" else f"{ratio:.2f}×"))
         for scen, by in cl["once"].items():
             for s, x in by.items():

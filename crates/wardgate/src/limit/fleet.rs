@@ -242,8 +242,9 @@ impl FleetLeases {
     ) -> Option<Result<(), Limited>> {
         // Requests of one client on many connections share its lease: each report lets some
         // through, until Redis refuses the bucket; only a Redis that does not answer within
-        // `FLEET_TIMEOUT` leaves the decision to this instance.
-        let deadline = tokio::time::Instant::now() + FLEET_TIMEOUT;
+        // `FLEET_TIMEOUT` leaves the decision to this instance. (The clock is read only when a
+        // request waits: a spend within the lease reads none.)
+        let mut deadline = None;
         loop {
             match self.try_spend(name, quota) {
                 Spend::Spent => return Some(Ok(())),
@@ -261,6 +262,8 @@ impl FleetLeases {
                     let mut reports = self.reports.subscribe();
                     self.urgent.store(true, Ordering::SeqCst);
                     self.start_report(l2);
+                    let deadline = *deadline
+                        .get_or_insert_with(|| tokio::time::Instant::now() + FLEET_TIMEOUT);
                     match tokio::time::timeout_at(deadline, reports.changed()).await {
                         Ok(Ok(())) if reports.borrow().ok => continue,
                         _ => return None,
@@ -272,7 +275,6 @@ impl FleetLeases {
 
     fn try_spend(&self, name: BucketName, quota: Quota) -> Spend {
         let lease = self.lease(quota);
-        let now = Instant::now();
         let mut shard = self.shard(&name);
         if shard.buckets.len() >= BUCKETS_PER_SHARD && !shard.buckets.contains_key(&name) {
             return Spend::Untracked;
@@ -289,6 +291,7 @@ impl FleetLeases {
         // A reload may change the quota; the bucket's count in Redis carries over.
         held.quota = quota;
         if let Some(until) = held.refused_until {
+            let now = Instant::now();
             if until > now {
                 return Spend::Refused(until - now);
             }

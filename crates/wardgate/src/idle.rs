@@ -39,14 +39,19 @@ pub struct IdleIo<T> {
 }
 
 impl<T> IdleIo<T> {
-    pub fn new(inner: T, timeout: Duration, reads: Reads) -> IdleIo<T> {
+    pub fn new(inner: T, timeout: Duration) -> IdleIo<T> {
         IdleIo {
             inner,
             deadline: Box::pin(tokio::time::sleep(timeout)),
             timeout,
             last: Instant::now(),
-            reads,
+            reads: Reads::default(),
         }
+    }
+
+    /// The count of this connection's reads that brought bytes.
+    pub fn reads(&self) -> Reads {
+        self.reads.clone()
     }
 
     /// Progress records the time; waiting checks the deadline, re-arming it if there was

@@ -30,9 +30,7 @@ impl HeadTimer {
     pub fn new(reads: Reads, timeout: Duration) -> HeadTimer {
         HeadTimer { reads, timeout }
     }
-}
 
-impl HeadTimer {
     fn head(&self, timeout: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
         Box::pin(HeadSleep {
             reads: self.reads.clone(),

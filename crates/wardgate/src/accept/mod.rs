@@ -15,7 +15,7 @@ use wardgate_sealed::SendfileStream;
 
 use crate::body::Body;
 use crate::config::{Config, Live};
-use crate::idle::{IdleIo, Reads};
+use crate::idle::IdleIo;
 use crate::metrics::{Metrics, OutcomeNameLabels};
 use crate::proxy::{ConnInfo, Proxy};
 use crate::tls::{tls_server_config_from, PemPair};
@@ -254,8 +254,8 @@ impl Accepted {
             let Some(wire) = wire else {
                 return;
             };
-            let reads = Reads::default();
-            let io = IdleIo::new(SendfileStream::new(tcp), idle, reads.clone());
+            let io = IdleIo::new(SendfileStream::new(tcp), idle);
+            let reads = io.reads();
             return protocols.serve(wire, io, reads, svc, watcher, peer).await;
         };
         let stream = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acc.accept(tcp)).await {
@@ -267,8 +267,8 @@ impl Accepted {
             Err(_) => return,
         };
         let wire = Wire::of_alpn(stream.get_ref().1.alpn_protocol());
-        let reads = Reads::default();
-        let io = IdleIo::new(stream, idle, reads.clone());
+        let io = IdleIo::new(stream, idle);
+        let reads = io.reads();
         protocols.serve(wire, io, reads, svc, watcher, peer).await;
     }
 }

@@ -167,8 +167,9 @@ fn process_cpu_ns() -> u64 {
 static TRIAL_BYTES: AtomicU64 = AtomicU64::new(0);
 
 /// The trials' thread: four trials (`TRIAL` each, the ways in A-B-B-A order, A alternating:
-/// two halves, each trying both ways), then the choice, held `BETWEEN_TRIALS` once it could be made (while little is sent, trials
-/// simply go on; while the way is set to one of the two, they wait).
+/// two halves, each trying both ways), then the choice, held `BETWEEN_TRIALS` once it could
+/// be made (while little is sent, trials simply go on; while the way is set to one of the
+/// two, they wait).
 fn run_trials() {
     let mut first = SENDFILE;
     loop {

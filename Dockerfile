@@ -35,10 +35,6 @@ USER 10001:10001
 # 8080 app traffic, 9090 admin (/healthz, /readyz, /metrics).
 EXPOSE 8080 9090
 ENV WARDGATE_LOG_FORMAT=json
-# glibc's malloc raises its mmap threshold after the first large free (a ward build's ~4 MB
-# upstream body) and then keeps such buffers in its arenas: an instance that had built 100
-# wards held 1.9x their cached bytes, 1.2x with the threshold fixed (bench/MEMORY.md).
-ENV MALLOC_MMAP_THRESHOLD_=131072
 # SIGTERM starts the drain (readyz 503, grace, then shutdown_timeout).
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/usr/local/bin/wardgate"]

@@ -37,10 +37,11 @@ PIDS+=($!)
 wait_http "http://127.0.0.1:$o/open/volunteer/states" 600
 
 # Starts an instance on ports $1 (public) and $1+1 (admin) with the allocator setting $2
-# (`deployed`: as the Dockerfile sets it; `glibc-default`: none); prints its PID.
+# (`deployed`: mimalloc as built and as the Dockerfile runs it; `purge-at-once`: mimalloc
+# returning freed pages to the system at once, `MIMALLOC_PURGE_DELAY=0`); prints its PID.
 start_wardgate() {
   local env=()
-  if [ "$2" = deployed ]; then env=(MALLOC_MMAP_THRESHOLD_=131072); fi
+  if [ "$2" = purge-at-once ]; then env=(MIMALLOC_PURGE_DELAY=0); fi
   env "${env[@]}" "$BIN" serve --listen "127.0.0.1:$1" --admin-listen "127.0.0.1:$(($1 + 1))" \
     --upstream "http://127.0.0.1:$o" --redis-url "$REDIS_URL" --redis-prefix "$PREFIX_NOW" \
     --rate-limit downloads=100000/s:100000 >"$TMP/wardgate-$1.log" 2>&1 &
@@ -72,7 +73,7 @@ row() { # malloc, instance, source, pid, admin port, idle KiB, gzip bytes
 }
 
 port=$((PORT_BASE + 1))
-for malloc in deployed glibc-default; do
+for malloc in deployed purge-at-once; do
   a=$port; b=$((port + 2)); port=$((port + 4))
   PREFIX_NOW="$PREFIX-$malloc"
   pa=$(start_wardgate "$a" "$malloc"); PIDS+=("$pa")
@@ -101,8 +102,9 @@ done
   echo "Redis, then serves each once to an identity client ($id_b bytes, inflated as sent)."
   echo "RSS is \`VmRSS\` of the wardgate process; L1 accounted is \`wardgate_l1_bytes\`."
   echo "The engine's goal is RSS ≤ 1.2 × gzip + 24 MiB (last column ≤ 1). Each pair of instances"
-  echo "runs twice: with glibc's malloc as the Dockerfile sets it (\`MALLOC_MMAP_THRESHOLD_=131072\`),"
-  echo "and with glibc's defaults, whose dynamic mmap threshold keeps freed build buffers."
+  echo "runs twice: with mimalloc (the allocator wardgate is built with) as deployed, which returns"
+  echo "freed pages to the system 10 ms after they are freed at the earliest, on a later call of"
+  echo "the allocator; and with \`MIMALLOC_PURGE_DELAY=0\`, which returns them at once."
   echo
   cat "$OUT"
   echo

@@ -1,4 +1,4 @@
-//! Which way a sealed slice leaves: `sendfile`, or a copy, or (`Auto`) whichever this process has measured to cost it less.
+//! Which way a sealed slice leaves: `sendfile`, a copy, or (`Auto`) the one measured cheaper.
 //!
 //! Neither way wins everywhere. On 2 cores each, 64 connections downloading the same ten
 //! 470 KB wards: on Intel Xeon a full ward cost 60–67 µs of CPU copied and 128–143 µs by
@@ -76,7 +76,10 @@ pub fn set_send_path(path: SendPath) {
                     .spawn(run_trials);
                 if let Err(e) = spawned {
                     // Without trials sealed answers keep being copied: correct, maybe costlier.
-                    tracing::warn!(error = %e, "send-path trials not started; sealed answers are copied");
+                    tracing::warn!(
+                        error = %e,
+                        "send-path trials not started; sealed answers are copied"
+                    );
                 }
             });
         }

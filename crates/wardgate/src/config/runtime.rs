@@ -26,8 +26,8 @@ pub struct RuntimeConfig {
     pub build_threads: usize,
     /// How cached answers of 16 KiB or more reach the socket: `auto` (the default) holds them
     /// in sealed memory files and sends them by `sendfile` or by a copy, whichever short trials
-    /// every 30 s show to cost the process less CPU per byte sent; `on` always by `sendfile`; `off`
-    /// always copied, nothing sealed (no descriptor per answer). `true` and `false` read as
+    /// every 30 s (both halves agreeing) show to cost the process less CPU per byte sent; `on`
+    /// always by `sendfile`; `off` always copied, nothing sealed (no descriptor per answer). `true` and `false` read as
     /// `on` and `off`. Neither way wins everywhere: 64 connections downloading the same full
     /// wards (470 KB) cost 60–67 µs of CPU each copied against 128–143 µs by `sendfile` on 2
     /// Intel Xeon cores (per-page references contend across cores), and 135 µs copied against
@@ -75,14 +75,10 @@ impl TryFrom<SendfileSetting> for SendfileMode {
         match s {
             SendfileSetting::Flag(true) => Ok(SendfileMode::On),
             SendfileSetting::Flag(false) => Ok(SendfileMode::Off),
-            SendfileSetting::Word(w) => match w.as_str() {
-                "auto" => Ok(SendfileMode::Auto),
-                "on" | "true" => Ok(SendfileMode::On),
-                "off" | "false" => Ok(SendfileMode::Off),
-                _ => Err(format!(
-                    "runtime.sendfile is \"{w}\"; expected \"auto\", \"on\" or \"off\""
-                )),
-            },
+            // The flag's words and aliases (`ValueEnum`), exactly as written.
+            SendfileSetting::Word(w) => clap::ValueEnum::from_str(&w, false).map_err(|_| {
+                format!("runtime.sendfile is \"{w}\"; expected \"auto\", \"on\" or \"off\"")
+            }),
         }
     }
 }

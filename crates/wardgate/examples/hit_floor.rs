@@ -11,7 +11,7 @@ use http_body_util::Full;
 use hyper::header::HeaderValue;
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: wardgate_alloc::Allocator = wardgate_alloc::Allocator;
 
 fn main() -> Result<(), String> {
     let mut args = std::env::args().skip(1);

@@ -29,6 +29,13 @@ where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
+    // The build's I/O buffers (the backend's answer, Redis replies) were allocated on this
+    // runtime's threads and are freed by now: their pages go back to the system.
+    let build = async move {
+        let built = build.await;
+        wardgate_alloc::release_freed();
+        built
+    };
     match BUILD_RUNTIME.get() {
         Some(rt) => rt.spawn(build),
         None => tokio::spawn(build),
@@ -99,7 +106,12 @@ fn run_in<T: Send + 'static>(
         let _slot = slots.acquire().await.ok();
         tokio::task::spawn_blocking(move || {
             lower_this_thread();
-            f()
+            let built = f();
+            // What the build freed (the backend's answer, the chunks' JSON, some of it freed
+            // by the pool into this thread's pages) goes back to the system now: this thread
+            // may sit idle for seconds, and nothing else would return it.
+            wardgate_alloc::release_freed();
+            built
         })
         .await
     });

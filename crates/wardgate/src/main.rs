@@ -16,7 +16,7 @@ use wardgate::server;
 /// (request head, headers, the answer's head, the access line), and glibc's malloc spent
 /// ~7% of a page hit's CPU on them.
 #[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOC: wardgate_alloc::Allocator = wardgate_alloc::Allocator;
 
 fn main() -> ExitCode {
     let result = match Cli::parse().command {

@@ -103,8 +103,12 @@ impl SnapshotBuilder {
         self.chunk_first = end as usize;
         let json = std::mem::replace(&mut self.pending, Vec::with_capacity(256 << 10));
         let (tx, rx) = mpsc::sync_channel(1);
+        // Allocated here, on the build's own thread, as the JSON was: when the build is done
+        // and frees both, they go back from the pages of the one thread that releases its
+        // freed memory at the end of the build (`wardgate_alloc::release_freed`), not from
+        // the pool's, which then sit idle holding them.
+        let mut piece = Vec::with_capacity(json.len() / 6 + 64);
         rayon::spawn(move || {
-            let mut piece = Vec::with_capacity(json.len() / 6 + 64);
             COMPRESSOR.with(|c| gzip::deflate_piece(&mut c.borrow_mut(), &json, &mut piece));
             let check = Check::of(&json);
             // The JSON is freed before the piece is handed over, so that a finished build

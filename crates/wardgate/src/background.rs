@@ -97,6 +97,21 @@ pub fn run<T: Send + 'static>(
     run_in(slots(), f)
 }
 
+/// `run` for a build's job (parsing and chunking a ward): its thread then hands back what
+/// the build freed (the backend's answer, the chunks' JSON, some of it freed by the pool into
+/// this thread's pages). The thread may sit idle for seconds, and nothing else would. Not for
+/// every job: the release returns every free page, and a job that runs often (a write's
+/// patch) would fault its buffers in again each time.
+pub fn run_build<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> impl Future<Output = Result<T, JoinError>> {
+    run_in(slots(), move || {
+        let built = f();
+        wardgate_alloc::release_freed();
+        built
+    })
+}
+
 fn run_in<T: Send + 'static>(
     slots: &'static Semaphore,
     f: impl FnOnce() -> T + Send + 'static,
@@ -106,12 +121,7 @@ fn run_in<T: Send + 'static>(
         let _slot = slots.acquire().await.ok();
         tokio::task::spawn_blocking(move || {
             lower_this_thread();
-            let built = f();
-            // What the build freed (the backend's answer, the chunks' JSON, some of it freed
-            // by the pool into this thread's pages) goes back to the system now: this thread
-            // may sit idle for seconds, and nothing else would return it.
-            wardgate_alloc::release_freed();
-            built
+            f()
         })
         .await
     });

@@ -60,7 +60,7 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn an_announced_body_is_read_whole_into_one_buffer() {
+    async fn an_announced_body_is_read_whole() {
         let bytes = Bytes::from(vec![b'x'; 100_000]);
         let got = collect(full(bytes.clone()), 1 << 20, Duration::from_secs(5))
             .await

@@ -328,7 +328,7 @@ pub fn ward_key(s: &str) -> Option<WardKey> {
 async fn off_workers<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, BuildError> {
-    crate::background::run(f)
+    crate::background::run_build(f)
         .await
         .map_err(|e| BuildError::Task(e.to_string()))
 }

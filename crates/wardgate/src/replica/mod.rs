@@ -182,7 +182,7 @@ impl Replica {
         let writer = RowWriter::new(&result.columns().unwrap_or_default(), format)?;
         // Rows cross to the builder in batches: one wake-up per batch, not per row.
         let (tx, rx) = tokio::sync::mpsc::channel::<Vec<Row>>(8);
-        let builder = crate::background::run({
+        let builder = crate::background::run_build({
             let key = w.clone();
             move || build_from_rows(key, writer, rx, built_at)
         });

@@ -10,6 +10,7 @@
 
 use std::cell::Cell;
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
 use tokio::sync::Semaphore;
@@ -30,11 +31,11 @@ where
     F::Output: Send + 'static,
 {
     // The build's I/O buffers (the backend's answer, Redis replies) were allocated on this
-    // runtime's threads and are freed by now: their pages go back to the system.
+    // runtime's threads and are freed by now: their pages go back to the system once every
+    // build has ended (`Entered`).
     let build = async move {
-        let built = build.await;
-        wardgate_alloc::release_freed();
-        built
+        let _in_flight = BUILDS.enter();
+        build.await
     };
     match BUILD_RUNTIME.get() {
         Some(rt) => rt.spawn(build),
@@ -97,20 +98,95 @@ pub fn run<T: Send + 'static>(
     run_in(slots(), f)
 }
 
-/// `run` for a build's job (parsing and chunking a ward): its thread then hands back what
-/// the build freed (the backend's answer, the chunks' JSON, some of it freed by the pool into
-/// this thread's pages). The thread may sit idle for seconds, and nothing else would. Not for
-/// every job: the release returns every free page, and a job that runs often (a write's
-/// patch) would fault its buffers in again each time.
+/// `run` for a build's job (parsing and chunking a ward): the memory it frees (the backend's
+/// answer, the chunks' JSON, some of it freed by the pool into this thread's pages) goes back
+/// to the system when the last job in flight ends (`Entered`), or as its thread ends. Not for every job: a
+/// release returns every free page, and a job that runs often (a write's patch) would fault
+/// its buffers in again each time.
 pub fn run_build<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
 ) -> impl Future<Output = Result<T, JoinError>> {
     run_in(slots(), move || {
-        let built = f();
-        wardgate_alloc::release_freed();
-        built
+        let _in_flight = JOBS.enter();
+        f()
     })
 }
+
+/// One kind of build work in flight (spawned builds, build jobs), and how many times it has
+/// gone quiet (back to none).
+struct InFlight {
+    now: AtomicUsize,
+    quiet: AtomicU64,
+}
+
+/// Spawned builds (`spawn_build`): their I/O, on the build runtime's workers.
+static BUILDS: InFlight = InFlight::new();
+/// Build jobs (`run_build`): parsing and chunking, on blocking threads.
+static JOBS: InFlight = InFlight::new();
+
+impl InFlight {
+    const fn new() -> InFlight {
+        InFlight {
+            now: AtomicUsize::new(0),
+            quiet: AtomicU64::new(0),
+        }
+    }
+
+    fn enter(&'static self) -> Entered {
+        self.now.fetch_add(1, Ordering::AcqRel);
+        Entered(self)
+    }
+}
+
+/// One build (or job) in flight. The last of its kind to end hands back, on its thread, what
+/// the builds freed.
+///
+/// Why not every build: a release returns every free page of the process (a `madvise` per
+/// range, and a TLB shootdown interrupting the serving threads on the other cores), and the
+/// next build faults its buffers in again. In a cold storm, a release per build cost about
+/// a tenth of wardgate's CPU and stretched the storm's p99 by as much; once the builds are
+/// over, one release per thread gets the same memory back.
+struct Entered(&'static InFlight);
+
+impl Drop for Entered {
+    fn drop(&mut self) {
+        if self.0.now.fetch_sub(1, Ordering::AcqRel) == 1 {
+            wardgate_alloc::release_freed();
+            self.0.quiet.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+}
+
+thread_local! {
+    /// The last time the spawned builds went quiet that this thread released for.
+    static RELEASED_FOR: Cell<u64> = const { Cell::new(0) };
+}
+
+/// For the build runtime's workers as they park: hands back what this thread's heap holds
+/// freed if the builds have gone quiet since it last did (an atomic load otherwise). The
+/// last build to end releases its own thread's heap only, and a build's I/O buffers were
+/// freed on whichever worker ran it.
+pub fn release_when_quiet() {
+    BUILDS.release_if_quiet();
+}
+
+impl InFlight {
+    /// Releases this thread's freed memory if this kind of work went quiet since the thread
+    /// last did and is quiet still; whether it did.
+    fn release_if_quiet(&self) -> bool {
+        let quiet = self.quiet.load(Ordering::Acquire);
+        let due = RELEASED_FOR.with(|r| r.replace(quiet)) != quiet
+            && self.now.load(Ordering::Acquire) == 0;
+        if due {
+            wardgate_alloc::release_freed();
+        }
+        due
+    }
+}
+
+/// How long an idle blocking thread of the build runtime lives: it then hands back what its
+/// heap holds freed, as it ends (jobs that ended while others ran did not release).
+pub const JOB_THREAD_KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(1);
 
 fn run_in<T: Send + 'static>(
     slots: &'static Semaphore,
@@ -134,6 +210,44 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
+
+    #[test]
+    fn only_the_last_build_in_flight_to_end_releases_and_each_parked_thread_follows_once() {
+        let kind: &'static InFlight = Box::leak(Box::new(InFlight::new()));
+        let (first, second) = (kind.enter(), kind.enter());
+        drop(first);
+        assert_eq!(
+            kind.quiet.load(Ordering::SeqCst),
+            0,
+            "another build still runs"
+        );
+        assert!(!kind.release_if_quiet(), "nothing went quiet yet");
+        drop(second);
+        assert_eq!(
+            kind.quiet.load(Ordering::SeqCst),
+            1,
+            "the last one out released"
+        );
+        // A thread that parks afterwards releases once, then not again until the next quiet.
+        let (go, wait) = std::sync::mpsc::channel::<()>();
+        let (done, first_two) = std::sync::mpsc::channel::<()>();
+        let parked = std::thread::spawn(move || {
+            let once = kind.release_if_quiet();
+            let again = kind.release_if_quiet();
+            done.send(()).unwrap();
+            wait.recv().unwrap();
+            (once, again, kind.release_if_quiet())
+        });
+        first_two.recv().unwrap();
+        drop(kind.enter()); // another quiet, on this thread
+        go.send(()).unwrap();
+        assert_eq!(parked.join().unwrap(), (true, false, true));
+        // Not while a build runs, even after a quiet.
+        let running = kind.enter();
+        let parked = std::thread::spawn(move || kind.release_if_quiet());
+        assert!(!parked.join().unwrap());
+        drop(running);
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn jobs_beyond_the_slots_wait_and_start_in_the_order_they_came() {

@@ -144,6 +144,12 @@ impl Runtimes {
         let builds = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(cfg.build_threads_for(cores))
             .thread_name("wardgate-builds")
+            // A build's buffers are freed on the worker that read them and on the job's
+            // blocking thread, which may then sit idle: each hands them back when the builds
+            // go quiet (`background::release_when_quiet`), or as it ends.
+            .on_thread_park(wardgate::background::release_when_quiet)
+            .thread_keep_alive(wardgate::background::JOB_THREAD_KEEP_ALIVE)
+            .on_thread_stop(wardgate_alloc::release_freed)
             .enable_all()
             .build()?;
         wardgate::background::set_build_runtime(builds.handle().clone());

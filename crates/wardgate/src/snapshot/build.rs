@@ -104,9 +104,9 @@ impl SnapshotBuilder {
         let json = std::mem::replace(&mut self.pending, Vec::with_capacity(256 << 10));
         let (tx, rx) = mpsc::sync_channel(1);
         // Allocated here, on the build's own thread, as the JSON was: when the build is done
-        // and frees both, they go back from the pages of the one thread that releases its
-        // freed memory at the end of the build (`wardgate_alloc::release_freed`), not from
-        // the pool's, which then sit idle holding them.
+        // and frees both, they go back from the pages of a thread that releases its freed
+        // memory when builds are over (`background::run_build`), not from the pool's, which
+        // then sit idle holding them.
         let mut piece = Vec::with_capacity(json.len() / 6 + 64);
         rayon::spawn(move || {
             COMPRESSOR.with(|c| gzip::deflate_piece(&mut c.borrow_mut(), &json, &mut piece));

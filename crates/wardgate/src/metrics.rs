@@ -435,7 +435,7 @@ impl Metrics {
         );
         r.register(
             "build_phase_seconds",
-            "Time per phase of a ward build: fetch (the backend's answer), chunk (parse and compress), replica (read and built)",
+            "Time per phase of a ward build: fetch (the backend's answer), chunk (parse and compress, as waiters wait for them), parse (the building thread's own work), compress (the chunks' compression, summed over the pool's threads), store (the Redis copy, after waiters are answered), replica (read and built)",
             self.build_phase.clone(),
         );
         r.register(
@@ -478,6 +478,12 @@ impl Metrics {
             handles.counter.inc();
             handles.duration.observe(elapsed.as_secs_f64());
         })
+    }
+
+    /// Observes how long one phase of a ward build took (`build_phase_seconds`).
+    pub fn build_phase_took(&self, phase: &'static str, took: std::time::Duration) {
+        let h = self.build_phase.get_or_create(&PhaseLabels { phase });
+        h.observe(took.as_secs_f64());
     }
 
     /// Prometheus text exposition.

@@ -62,7 +62,7 @@ async fn answers_are_the_backends_envelope_headers_and_errors() {
         compressions[0] >= 1.0 && compressions.iter().all(|n| *n == compressions[0]),
         "{compressions:?}"
     );
-    for phase in ["fetch", "chunk"] {
+    for phase in ["fetch", "chunk", "parse", "compress"] {
         let name = format!("wardgate_build_phase_seconds_count{{phase=\"{phase}\"}}");
         assert!(gate.metric(&name).await >= 1.0, "{name}");
     }

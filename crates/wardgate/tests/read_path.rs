@@ -484,6 +484,10 @@ async fn a_second_instance_serves_from_redis_without_the_upstream() {
         reads,
         "the upstream was not asked again"
     );
+    // The first instance's build stored the copy (a phase of its own); the second built nothing.
+    let stores = "wardgate_build_phase_seconds_count{phase=\"store\"}";
+    assert_eq!(first.metric(stores).await, 1.0);
+    assert_eq!(second.metric(stores).await, 0.0);
     let prefix = first.prefix.clone();
     first.stop().await;
     second.stop().await;

@@ -17,7 +17,7 @@ use crate::blob::Blob;
 use crate::config::Live;
 use crate::gate::Permit;
 use crate::legacy::RowFormat;
-use crate::metrics::{FieldLabels, Metrics, Outcome, PhaseLabels, SourceLabels};
+use crate::metrics::{FieldLabels, Metrics, Outcome, SourceLabels};
 use crate::params::{CitizensQuery, WardKey};
 use crate::replica::{Replica, ReplicaError};
 use crate::snapshot::{Snapshot, SnapshotError};
@@ -141,9 +141,7 @@ impl Builder {
     }
 
     fn phase(&self, phase: &'static str, started: Instant) {
-        let labels = PhaseLabels { phase };
-        let h = self.metrics.build_phase.get_or_create(&labels);
-        h.observe(started.elapsed().as_secs_f64());
+        self.metrics.build_phase_took(phase, started.elapsed());
     }
 
     fn count(&self, source: &'static str) {
@@ -278,9 +276,11 @@ impl Builder {
         let (key, local) = (w.clone(), self.live.load().citizens.date_offset());
         let kept = body.clone();
         let started = Instant::now();
-        let snap =
-            off_workers(move || Snapshot::from_backend_json(key, &kept, at, local)).await??;
+        let (snap, phases) =
+            off_workers(move || Snapshot::from_backend_json_timed(key, &kept, at, local)).await??;
         self.phase("chunk", started);
+        self.metrics.build_phase_took("parse", phases.parse);
+        self.metrics.build_phase_took("compress", phases.compress);
         let unindexed = snap.unindexed();
         for (field, lacking) in [
             ("booth_no", unindexed.booth_no),

@@ -32,9 +32,14 @@ impl Cache {
         if let Some(l2) = self.l2.clone() {
             let copy = result.as_ref().ok().cloned();
             let ttl = cfg.cache.redis_ttl();
+            let metrics = self.metrics.clone();
             tokio::spawn(async move {
                 if let Some(e) = copy {
+                    let started = Instant::now();
                     l2.put(&key, &e, ttl).await;
+                    if let Entry::Snapshot(_) = e {
+                        metrics.build_phase_took("store", started.elapsed());
+                    }
                 }
                 if let l2::Lock::Held(token) = &lock {
                     l2.unlock(&key, token).await;

@@ -3,7 +3,9 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
@@ -30,6 +32,19 @@ pub struct SnapshotBuilder {
     closed: Vec<(u32, u32, Compressed)>,
     chunk_first: usize,
     fingerprint: Summing,
+    /// Time the pool has spent compressing this builder's chunks, in ns, summed over threads.
+    compressing: Arc<AtomicU64>,
+}
+
+/// Where a build's time went, besides fetching: for `wardgate_build_phase_seconds`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BuildPhases {
+    /// The building thread's own work (parsing rows, laying the pieces out), its waits for
+    /// the pool excluded.
+    pub parse: Duration,
+    /// The chunks' compression, summed over the pool's threads (on two cores, about twice
+    /// the wall time it adds).
+    pub compress: Duration,
 }
 
 /// A chunk's piece and check, delivered when the pool has compressed it.
@@ -53,6 +68,7 @@ impl SnapshotBuilder {
             closed: Vec::new(),
             chunk_first: 0,
             fingerprint: Summing::default(),
+            compressing: Arc::default(),
         }
     }
 
@@ -108,9 +124,13 @@ impl SnapshotBuilder {
         // memory when builds are over (`background::run_build`), not from the pool's, which
         // then sit idle holding them.
         let mut piece = Vec::with_capacity(json.len() / 6 + 64);
+        let compressing = self.compressing.clone();
         rayon::spawn(move || {
+            let started = Instant::now();
             COMPRESSOR.with(|c| gzip::deflate_piece(&mut c.borrow_mut(), &json, &mut piece));
             let check = Check::of(&json);
+            let took = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            compressing.fetch_add(took, Ordering::Relaxed);
             // The JSON is freed before the piece is handed over, so that a finished build
             // holds only what its snapshot keeps (no buffer still freeing on the pool).
             drop(json);
@@ -126,16 +146,27 @@ impl SnapshotBuilder {
 
     /// The snapshot, once every chunk is compressed: the full-ward gzip is `[`, the pieces
     /// separated by stored commas, `]`, and the trailer.
-    pub fn finish(mut self, built_at: EpochMs) -> Result<Snapshot, SnapshotError> {
+    pub fn finish(self, built_at: EpochMs) -> Result<Snapshot, SnapshotError> {
+        self.finish_timed(built_at).map(|(snap, _, _)| snap)
+    }
+
+    /// `finish`, with the pool's compression time and how long this thread waited for it.
+    fn finish_timed(
+        mut self,
+        built_at: EpochMs,
+    ) -> Result<(Snapshot, Duration, Duration), SnapshotError> {
         self.close_chunk();
+        let mut waited = Duration::ZERO;
         let mut gz = Vec::with_capacity(self.lens.len() * 48 + 256);
         gz.extend_from_slice(&gzip::GZIP_HEADER);
         gzip::put_stored(&mut gz, b"[");
         let mut laid = Vec::with_capacity(self.closed.len());
         for (i, (first, end, rx)) in self.closed.into_iter().enumerate() {
+            let wait = Instant::now();
             let (piece, check) = rx
                 .recv()
                 .map_err(|_| SnapshotError::Corrupt("a chunk's compression did not finish"))?;
+            waited += wait.elapsed();
             if i > 0 {
                 gzip::put_stored(&mut gz, b",");
             }
@@ -152,7 +183,8 @@ impl SnapshotBuilder {
             .map(|(first, end, gz, check)| Chunk::new(&rows, first, end, gz, check))
             .collect();
         let tag = format!("{:08x}{:x}{:x}", whole.crc, whole.len, built_at.0);
-        Ok(Snapshot {
+        let compressed = Duration::from_nanos(self.compressing.load(Ordering::Relaxed));
+        let snap = Snapshot {
             unindexed: Unindexed::of(&self.booths, &chunks),
             lineage: super::Lineage::of(&tag),
             tag,
@@ -169,7 +201,8 @@ impl SnapshotBuilder {
             rows,
             booths: self.booths,
             chunks,
-        })
+        };
+        Ok((snap, compressed, waited))
     }
 }
 
@@ -277,6 +310,17 @@ impl Snapshot {
         built_at: EpochMs,
         local: UtcOffset,
     ) -> Result<Snapshot, SnapshotError> {
+        Snapshot::from_backend_json_timed(key, body, built_at, local).map(|(snap, _)| snap)
+    }
+
+    /// `from_backend_json`, with where its time went.
+    pub fn from_backend_json_timed(
+        key: WardKey,
+        body: &[u8],
+        built_at: EpochMs,
+        local: UtcOffset,
+    ) -> Result<(Snapshot, BuildPhases), SnapshotError> {
+        let started = Instant::now();
         let rows: Vec<&serde_json::value::RawValue> =
             serde_json::from_slice(body).map_err(|e| SnapshotError::NotAnArray(e.to_string()))?;
         let mut b = SnapshotBuilder::new(key);
@@ -294,7 +338,9 @@ impl Snapshot {
             let modified = stamp_of(&facts.modifieddate, local);
             b.push_row(raw.get().as_bytes(), id_of(&facts.id), booth, modified)?;
         }
-        b.finish(built_at)
+        let (snap, compress, waited) = b.finish_timed(built_at)?;
+        let parse = started.elapsed().saturating_sub(waited);
+        Ok((snap, BuildPhases { parse, compress }))
     }
 }
 

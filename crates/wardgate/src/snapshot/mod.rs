@@ -40,7 +40,7 @@ use crate::gzip::Check;
 use crate::params::WardKey;
 use crate::time::EpochMs;
 
-pub use build::{SnapshotBuilder, UNKNOWN_BOOTH, UNKNOWN_STAMP};
+pub use build::{BuildPhases, SnapshotBuilder, UNKNOWN_BOOTH, UNKNOWN_STAMP};
 pub use codec::{built_at_of, FORMAT_VERSION, HEAD_BYTES, PREVIOUS_FORMAT_VERSION};
 pub use fingerprint::Fingerprint;
 pub use inflate::IdentityBody;

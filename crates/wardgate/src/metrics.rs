@@ -435,7 +435,7 @@ impl Metrics {
         );
         r.register(
             "build_phase_seconds",
-            "Time per phase of a ward build: fetch (the backend's answer), chunk (parse and compress, as waiters wait for them), parse (the building thread's own work), compress (the chunks' compression, summed over the pool's threads), store (the Redis copy, after waiters are answered), replica (read and built)",
+            "Time per phase of a ward build: fetch (the backend's answer), chunk (parse and compress, as waiters wait for them), parse (the building thread's CPU), compress (the chunks' compression, CPU summed over the pool's threads), store (the Redis copy, after waiters are answered), replica (read and built)",
             self.build_phase.clone(),
         );
         r.register(

@@ -5,7 +5,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -32,19 +32,29 @@ pub struct SnapshotBuilder {
     closed: Vec<(u32, u32, Compressed)>,
     chunk_first: usize,
     fingerprint: Summing,
-    /// Time the pool has spent compressing this builder's chunks, in ns, summed over threads.
+    /// CPU time the pool has spent compressing this builder's chunks, in ns, summed over its
+    /// threads.
     compressing: Arc<AtomicU64>,
 }
 
-/// Where a build's time went, besides fetching: for `wardgate_build_phase_seconds`.
+/// Where a build's CPU went, besides fetching: for `wardgate_build_phase_seconds`. CPU time,
+/// not wall time: the building thread and the pool share the cores, so each phase's wall
+/// time would count the other's too.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BuildPhases {
-    /// The building thread's own work (parsing rows, laying the pieces out), its waits for
-    /// the pool excluded.
+    /// The building thread's (parsing rows, laying the pieces out).
     pub parse: Duration,
-    /// The chunks' compression, summed over the pool's threads (on two cores, about twice
-    /// the wall time it adds).
+    /// The chunks' compression, summed over the pool's threads.
     pub compress: Duration,
+}
+
+/// The calling thread's CPU time so far.
+fn thread_cpu() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(
+        t.tv_sec.try_into().unwrap_or(0),
+        t.tv_nsec.try_into().unwrap_or(0),
+    )
 }
 
 /// A chunk's piece and check, delivered when the pool has compressed it.
@@ -126,10 +136,10 @@ impl SnapshotBuilder {
         let mut piece = Vec::with_capacity(json.len() / 6 + 64);
         let compressing = self.compressing.clone();
         rayon::spawn(move || {
-            let started = Instant::now();
+            let started = thread_cpu();
             COMPRESSOR.with(|c| gzip::deflate_piece(&mut c.borrow_mut(), &json, &mut piece));
             let check = Check::of(&json);
-            let took = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            let took = u64::try_from((thread_cpu() - started).as_nanos()).unwrap_or(u64::MAX);
             compressing.fetch_add(took, Ordering::Relaxed);
             // The JSON is freed before the piece is handed over, so that a finished build
             // holds only what its snapshot keeps (no buffer still freeing on the pool).
@@ -147,26 +157,20 @@ impl SnapshotBuilder {
     /// The snapshot, once every chunk is compressed: the full-ward gzip is `[`, the pieces
     /// separated by stored commas, `]`, and the trailer.
     pub fn finish(self, built_at: EpochMs) -> Result<Snapshot, SnapshotError> {
-        self.finish_timed(built_at).map(|(snap, _, _)| snap)
+        self.finish_timed(built_at).map(|(snap, _)| snap)
     }
 
-    /// `finish`, with the pool's compression time and how long this thread waited for it.
-    fn finish_timed(
-        mut self,
-        built_at: EpochMs,
-    ) -> Result<(Snapshot, Duration, Duration), SnapshotError> {
+    /// `finish`, with the CPU time the pool spent compressing the chunks.
+    fn finish_timed(mut self, built_at: EpochMs) -> Result<(Snapshot, Duration), SnapshotError> {
         self.close_chunk();
-        let mut waited = Duration::ZERO;
         let mut gz = Vec::with_capacity(self.lens.len() * 48 + 256);
         gz.extend_from_slice(&gzip::GZIP_HEADER);
         gzip::put_stored(&mut gz, b"[");
         let mut laid = Vec::with_capacity(self.closed.len());
         for (i, (first, end, rx)) in self.closed.into_iter().enumerate() {
-            let wait = Instant::now();
             let (piece, check) = rx
                 .recv()
                 .map_err(|_| SnapshotError::Corrupt("a chunk's compression did not finish"))?;
-            waited += wait.elapsed();
             if i > 0 {
                 gzip::put_stored(&mut gz, b",");
             }
@@ -202,7 +206,7 @@ impl SnapshotBuilder {
             booths: self.booths,
             chunks,
         };
-        Ok((snap, compressed, waited))
+        Ok((snap, compressed))
     }
 }
 
@@ -320,7 +324,7 @@ impl Snapshot {
         built_at: EpochMs,
         local: UtcOffset,
     ) -> Result<(Snapshot, BuildPhases), SnapshotError> {
-        let started = Instant::now();
+        let started = thread_cpu();
         let rows: Vec<&serde_json::value::RawValue> =
             serde_json::from_slice(body).map_err(|e| SnapshotError::NotAnArray(e.to_string()))?;
         let mut b = SnapshotBuilder::new(key);
@@ -338,8 +342,8 @@ impl Snapshot {
             let modified = stamp_of(&facts.modifieddate, local);
             b.push_row(raw.get().as_bytes(), id_of(&facts.id), booth, modified)?;
         }
-        let (snap, compress, waited) = b.finish_timed(built_at)?;
-        let parse = started.elapsed().saturating_sub(waited);
+        let (snap, compress) = b.finish_timed(built_at)?;
+        let parse = thread_cpu().saturating_sub(started);
         Ok((snap, BuildPhases { parse, compress }))
     }
 }
@@ -393,8 +397,25 @@ mod tests {
 
     use bytes::Bytes;
 
-    use crate::snapshot::fixtures::{key, render};
+    use crate::snapshot::fixtures::{key, render, ward_json};
     use crate::snapshot::{Selection, Unindexed};
+
+    #[test]
+    fn a_build_says_what_its_parse_and_its_compression_cost() {
+        let json = ward_json(4 * CHUNK_ROWS);
+        let (snap, phases) =
+            Snapshot::from_backend_json_timed(key(), &json, EpochMs(1), UtcOffset(0)).unwrap();
+        assert_eq!(snap.rows(), 4 * CHUNK_ROWS);
+        assert!(phases.parse > Duration::ZERO, "{phases:?}");
+        assert!(phases.compress > Duration::ZERO, "{phases:?}");
+        // CPU time, not wall time: what this thread and the pool spent, nothing it waited.
+        let wall = std::time::Instant::now();
+        let spent = thread_cpu();
+        let (_, again) =
+            Snapshot::from_backend_json_timed(key(), &json, EpochMs(1), UtcOffset(0)).unwrap();
+        assert!(again.parse <= thread_cpu() - spent, "{again:?}");
+        assert!(again.parse <= wall.elapsed(), "{again:?}");
+    }
 
     #[test]
     fn empty_ward_and_bad_rows() {

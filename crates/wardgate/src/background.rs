@@ -100,9 +100,9 @@ pub fn run<T: Send + 'static>(
 
 /// `run` for a build's job (parsing and chunking a ward): the memory it frees (the backend's
 /// answer, the chunks' JSON, some of it freed by the pool into this thread's pages) goes back
-/// to the system when the last job in flight ends (`Entered`), or as its thread ends. Not for every job: a
-/// release returns every free page, and a job that runs often (a write's patch) would fault
-/// its buffers in again each time.
+/// to the system when the last job in flight ends (`Entered`), or as its thread ends. Not
+/// for every job: a release returns every free page, and a job that runs often (a write's
+/// patch) would fault its buffers in again each time.
 pub fn run_build<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
 ) -> impl Future<Output = Result<T, JoinError>> {
@@ -136,6 +136,18 @@ impl InFlight {
         self.now.fetch_add(1, Ordering::AcqRel);
         Entered(self)
     }
+
+    /// Releases this thread's freed memory if this kind of work went quiet since the thread
+    /// last did and is quiet still; whether it did.
+    fn release_if_quiet(&self) -> bool {
+        let quiet = self.quiet.load(Ordering::Acquire);
+        let due = RELEASED_FOR.with(|r| r.replace(quiet)) != quiet
+            && self.now.load(Ordering::Acquire) == 0;
+        if due {
+            wardgate_alloc::release_freed();
+        }
+        due
+    }
 }
 
 /// One build (or job) in flight. The last of its kind to end hands back, on its thread, what
@@ -168,20 +180,6 @@ thread_local! {
 /// freed on whichever worker ran it.
 pub fn release_when_quiet() {
     BUILDS.release_if_quiet();
-}
-
-impl InFlight {
-    /// Releases this thread's freed memory if this kind of work went quiet since the thread
-    /// last did and is quiet still; whether it did.
-    fn release_if_quiet(&self) -> bool {
-        let quiet = self.quiet.load(Ordering::Acquire);
-        let due = RELEASED_FOR.with(|r| r.replace(quiet)) != quiet
-            && self.now.load(Ordering::Acquire) == 0;
-        if due {
-            wardgate_alloc::release_freed();
-        }
-        due
-    }
 }
 
 /// How long an idle blocking thread of the build runtime lives: it then hands back what its

@@ -42,7 +42,7 @@ pub struct SnapshotBuilder {
 /// time would count the other's too.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BuildPhases {
-    /// The building thread's (parsing rows, laying the pieces out).
+    /// The building thread's CPU: parsing rows, laying the pieces out.
     pub parse: Duration,
     /// The chunks' compression, summed over the pool's threads.
     pub compress: Duration,
@@ -139,7 +139,8 @@ impl SnapshotBuilder {
             let started = thread_cpu();
             COMPRESSOR.with(|c| gzip::deflate_piece(&mut c.borrow_mut(), &json, &mut piece));
             let check = Check::of(&json);
-            let took = u64::try_from((thread_cpu() - started).as_nanos()).unwrap_or(u64::MAX);
+            let took = thread_cpu().saturating_sub(started).as_nanos();
+            let took = u64::try_from(took).unwrap_or(u64::MAX);
             compressing.fetch_add(took, Ordering::Relaxed);
             // The JSON is freed before the piece is handed over, so that a finished build
             // holds only what its snapshot keeps (no buffer still freeing on the pool).
@@ -317,7 +318,7 @@ impl Snapshot {
         Snapshot::from_backend_json_timed(key, body, built_at, local).map(|(snap, _)| snap)
     }
 
-    /// `from_backend_json`, with where its time went.
+    /// `from_backend_json`, with where its CPU went.
     pub fn from_backend_json_timed(
         key: WardKey,
         body: &[u8],

@@ -213,6 +213,11 @@ fn metrics(shared: &Shared) -> Response<Body> {
         .metrics
         .log_lines_dropped
         .set(i64::try_from(dropped).unwrap_or(i64::MAX));
+    let (entries, refused) = crate::cold::realtime_entries();
+    let m = &shared.metrics;
+    m.realtime_entries
+        .set(i64::try_from(entries).unwrap_or(i64::MAX));
+    m.realtime_refused.set(i64::from(refused));
     set_sealed(&shared.metrics);
     if let Some(lag) = shared.cache.watch_lag() {
         shared.metrics.watch_lag_seconds.set(lag.as_secs_f64());

@@ -7,6 +7,9 @@
 //! A build's I/O (Redis reads, the backend fetch) runs on the build runtime when the process
 //! has one (`serve` starts it: `set_build_runtime`), so a storm's backend answers are read
 //! beside the serving workers instead of in their queues.
+//!
+//! Builds and their jobs are cold work (`cold`): while any runs, the serving workers may take
+//! the real-time class.
 
 use std::cell::Cell;
 use std::future::Future;
@@ -15,6 +18,8 @@ use std::sync::OnceLock;
 
 use tokio::sync::Semaphore;
 use tokio::task::JoinError;
+
+use crate::cold::ColdWork;
 
 /// The runtime builds are spawned on; unset (tests, `warm`), the caller's.
 static BUILD_RUNTIME: OnceLock<tokio::runtime::Handle> = OnceLock::new();
@@ -32,9 +37,12 @@ where
 {
     // The build's I/O buffers (the backend's answer, Redis replies) were allocated on this
     // runtime's threads and are freed by now: their pages go back to the system once every
-    // build has ended (`Entered`).
+    // build has ended (`Entered`). Cold from now: the serving workers take the real-time
+    // class before the build is first polled.
+    let cold = ColdWork::start();
     let build = async move {
         let _in_flight = BUILDS.enter();
+        let _cold = cold;
         build.await
     };
     match BUILD_RUNTIME.get() {
@@ -106,8 +114,10 @@ pub fn run<T: Send + 'static>(
 pub fn run_build<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
 ) -> impl Future<Output = Result<T, JoinError>> {
+    let cold = ColdWork::start();
     run_in(slots(), move || {
         let _in_flight = JOBS.enter();
+        let _cold = cold;
         f()
     })
 }

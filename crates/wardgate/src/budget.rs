@@ -110,6 +110,8 @@ impl WardBudget {
                     let names = names
                         .get_or_insert_with(|| wards.iter().map(ToString::to_string).collect());
                     let client = c.client.to_string();
+                    // A cold morning's first reads wait here before any build of theirs starts.
+                    let _cold = crate::cold::ColdWork::start();
                     l2.admit_wards(&client, day, c.budget, names).await
                 }
                 None => None,

@@ -253,6 +253,9 @@ pub struct ServeArgs {
     /// or whichever trials show to cost this process less (auto).
     #[arg(long, env = "WARDGATE_SENDFILE", value_enum, num_args = 0..=1, default_missing_value = "on")]
     pub sendfile: Option<SendfileMode>,
+    /// Serving workers take the real-time class during cold work: builds, budget lookups (needs CAP_SYS_NICE).
+    #[arg(long, env = "WARDGATE_REALTIME_WHILE_COLD", num_args = 0..=1, default_missing_value = "true")]
+    pub realtime_while_cold: Option<bool>,
     /// Log format.
     #[arg(long, env = "WARDGATE_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
@@ -350,6 +353,7 @@ impl ServeArgs {
         set!(self.workers => c.runtime.workers);
         set!(self.build_threads => c.runtime.build_threads);
         set!(self.sendfile => c.runtime.sendfile);
+        set!(self.realtime_while_cold => c.runtime.realtime_while_cold);
     }
 }
 

@@ -8,6 +8,7 @@
 // Foundation: configuration, wire formats, I/O helpers.
 pub mod background;
 pub mod body;
+pub mod cold;
 pub mod config;
 pub mod gate;
 pub mod gzip;

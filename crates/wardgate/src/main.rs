@@ -156,6 +156,13 @@ impl Runtimes {
         serving
             .worker_threads(cfg.workers_for(cores))
             .event_interval(SERVING_EVENT_INTERVAL);
+        if cfg.realtime_while_cold {
+            // Only the workers park: the serving runtime's blocking threads keep their class.
+            wardgate::cold::realtime_while_cold();
+            serving
+                .on_thread_park(wardgate::cold::follow_cold_work)
+                .on_thread_unpark(wardgate::cold::follow_cold_work);
+        }
         Ok(Runtimes {
             serving: serving.build()?,
             _builds: Some(builds),

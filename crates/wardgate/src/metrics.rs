@@ -151,6 +151,10 @@ pub struct Metrics {
     pub watch_lag_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     /// Log lines dropped because the log pipe did not drain (`logging`), set at scrape.
     pub log_lines_dropped: Gauge,
+    /// Times the serving workers entered the real-time class during cold work, since the start,
+    /// and 1 if the kernel refused the class (`runtime.realtime_while_cold`), set at scrape.
+    pub realtime_entries: Gauge,
+    pub realtime_refused: Gauge,
     /// Answers held in sealed memory files, to be sent by `sendfile` (`wardgate_sealed`), set at
     /// scrape: how many, and the memory they take (whole pages).
     pub sealed_answers: Gauge,
@@ -205,6 +209,8 @@ impl Metrics {
             replica_trusted: Gauge::default(),
             replica_errors: Family::default(),
             log_lines_dropped: Gauge::default(),
+            realtime_entries: Gauge::default(),
+            realtime_refused: Gauge::default(),
             sealed_answers: Gauge::default(),
             sealed_bytes: Gauge::default(),
             sealed_refused: Gauge::default(),
@@ -442,6 +448,16 @@ impl Metrics {
             "log_lines_dropped",
             "Log lines dropped since start because stderr did not drain (requests never wait on it)",
             self.log_lines_dropped.clone(),
+        );
+        r.register(
+            "serving_realtime_entries",
+            "Times the serving workers entered the real-time class because cold work ran (builds, ward-budget lookups), since start (runtime.realtime_while_cold)",
+            self.realtime_entries.clone(),
+        );
+        r.register(
+            "serving_realtime_refused",
+            "1 if the kernel refused the serving workers the real-time class (no CAP_SYS_NICE or RLIMIT_RTPRIO)",
+            self.realtime_refused.clone(),
         );
         let info: Family<VersionLabels, Gauge> = Family::default();
         info.get_or_create(&VersionLabels {

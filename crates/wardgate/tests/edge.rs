@@ -384,3 +384,100 @@ async fn serving_and_builds_run_on_runtimes_of_their_own() {
         "the build's parse ran on a blocking thread of the build runtime"
     );
 }
+
+/// How many threads named `name` in process `pid` are in the real-time class (`SCHED_FIFO`,
+/// the `policy` field of `/proc/<pid>/task/<tid>/stat`).
+fn realtime_threads_named(pid: u32, name: &str) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|t| {
+            let dir = t.ok()?.path();
+            let comm = std::fs::read_to_string(dir.join("comm")).ok()?;
+            let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
+            // Fields after the command's closing parenthesis start at field 3; policy is 41.
+            let policy: u32 = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .nth(38)?
+                .parse()
+                .ok()?;
+            Some(comm.trim() == name && policy == 1)
+        })
+        .filter(|&realtime| realtime)
+        .count()
+}
+
+/// Polls `f` every 20 ms until it is true or `limit` has passed; whether it became true.
+async fn eventually(limit: Duration, f: impl Fn() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while !f() {
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    true
+}
+
+/// While a miss's build waits on the backend, the serving workers run in the real-time class
+/// (where the process may: root, or CAP_SYS_NICE), and in the normal class again once it is
+/// answered; the blocking threads never do. Where the class is refused, the metric says so and
+/// no thread has it. `--realtime-while-cold false` keeps the workers normal throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serving_workers_are_realtime_while_a_build_is_in_flight_and_normal_after() {
+    let origin = Origin::builder()
+        .wards(1)
+        .voters_per_ward(20)
+        .latency(Duration::from_millis(1500))
+        .start()
+        .await;
+    for on in ["true", "false"] {
+        let p = spawn(
+            &origin.url(),
+            &["--workers", "2", "--realtime-while-cold", on],
+        );
+        let pid = p.child.id();
+        let realtime = move || realtime_threads_named(pid, "wardgate-serve");
+        assert_eq!(realtime(), 0, "nothing cold yet ({on})");
+        let url = format!(
+            "http://{}/open/volunteer/citizens?{}",
+            p.addr,
+            ward_query(1)
+        );
+        let miss = tokio::spawn(reqwest::get(url));
+        let metrics = format!("http://{}/metrics", p.admin);
+        let scrape = |name: &'static str| {
+            let metrics = metrics.clone();
+            async move {
+                let text = reqwest::get(&metrics).await.unwrap().text().await.unwrap();
+                let line = text
+                    .lines()
+                    .find(|l| l.starts_with(name))
+                    .unwrap_or_default();
+                line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok())
+            }
+        };
+        let during = eventually(Duration::from_secs(1), || realtime() == 2).await;
+        let refused = scrape("wardgate_serving_realtime_refused").await == Some(1.0);
+        match (on, refused) {
+            ("true", false) => {
+                assert!(during, "both workers real-time while the build waits");
+                assert!(scrape("wardgate_serving_realtime_entries").await >= Some(1.0));
+            }
+            _ => {
+                assert!(
+                    !during && realtime() == 0,
+                    "no worker real-time ({on}, refused {refused})"
+                );
+            }
+        }
+        let resp = miss.await.unwrap().unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers()["x-cache"], "MISS");
+        assert!(
+            eventually(Duration::from_secs(3), || realtime() == 0).await,
+            "back to the normal class once nothing is cold ({on})"
+        );
+    }
+}

@@ -13,6 +13,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         "foundation",
         &[
             "background",
+            "cold",
             "body",
             "config",
             "gate",

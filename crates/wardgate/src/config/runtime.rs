@@ -12,8 +12,8 @@ use super::{invalid, ConfigError};
 /// 18–44 ms with 6 workers, 57–177 ms with 2).
 pub const WORKERS_PER_CORE: usize = 1;
 
-/// How many threads serve requests and run builds' I/O.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// How many threads serve requests and run builds' I/O, and how they are scheduled.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RuntimeConfig {
     /// Async worker threads that accept, route and answer requests, a count; 0 = one per core
@@ -33,6 +33,24 @@ pub struct RuntimeConfig {
     /// Intel Xeon cores (per-page references contend across cores), and 135 µs copied against
     /// 86 µs by `sendfile` on 2 AMD EPYC cores. [restart]
     pub sendfile: SendfileMode,
+    /// Whether the serving workers take the kernel's real-time class (`SCHED_FIFO`, lowest
+    /// priority) while cold work is in flight (builds, first reads waiting on Redis for their
+    /// ward budget), and the normal class otherwise (`background::follow_cold_work`): a hit then
+    /// gets a core as soon as it arrives instead of after a busy thread's slice. Needs
+    /// `CAP_SYS_NICE` or an `RLIMIT_RTPRIO` of 1 or more; without it the workers stay in the
+    /// normal class, with one warning. Default on. [restart]
+    pub realtime_while_cold: bool,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            workers: 0,
+            build_threads: 0,
+            sendfile: SendfileMode::default(),
+            realtime_while_cold: true,
+        }
+    }
 }
 
 /// `runtime.sendfile`: how cached answers are sent.
@@ -133,6 +151,7 @@ mod tests {
             workers: 5,
             build_threads: 1,
             sendfile: SendfileMode::Off,
+            realtime_while_cold: false,
         };
         assert_eq!(set.workers_for(64), 5);
         assert_eq!(set.build_threads_for(64), 1);

@@ -12,6 +12,7 @@ they count that wait: no coordinated omission), status codes and X-Cache values.
 """
 import asyncio
 import json
+import os
 import sys
 import time
 
@@ -100,6 +101,8 @@ async def main():
     stop.set()
     await asyncio.gather(*tasks)
     out["wall"] = time.perf_counter() - t0
+    policy = os.sched_getscheduler(0) & ~getattr(os, "SCHED_RESET_ON_FORK", 0)
+    out["sched"] = "fifo" if policy == os.SCHED_FIFO else f"normal, niceness {os.nice(0)}"
     print(json.dumps(out), flush=True)
 
 

@@ -231,8 +231,11 @@ class Report:
                f"storm, from its release to its last answer, `bench/hitstream.py` sends gzip page hits "
                f"(`{su['hit_path'].split('?')[1]}`, cached by each system before the storm: fetched twice) on "
                f"{su['hit_conns']} pre-opened keep-alive connections, one every {su['hit_interval_ms']:g} ms per "
-               f"connection, latency measured from each request's scheduled time; the hit stream runs at niceness "
-               f"{storm.HIT_NICE} (it stands in for phones elsewhere: its own wait for a core should not count). "
+               f"connection, latency measured from each request's scheduled time; the hit stream runs in the real-time "
+               f"class (`SCHED_FIFO`, priority 1) where allowed, else at niceness {storm.HIT_NICE} (this run: "
+               f"{', '.join(sorted({str(r.get('hits_sched')) for s in storm.SYSTEMS for r in st['runs'][s]}))}): it "
+               f"stands in for phones elsewhere, and its own wait for a core should not count (a niceness does not "
+               f"spare it that wait: the kernel lets a busy task finish its slice first). "
                f"Origin requests counted by the "
                f"origin (`/__origin/stats`, reset just before the storm).\n")
         self.A(f"![storm latency distribution]({self.R['plots']['storm']})\n")

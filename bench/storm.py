@@ -312,7 +312,8 @@ def summarize(runs):
     out["met_storm"] = (wg["p99"] < out["nginx"]["p99"] and wg["p99"] < out["varnish"]["p99"]
                         and wg["exact_origin"] and wg["all_200"])
     out["met_hits"] = wg["hits_p99"] < HIT_TARGET_MS and all(
-        r["hits_codes"].get(200, 0) == r["hits_n"] and r["hits_n"] > 0 for r in runs["wardgate"])
+        # The stream's JSON names status codes as strings.
+        r["hits_codes"].get("200", 0) == r["hits_n"] and r["hits_n"] > 0 for r in runs["wardgate"])
     return out
 
 

@@ -2,7 +2,8 @@
 //! preempt the builds instead of queueing behind a hundred of them.
 //!
 //! **Invariant:** only build work (parsing a backend answer, compressing chunks) runs at the
-//! lowered priority; the async workers that serve keep the process's own.
+//! lowered priority; the async workers that serve keep the process's own, or rise above it
+//! while cold work is in flight (`cold`).
 //!
 //! A build's I/O (Redis reads, the backend fetch) runs on the build runtime when the process
 //! has one (`serve` starts it: `set_build_runtime`), so a storm's backend answers are read

@@ -1,4 +1,4 @@
-//! The scheduling class of the calling thread: the kernel's real-time class, or the normal one.
+//! A thread's scheduling class: the kernel's real-time class, or the normal one.
 //!
 //! Why a real-time class at all: on a busy machine the normal class lets a running task finish
 //! its slice (a few ms, up to the next timer tick) before a thread that just woke gets the
@@ -15,7 +15,7 @@ use std::io;
 /// below any real-time thread the machine's own services run.
 const FIFO_PRIORITY: libc::c_int = 1;
 
-/// The calling thread's class.
+/// A thread's scheduling class.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Class {
     /// `SCHED_OTHER`, the kernel's fair class, at the thread's niceness.
@@ -36,20 +36,11 @@ impl Tid {
     }
 }
 
-/// Puts the calling thread in `class` (`set_thread`).
-pub fn set_this_thread(class: Class) -> io::Result<()> {
-    set(0, class)
-}
-
 /// Puts thread `tid` of this process in `class`. Threads it starts afterwards begin in the
 /// normal class (`SCHED_RESET_ON_FORK`), so a blocking pool grown from it does not inherit the
 /// real-time one. Entering the real-time class needs `CAP_SYS_NICE` or an `RLIMIT_RTPRIO` of
 /// 1 or more (an error of kind `PermissionDenied` otherwise); leaving it needs nothing.
 pub fn set_thread(tid: Tid, class: Class) -> io::Result<()> {
-    set(tid.0, class)
-}
-
-fn set(pid: libc::pid_t, class: Class) -> io::Result<()> {
     let (policy, priority) = match class {
         Class::Normal => (libc::SCHED_OTHER, 0),
         Class::Realtime => (libc::SCHED_FIFO, FIFO_PRIORITY),
@@ -58,8 +49,8 @@ fn set(pid: libc::pid_t, class: Class) -> io::Result<()> {
         sched_priority: priority,
     };
     // SAFETY: `param` is a valid `sched_param` that outlives the call, which only reads it;
-    // pid 0 names the calling thread, any other a thread id.
-    let rc = unsafe { libc::sched_setscheduler(pid, policy | libc::SCHED_RESET_ON_FORK, &param) };
+    // `tid` names a thread.
+    let rc = unsafe { libc::sched_setscheduler(tid.0, policy | libc::SCHED_RESET_ON_FORK, &param) };
     if rc == 0 {
         Ok(())
     } else {
@@ -67,19 +58,10 @@ fn set(pid: libc::pid_t, class: Class) -> io::Result<()> {
     }
 }
 
-/// The calling thread's class as the kernel has it (`Normal` for any other policy).
-pub fn this_thread() -> Class {
-    of(0)
-}
-
-/// Thread `tid`'s class as the kernel has it.
+/// Thread `tid`'s class as the kernel has it (`Normal` for any policy but `SCHED_FIFO`).
 pub fn of_thread(tid: Tid) -> Class {
-    of(tid.0)
-}
-
-fn of(pid: libc::pid_t) -> Class {
     // SAFETY: no arguments but a thread id; reads the scheduler's policy.
-    let policy = unsafe { libc::sched_getscheduler(pid) };
+    let policy = unsafe { libc::sched_getscheduler(tid.0) };
     if policy >= 0 && policy & !libc::SCHED_RESET_ON_FORK == libc::SCHED_FIFO {
         Class::Realtime
     } else {
@@ -91,8 +73,17 @@ fn of(pid: libc::pid_t) -> Class {
 mod tests {
     use super::*;
 
+    fn this_thread() -> Class {
+        of_thread(Tid::this_thread())
+    }
+
+    fn set_this_thread(class: Class) -> io::Result<()> {
+        set_thread(Tid::this_thread(), class)
+    }
+
     /// Where the real-time class is allowed (root, CAP_SYS_NICE), a thread enters it, its
-    /// children start outside it, and it leaves it; where not, entering is refused as such.
+    /// children start outside it, and it leaves it, and another thread's class is set by its
+    /// id; where not, entering is refused as such.
     #[test]
     fn a_thread_enters_and_leaves_the_realtime_class_and_its_children_start_normal() {
         std::thread::spawn(|| match set_this_thread(Class::Realtime) {
@@ -102,7 +93,6 @@ mod tests {
                 assert_eq!(child, Class::Normal, "SCHED_RESET_ON_FORK");
                 set_this_thread(Class::Normal).unwrap();
                 assert_eq!(this_thread(), Class::Normal);
-                // Another thread's class, by its id.
                 let (tx, rx) = std::sync::mpsc::channel();
                 let (done, wait) = std::sync::mpsc::channel::<()>();
                 let other = std::thread::spawn(move || {

@@ -70,11 +70,11 @@ impl Drop for ColdWork {
 /// for (a few atomic loads when it already is theirs).
 pub fn follow_cold_work() {
     if !IS_WORKER.with(|w| w.replace(true)) {
-        let mut workers = workers();
-        workers.push(Tid::this_thread());
+        let tid = Tid::this_thread();
+        workers().push(tid);
         // A worker that joins the set late starts in the set's class.
         if REALTIME.load(Ordering::Acquire) {
-            set_all(&workers[workers.len() - 1..], Class::Realtime);
+            set_all(std::slice::from_ref(&tid), Class::Realtime);
         }
     }
     follow();

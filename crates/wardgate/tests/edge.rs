@@ -353,13 +353,19 @@ async fn the_serving_process_runs_without_transparent_huge_pages() {
     assert_eq!(thp, Some("0"), "{status}");
 }
 
-/// The threads named `name` in process `pid`.
-fn threads_named(pid: u32, name: &str) -> usize {
+/// The `/proc` directories of the threads named `name` in process `pid`.
+fn thread_dirs(pid: u32, name: &str) -> impl Iterator<Item = std::path::PathBuf> + '_ {
     std::fs::read_dir(format!("/proc/{pid}/task"))
         .unwrap()
-        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
-        .filter(|comm| comm.trim() == name)
-        .count()
+        .filter_map(|t| Some(t.ok()?.path()))
+        .filter(move |dir| {
+            std::fs::read_to_string(dir.join("comm")).is_ok_and(|comm| comm.trim() == name)
+        })
+}
+
+/// The threads named `name` in process `pid`.
+fn threads_named(pid: u32, name: &str) -> usize {
+    thread_dirs(pid, name).count()
 }
 
 /// `--workers` sizes the serving runtime, and a miss's build runs on the build runtime beside
@@ -388,23 +394,15 @@ async fn serving_and_builds_run_on_runtimes_of_their_own() {
 /// How many threads named `name` in process `pid` are in the real-time class (`SCHED_FIFO`,
 /// the `policy` field of `/proc/<pid>/task/<tid>/stat`).
 fn realtime_threads_named(pid: u32, name: &str) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/task"))
-        .unwrap()
-        .filter_map(|t| {
-            let dir = t.ok()?.path();
-            let comm = std::fs::read_to_string(dir.join("comm")).ok()?;
-            let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
+    thread_dirs(pid, name)
+        .filter(|dir| {
+            let stat = std::fs::read_to_string(dir.join("stat")).unwrap_or_default();
             // Fields after the command's closing parenthesis start at field 3; policy is 41.
-            let policy: u32 = stat
-                .rsplit_once(')')?
-                .1
-                .split_whitespace()
-                .nth(38)?
-                .parse()
-                .ok()?;
-            Some(comm.trim() == name && policy == 1)
+            let policy = stat
+                .rsplit_once(')')
+                .and_then(|(_, f)| f.split_whitespace().nth(38));
+            policy == Some("1")
         })
-        .filter(|&realtime| realtime)
         .count()
 }
 
@@ -451,19 +449,15 @@ async fn serving_workers_are_realtime_while_a_build_is_in_flight_and_normal_afte
             let metrics = metrics.clone();
             async move {
                 let text = reqwest::get(&metrics).await.unwrap().text().await.unwrap();
-                let line = text
-                    .lines()
-                    .find(|l| l.starts_with(name))
-                    .unwrap_or_default();
-                line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok())
+                metric_in(&text, name)
             }
         };
         let during = eventually(Duration::from_secs(1), || realtime() == 2).await;
-        let refused = scrape("wardgate_serving_realtime_refused").await == Some(1.0);
+        let refused = scrape("wardgate_serving_realtime_refused").await == 1.0;
         match (on, refused) {
             ("true", false) => {
                 assert!(during, "both workers real-time while the build waits");
-                assert!(scrape("wardgate_serving_realtime_entries").await >= Some(1.0));
+                assert!(scrape("wardgate_serving_realtime_entries").await >= 1.0);
             }
             _ => {
                 assert!(

@@ -352,10 +352,7 @@ impl Gate {
 
     /// The value of the first sample named `name` (labels included, if given), 0 if absent.
     pub async fn metric(&self, name: &str) -> f64 {
-        let metrics = self.metrics().await;
-        let line = metrics.lines().find(|l| l.starts_with(name));
-        line.and_then(|l| l.rsplit(' ').next()?.parse().ok())
-            .unwrap_or(0.0)
+        metric_in(&self.metrics().await, name)
     }
 
     pub fn shared(&self) -> &Arc<wardgate::shared::Shared> {
@@ -419,6 +416,14 @@ impl GateBuilder {
 }
 
 /// A client that shows raw bytes: no transparent decompression, no proxies.
+/// The value of the first sample named `name` (labels included, if given) in Prometheus text,
+/// 0 if absent.
+pub fn metric_in(metrics: &str, name: &str) -> f64 {
+    let line = metrics.lines().find(|l| l.starts_with(name));
+    line.and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .no_gzip()

@@ -200,7 +200,7 @@ impl<'q> RawParams<'q> {
         let mut out = RawParams(Default::default());
         for (k, v) in pairs(query) {
             // Unknown parameters (cache busters such as `_=`) are dropped: they never go upstream.
-            let Some(i) = KNOWN_PARAMS.iter().position(|p| *p == k) else {
+            let Some(i) = slot(&k) else {
                 continue;
             };
             if out.0[i].is_some() {
@@ -212,19 +212,47 @@ impl<'q> RawParams<'q> {
     }
 
     fn get(&self, name: &str) -> Option<&str> {
-        let i = KNOWN_PARAMS.iter().position(|p| *p == name)?;
-        self.0[i].as_deref()
+        self.0[slot(name)?].as_deref()
     }
+}
+
+/// Where a known parameter's value is kept: its place in `KNOWN_PARAMS`. A `match` rather than
+/// a search of the list: the compiler compares lengths first, and with a constant name (every
+/// `get`) the place is known at compile time.
+fn slot(name: &str) -> Option<usize> {
+    let i = match name {
+        "state" => 0,
+        "assemblyNo" => 1,
+        "wardNo" => 2,
+        "boothNos" => 3,
+        "date" => 4,
+        "page" => 5,
+        "size" => 6,
+        _ => return None,
+    };
+    debug_assert_eq!(KNOWN_PARAMS[i], name);
+    Some(i)
 }
 
 /// The query's `name=value` pairs, decoded exactly as `form_urlencoded::parse` decodes them
 /// (empty pieces skipped, `+` as a space, `%XX` escapes, invalid UTF-8 replaced), but borrowed
 /// from the query where there is nothing to decode: the app's queries have no escapes.
 fn pairs(query: &str) -> impl Iterator<Item = (Cow<'_, str>, Cow<'_, str>)> {
-    // One scan of the whole query, rather than one per name and per value (every read).
-    let plain = !query.bytes().any(needs_decoding);
-    query.split('&').filter(|p| !p.is_empty()).map(move |p| {
-        let (k, v) = p.split_once('=').unwrap_or((p, ""));
+    // One scan of the whole query, rather than one per name and per value (every read); the
+    // separators are found by `memchr` (all three are ASCII, so every cut is a char boundary).
+    let plain = memchr::memchr2(b'%', b'+', query.as_bytes()).is_none();
+    let mut from = 0;
+    let ends = memchr::memchr_iter(b'&', query.as_bytes()).chain([query.len()]);
+    let pieces = ends.map(move |end| {
+        let piece = &query[from..end];
+        from = end + 1;
+        piece
+    });
+    pieces.filter(|p| !p.is_empty()).map(move |p| {
+        let (k, v) = match memchr::memchr(b'=', p.as_bytes()) {
+            Some(eq) => (&p[..eq], &p[eq + 1..]),
+            None => (p, ""),
+        };
         if plain {
             (Cow::Borrowed(k), Cow::Borrowed(v))
         } else {
@@ -400,6 +428,9 @@ mod tests {
             "",
             "&&&",
             "state=%E0%A4%95+%E0%A4&x=%",
+            "&state=Goa&",
+            "=",
+            "state=Goa&wardNo=1&",
         ] {
             let ours: Vec<(String, String)> = pairs(q).map(|(k, v)| (k.into(), v.into())).collect();
             let theirs: Vec<(String, String)> = form_urlencoded::parse(q.as_bytes())
@@ -408,6 +439,16 @@ mod tests {
             assert_eq!(ours, theirs, "{q}");
         }
         assert!(matches!(decoded("Karnataka"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn every_known_parameter_has_a_slot_of_its_own() {
+        for (i, name) in KNOWN_PARAMS.iter().enumerate() {
+            assert_eq!(slot(name), Some(i), "{name}");
+        }
+        for other in ["", "_", "State", "wardno", "sizes", "boothNo"] {
+            assert_eq!(slot(other), None, "{other}");
+        }
     }
 
     fn policy() -> CitizensConfig {

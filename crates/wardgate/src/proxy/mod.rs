@@ -40,7 +40,7 @@ use crate::config::{CorsMode, Live};
 use crate::cors;
 use crate::limit::{self, ClientIdentity, Limiter};
 use crate::metrics::{ClassLabels, Metrics, OutcomeNameLabels, RequestLabels};
-use crate::params::{CitizensQuery, Scope, WardKey};
+use crate::params::{AssemblyKey, CitizensQuery, Scope, WardKey};
 use crate::request_id::{self, RequestId};
 use crate::respond::{self, ApiError};
 use crate::route::{self, Guarded, Route, RouteClass, CITIZENS_PATH};
@@ -284,12 +284,13 @@ impl Proxy {
         };
         let (parts, body) = req.into_parts();
         let body = if parts.method == Method::POST {
-            match read_sync_body(
+            // Boxed: a GET's future need not hold room for reading a body.
+            match Box::pin(read_sync_body(
                 &parts.headers,
                 body,
                 cfg.limits.max_body_bytes.0,
                 cfg.limits.body_read_timeout.0,
-            )
+            ))
             .await
             {
                 Ok(b) => b,
@@ -328,23 +329,35 @@ impl Proxy {
                 self.ward_answer(&q, found.value, headers, found.status)
                     .await
             }
-            // The assembly's wards, each answered from its snapshot (built where missing).
-            Scope::Assembly(a) => {
-                let cache = &self.shared.cache;
-                let Some(wards) = assembly::wards_of(cache, a, &cfg).await? else {
-                    tracing::warn!(assembly = %a, "assembly not in the master data; asking the backend");
-                    return self.forward_read(&q).await;
-                };
-                self.within_budget(who, &wards).await?;
-                let (snaps, status) = assembly::snapshots(cache, &wards, max_age).await?;
-                let by = (q.booths.is_some(), q.since_ms.is_some());
-                if let Some(field) = snaps.iter().find_map(|s| s.unindexed().blocks(by.0, by.1)) {
-                    return self.forward_unindexed(&q, field).await;
-                }
-                let max_rows = cfg.citizens.assembly_max_rows;
-                assembly::answer(cache, &snaps, &q, headers, status, max_rows)
-            }
+            // Boxed, as the rarer routes are in `route`: a ward read's future stays small.
+            Scope::Assembly(a) => Box::pin(self.read_assembly(a, &q, headers, who)).await,
         }
+    }
+
+    /// 5–7 for `wardNo=-1`: the assembly's wards, each answered from its snapshot (built
+    /// where missing).
+    async fn read_assembly(
+        &self,
+        a: &AssemblyKey,
+        q: &CitizensQuery,
+        headers: &http::HeaderMap,
+        who: Option<&ClientIdentity>,
+    ) -> Answer {
+        let cfg = self.live().load();
+        let cache = &self.shared.cache;
+        let Some(wards) = assembly::wards_of(cache, a, &cfg).await? else {
+            tracing::warn!(assembly = %a, "assembly not in the master data; asking the backend");
+            return self.forward_read(q).await;
+        };
+        self.within_budget(who, &wards).await?;
+        let max_age = cfg.cache.snapshot_max_age.0;
+        let (snaps, status) = assembly::snapshots(cache, &wards, max_age).await?;
+        let by = (q.booths.is_some(), q.since_ms.is_some());
+        if let Some(field) = snaps.iter().find_map(|s| s.unindexed().blocks(by.0, by.1)) {
+            return self.forward_unindexed(q, field).await;
+        }
+        let max_rows = cfg.citizens.assembly_max_rows;
+        assembly::answer(cache, &snaps, q, headers, status, max_rows)
     }
 
     /// 4b. The ward budget: a read of wards new to its client today must fit the client's
@@ -418,7 +431,7 @@ impl Proxy {
     ) -> Answer {
         let unindexed = snap.unindexed();
         if let Some(field) = unindexed.blocks(q.booths.is_some(), q.since_ms.is_some()) {
-            return self.forward_unindexed(q, field).await;
+            return Box::pin(self.forward_unindexed(q, field)).await;
         }
         respond::snapshot_answer(&self.shared.cache, snap, q, headers, status).await
     }

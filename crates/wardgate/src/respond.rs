@@ -369,7 +369,10 @@ pub(crate) fn cached_response(
         *resp.status_mut() = StatusCode::NOT_MODIFIED;
     }
     let h = resp.headers_mut();
-    put(h, header::ETAG, &rep.etag);
+    // The tag's own buffer becomes the header's: no copy.
+    if let Ok(etag) = HeaderValue::from_maybe_shared(Bytes::from(rep.etag.into_bytes())) {
+        h.insert(header::ETAG, etag);
+    }
     h.insert(header::VARY, VARY_ENCODING);
     h.insert(header::CACHE_CONTROL, NO_CACHE);
     if let Some(t) = rep.snapshot_time {

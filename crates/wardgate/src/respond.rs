@@ -369,9 +369,8 @@ pub(crate) fn cached_response(
         *resp.status_mut() = StatusCode::NOT_MODIFIED;
     }
     let h = resp.headers_mut();
-    // The tag's own buffer becomes the header's: no copy.
     if let Ok(etag) = HeaderValue::from_maybe_shared(Bytes::from(rep.etag.into_bytes())) {
-        h.insert(header::ETAG, etag);
+        h.insert(header::ETAG, etag); // the tag's own buffer, not a copy
     }
     h.insert(header::VARY, VARY_ENCODING);
     h.insert(header::CACHE_CONTROL, NO_CACHE);
@@ -439,9 +438,8 @@ pub async fn snapshot_answer(
         (&q.booths, q.since_ms, q.page).hash(&mut h);
         h.finish()
     };
-    let etag = etag_of(&snap.tag, variant, gzip);
     let rep = Representation {
-        etag,
+        etag: etag_of(&snap.tag, variant, gzip),
         gzip,
         content_type: store.citizens_content_type(),
         snapshot_time: Some(snap.built_at),

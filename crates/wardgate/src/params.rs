@@ -240,7 +240,7 @@ fn slot(name: &str) -> Option<usize> {
 fn pairs(query: &str) -> impl Iterator<Item = (Cow<'_, str>, Cow<'_, str>)> {
     // One scan of the whole query, rather than one per name and per value (every read); the
     // separators are found by `memchr` (all three are ASCII, so every cut is a char boundary).
-    let plain = memchr::memchr2(b'%', b'+', query.as_bytes()).is_none();
+    let plain = !needs_decoding(query);
     let mut from = 0;
     let ends = memchr::memchr_iter(b'&', query.as_bytes()).chain([query.len()]);
     let pieces = ends.map(move |end| {
@@ -261,12 +261,13 @@ fn pairs(query: &str) -> impl Iterator<Item = (Cow<'_, str>, Cow<'_, str>)> {
     })
 }
 
-fn needs_decoding(b: u8) -> bool {
-    b == b'%' || b == b'+'
+/// Whether `s` holds a `%` escape or a `+` (a space): the only bytes form decoding changes.
+fn needs_decoding(s: &str) -> bool {
+    memchr::memchr2(b'%', b'+', s.as_bytes()).is_some()
 }
 
 fn decoded(s: &str) -> Cow<'_, str> {
-    if !s.bytes().any(needs_decoding) {
+    if !needs_decoding(s) {
         return Cow::Borrowed(s);
     }
     let spaced = s.replace('+', " ");

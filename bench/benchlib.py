@@ -273,10 +273,10 @@ def run_wrk(system, label, paths, gz, conns=CONNS, dur=DUR, warm=WARM, timeout="
         wcmd = list(cmd)
         wcmd[3] = f"-d{warm}s"
         subprocess.run(wcmd, env=env, capture_output=True, text=True)
-    way0 = send_way(system, base)
+    way0 = send_way(system, label, base)
     with CpuSplit(pids if pids is not None else system) as cpu:
         r = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    way1 = send_way(system, base)
+    way1 = send_way(system, label, base)
     note_command(f"WRK_URLS={uf} " + shlex.join(cmd))
     m = re.search(r"WRKJSON (\{.*\})", r.stdout)
     if not m:
@@ -304,13 +304,16 @@ def run_wrk(system, label, paths, gz, conns=CONNS, dur=DUR, warm=WARM, timeout="
     return res
 
 
-def send_way(system, base=None):
-    """How the bench's wardgate sent cached answers then (`wardgate_sendfile_chosen`, which
-    `--sendfile auto` revises every 30 s): "sendfile" or "copied"; None for other systems."""
+def send_way(system, label, base=None):
+    """How the bench's wardgate sent cached answers of the scenario's size then
+    (`wardgate_sendfile_chosen{size}`, which `--sendfile auto` revises every 30 s per size:
+    whole wards are large sends, the rest small): "sendfile" or "copied"; None for other
+    systems."""
     if system != "wardgate" or base is not None:
         return None
+    size = "large" if label.startswith("full") else "small"
     try:
-        chosen = metrics().get("wardgate_sendfile_chosen")
+        chosen = metrics().get(f'wardgate_sendfile_chosen{{size="{size}"}}')
     except OSError:
         return None
     return None if chosen is None else ("sendfile" if chosen else "copied")

@@ -173,7 +173,8 @@ cell() { [ -n "${ROWS[$1]:-}" ] && echo "$(med "${ROWS[$1]}" 2) ($(all "${ROWS[$
   echo "where even the floor's req/s is not far above nginx's, the ratio is bounded by the kernel's"
   echo "sending and the load generator's receiving, which every server here pays alike."
   echo
-  echo "What \`auto\` chose by the end (\`wardgate_sendfile_chosen\`, 1 = sendfile, 0 = copied):"
+  echo "What \`auto\` chose by the end for each size of send (\`wardgate_sendfile_chosen\`, 1 = sendfile,"
+  echo "0 = copied; \`large\`: 256 KiB or more, the whole wards):"
   echo
   echo '```'
   curl -sf "http://127.0.0.1:$((PORT_BASE+8))/metrics" | grep '^wardgate_sendfile_chosen' || true
@@ -182,7 +183,7 @@ cell() { [ -n "${ROWS[$1]:-}" ] && echo "$(med "${ROWS[$1]}" 2) ($(all "${ROWS[$
   echo "Its changes of way, as logged (the process's CPU ns per KiB sent each way in the trials):"
   echo
   echo '```'
-  grep 'now sent by' "$WORK/gate-$P_HEAD.log" | sed -E 's/.*"message":"([^"]*)".*"copy_cpu_ns_per_kib":([0-9.]*).*"sendfile_cpu_ns_per_kib":([0-9.]*).*/\1 (copy \2, sendfile \3)/' || true
+  grep 'now sent by' "$WORK/gate-$P_HEAD.log" | sed -E 's/.*"message":"([^"]*)".*"copy_cpu_ns_per_kib":([0-9.]*).*"sendfile_cpu_ns_per_kib":([0-9.]*).*/\1: copy \2, sendfile \3/' || true
   echo '```'
 } >"$HERE/HIT-COST.md"
 cat "$HERE/HIT-COST.md"

@@ -163,7 +163,8 @@ class Report:
                    ["---"] + ["---:"] * 8)
         self.A("Every point (repetitions of the target scenarios first, then the other scenarios once; a "
                "wardgate repetition names how it sent its cached answers during the point, as "
-               "`--sendfile auto` had chosen: `wardgate_sendfile_chosen` read before and after):\n")
+               "`--sendfile auto` had chosen for sends of its size: `wardgate_sendfile_chosen{size}`, `large` "
+               "for whole wards, `small` for pages, read before and after):\n")
         rows = []
         for scen in hits.REPEATED:
             for i, rep in enumerate(cl["reps"][scen]):

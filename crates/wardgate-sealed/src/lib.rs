@@ -10,7 +10,7 @@
 //!
 //! Which costs less, `sendfile` or a copy, depends on the machine and the answer's size:
 //! [`set_send_path`] picks one, or [`SendPath::Auto`] measures both in turn and uses the
-//! cheaper (`path`).
+//! cheaper, for small and large sends apart (`path`).
 //!
 //! **Invariant:** a sealed region's bytes never change while it exists: its memfd carries
 //! `F_SEAL_WRITE`, `F_SEAL_SHRINK`, `F_SEAL_GROW` and `F_SEAL_SEAL` before it is mapped, and no
@@ -27,6 +27,8 @@ mod path;
 mod region;
 mod stream;
 
-pub use path::{chosen, last_trials, set_send_path, SendPath, BETWEEN_TRIALS, TRIAL};
+pub use path::{
+    chosen, last_trials, set_send_path, SendPath, SendSize, BETWEEN_TRIALS, LARGE_SEND, TRIAL,
+};
 pub use region::{fd_budget, raise_fd_limit, seal, stats, Stats, MIN_SEALED};
 pub use stream::SendfileStream;

@@ -118,10 +118,10 @@ impl AsyncWrite for SendfileStream {
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let way = path::way();
+        let way = path::way(bufs.iter().map(|b| b.len()).sum());
         let sent = ready!(self.as_mut().poll_write_way(cx, bufs, way.sendfile))?;
-        if way.trial {
-            path::sent_in_trial(sent);
+        if way.counted != path::Counted::Not {
+            path::sent_in_trial(sent, way.counted);
         }
         Poll::Ready(Ok(sent))
     }

@@ -237,12 +237,19 @@ fn set_sealed(m: &crate::metrics::Metrics) {
     m.sealed_bytes.set(g(s.bytes as u64));
     m.sealed_refused.set(g(s.refused));
     m.sendfile_bytes.set(g(s.sendfile_bytes));
-    m.sendfile_chosen.set(i64::from(wardgate_sealed::chosen()));
-    let measured = wardgate_sealed::last_trials();
-    for (way, ns) in ["copy", "sendfile"].into_iter().zip(measured) {
-        if ns > 0 {
-            let labels = crate::metrics::WayLabels { way };
-            m.send_trial_cost.get_or_create(&labels).set(g(ns));
+    for send in wardgate_sealed::SendSize::ALL {
+        let size = send.as_str();
+        let chosen = wardgate_sealed::chosen(send);
+        let labels = crate::metrics::SizeLabels { size };
+        m.sendfile_chosen
+            .get_or_create(&labels)
+            .set(i64::from(chosen));
+        let measured = wardgate_sealed::last_trials(send);
+        for (way, ns) in ["copy", "sendfile"].into_iter().zip(measured) {
+            if ns > 0 {
+                let labels = crate::metrics::SizeWayLabels { size, way };
+                m.send_trial_cost.get_or_create(&labels).set(g(ns));
+            }
         }
     }
 }

@@ -72,9 +72,18 @@ pub struct PhaseLabels {
     pub phase: &'static str,
 }
 
-/// A way cached answers reach the socket: `copy` or `sendfile` (`runtime.sendfile`).
+/// A size of send that `runtime.sendfile = "auto"` judges apart: `small` or `large`
+/// (`wardgate_sealed::SendSize`).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
-pub struct WayLabels {
+pub struct SizeLabels {
+    pub size: &'static str,
+}
+
+/// A size of send, and a way cached answers reach the socket: `copy` or `sendfile`
+/// (`runtime.sendfile`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct SizeWayLabels {
+    pub size: &'static str,
     pub way: &'static str,
 }
 
@@ -164,11 +173,11 @@ pub struct Metrics {
     pub sealed_refused: Gauge,
     /// Bytes sent by `sendfile` from sealed answers, since the start, set at scrape.
     pub sendfile_bytes: Gauge,
-    /// The way sealed answers go now, set at scrape: 1 `sendfile`, 0 copied.
-    pub sendfile_chosen: Gauge,
-    /// What `runtime.sendfile = "auto"`'s last trials measured each way, the process's CPU ns
-    /// per KiB sent, set at scrape (absent until trials have judged).
-    pub send_trial_cost: Family<WayLabels, Gauge>,
+    /// The way sealed answers go now, by size of send, set at scrape: 1 `sendfile`, 0 copied.
+    pub sendfile_chosen: Family<SizeLabels, Gauge>,
+    /// What `runtime.sendfile = "auto"`'s last trials of each size measured each way, the
+    /// process's CPU ns per KiB sent, set at scrape (absent until a size's trials have judged).
+    pub send_trial_cost: Family<SizeWayLabels, Gauge>,
     pub ready: Gauge,
     /// TLS certificate loads after the start (SIGHUP, or a change of the files seen by the
     /// `tls.reload_every` watch), by outcome: `ok` (new handshakes use it) or `error` (refused;
@@ -215,7 +224,7 @@ impl Metrics {
             sealed_bytes: Gauge::default(),
             sealed_refused: Gauge::default(),
             sendfile_bytes: Gauge::default(),
-            sendfile_chosen: Gauge::default(),
+            sendfile_chosen: Family::default(),
             send_trial_cost: Family::default(),
             request_compressions: Counter::default(),
             build_phase: Family::new_with_constructor(latency),
@@ -398,12 +407,12 @@ impl Metrics {
         );
         r.register(
             "sendfile_chosen",
-            "The way sealed answers go now: 1 sendfile, 0 copied (runtime.sendfile)",
+            "The way sealed answers go now, by size of send (large: 256 KiB or more): 1 sendfile, 0 copied (runtime.sendfile)",
             self.sendfile_chosen.clone(),
         );
         r.register(
             "send_trial_cpu_ns_per_kib",
-            "What auto's last send-path trials measured each way: the process's CPU ns per KiB sent",
+            "What auto's last send-path trials of each size measured each way: the process's CPU ns per KiB sent",
             self.send_trial_cost.clone(),
         );
     }

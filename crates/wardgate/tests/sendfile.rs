@@ -11,8 +11,9 @@ use std::time::Instant;
 use support::*;
 use wardgate::config::SendfileMode;
 
-/// What `auto`'s last judging trials measured copying (0 until they have judged).
-const COPY_COST: &str = "wardgate_send_trial_cpu_ns_per_kib{way=\"copy\"}";
+/// What `auto`'s last judging trials of large sends (a whole ward's answer) measured copying
+/// (0 until they have judged).
+const COPY_COST: &str = "wardgate_send_trial_cpu_ns_per_kib{size=\"large\",way=\"copy\"}";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn each_send_path_sends_the_same_bytes_the_way_it_names() {
@@ -77,15 +78,21 @@ async fn each_send_path_sends_the_same_bytes_the_way_it_names() {
                     "auto: {by_sendfile} of {all} bytes by sendfile"
                 );
                 let m = gate.metrics().await;
-                assert!(m.contains("\nwardgate_sendfile_chosen "), "{m}");
-                // The trials judged (both ways sent megabytes), and say what they measured.
+                for size in ["small", "large"] {
+                    let chosen = format!("\nwardgate_sendfile_chosen{{size=\"{size}\"}} ");
+                    assert!(m.contains(&chosen), "{m}");
+                }
+                // The large sends' trials judged (both ways sent megabytes of whole wards), and
+                // say what they measured; the small sends' (none were sent) judged nothing.
                 for way in ["copy", "sendfile"] {
-                    let cost = gate
-                        .metric(&format!(
-                            "wardgate_send_trial_cpu_ns_per_kib{{way=\"{way}\"}}"
-                        ))
-                        .await;
-                    assert!(cost > 0.0, "{way}: {cost} ns/KiB\n{m}");
+                    let cost = |size| {
+                        format!(
+                            "wardgate_send_trial_cpu_ns_per_kib{{size=\"{size}\",way=\"{way}\"}}"
+                        )
+                    };
+                    let large = gate.metric(&cost("large")).await;
+                    assert!(large > 0.0, "{way}: {large} ns/KiB\n{m}");
+                    assert!(!m.contains(&cost("small")), "small sends judged\n{m}");
                 }
             }
         }

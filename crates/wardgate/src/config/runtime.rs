@@ -26,9 +26,10 @@ pub struct RuntimeConfig {
     pub build_threads: usize,
     /// How cached answers of 16 KiB or more reach the socket: `auto` (the default) holds them
     /// in sealed memory files and sends them by `sendfile` or by a copy, whichever short trials
-    /// every 30 s (both halves agreeing) show to cost the process less CPU per byte sent; `on`
-    /// always by `sendfile`; `off` always copied, nothing sealed (no descriptor per answer). `true` and `false` read as
-    /// `on` and `off`. Neither way wins everywhere: 64 connections downloading the same full
+    /// every 30 s (both halves agreeing) show to cost the process less CPU per byte sent,
+    /// judged apart for sends under 256 KiB (pages) and larger ones (whole wards); `on` always
+    /// by `sendfile`; `off` always copied, nothing sealed (no descriptor per answer). `true`
+    /// and `false` read as `on` and `off`. Neither way wins everywhere: 64 connections downloading the same full
     /// wards (470 KB) cost 60–67 µs of CPU each copied against 128–143 µs by `sendfile` on 2
     /// Intel Xeon cores (per-page references contend across cores), and 135 µs copied against
     /// 86 µs by `sendfile` on 2 AMD EPYC cores. [restart]

@@ -37,7 +37,9 @@ pub enum SendPath {
 }
 
 /// The sizes of write that `Auto` judges apart: a page's answer (tens of KiB) and a whole
-/// ward's (hundreds).
+/// ward's (hundreds). A write is sized, not its answer: what a socket did not take of a large
+/// answer at once goes in a write of its own, sized anew (a cost per byte is judged the same
+/// either way; what differs with size is how much one send moves through the caches).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum SendSize {
     /// A write of less than `LARGE_SEND` bytes.

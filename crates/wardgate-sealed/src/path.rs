@@ -269,14 +269,19 @@ fn run_trials() {
         let halves = try_both(size, first[i]);
         let judged = revise(size, &halves);
         due[i] = Instant::now() + if judged { BETWEEN_TRIALS } else { TRIAL };
-        first[i] = SENDFILE + COPY - first[i];
+        first[i] = other_than(first[i]);
     }
+}
+
+/// The way that is not `way` (`COPY` for `SENDFILE`, and back).
+fn other_than(way: u8) -> u8 {
+    SENDFILE + COPY - way
 }
 
 /// Four trials of `size` (`TRIAL` each, the ways in A-B-B-A order, A = `first`: two halves,
 /// each trying both ways), and what each cost.
 fn try_both(size: SendSize, first: u8) -> Halves {
-    let other = SENDFILE + COPY - first;
+    let other = other_than(first);
     let mut halves = Halves::default();
     for (i, way) in [first, other, other, first].into_iter().enumerate() {
         TRIAL_NOW.store((size as u8) << 1 | way, Ordering::Relaxed);

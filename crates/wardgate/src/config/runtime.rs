@@ -29,10 +29,10 @@ pub struct RuntimeConfig {
     /// every 30 s (both halves agreeing) show to cost the process less CPU per byte sent,
     /// judged apart for sends under 256 KiB (pages) and larger ones (whole wards); `on` always
     /// by `sendfile`; `off` always copied, nothing sealed (no descriptor per answer). `true`
-    /// and `false` read as `on` and `off`. Neither way wins everywhere: 64 connections downloading the same full
-    /// wards (470 KB) cost 60–67 µs of CPU each copied against 128–143 µs by `sendfile` on 2
-    /// Intel Xeon cores (per-page references contend across cores), and 135 µs copied against
-    /// 86 µs by `sendfile` on 2 AMD EPYC cores. [restart]
+    /// and `false` read as `on` and `off`. Neither way wins everywhere: 64 connections
+    /// downloading the same full wards (470 KB) cost 60–67 µs of CPU each copied against
+    /// 128–143 µs by `sendfile` on 2 Intel Xeon cores (per-page references contend across
+    /// cores), and 135 µs copied against 86 µs by `sendfile` on 2 AMD EPYC cores. [restart]
     pub sendfile: SendfileMode,
     /// Whether the serving workers take the kernel's real-time class (`SCHED_FIFO`, lowest
     /// priority) while cold work is in flight (builds, first reads waiting on Redis for their
